@@ -1,0 +1,227 @@
+"""Configuration: a TOML file plus ``PLAYTOTV_<SECTION>_<KEY>`` environment overrides, decoded with msgspec.
+
+Every key of api.md "Command line and configuration" exists here with the meaning given there. Unknown
+keys are refused (a typo must not silently leave a default in force). Errors are raised as
+``ConfigError`` carrying one line that names the key and the problem; the CLI turns it into exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from typing import Annotated, Any, Literal, Mapping
+
+import msgspec
+
+ROLE_NAMES = ("gatekeeper", "core", "push", "worker", "scheduler")
+ENV_PREFIX = "PLAYTOTV_"
+
+Bind = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``str(err)`` is one line naming the key."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class NodeSettings(_Section):
+    id: str | None = None  # default: host name + pid
+    advertise_host: str | None = None  # default: the bind host (host name when binding 0.0.0.0)
+    ops_bind: Bind | None = None
+    #: SIGTERM → roles get this long to drain before they are cancelled.
+    drain_seconds: PositiveFloat = 10.0
+    heartbeat_interval: PositiveFloat = 1.0
+    heartbeat_ttl: PositiveFloat = 3.0
+
+
+class RedisSettings(_Section):
+    url: str | None = None
+
+
+class StoreSettings(_Section):
+    url: str = "sqlite:///playtotv.db"
+
+
+class AuthSettings(_Section):
+    secret: str | None = None
+    #: Earlier secrets still accepted for verification (key rotation), newest first.
+    previous_secrets: list[str] = []
+    director_keys: list[str] = []
+    ticket_ttl: PositiveFloat = 6 * 3600.0
+    #: An expired ticket may still be presented as ``resume`` for this long after it expired.
+    resume_window: float = 7 * 24 * 3600.0
+    #: Trust a bare ``user_id`` in POST /v1/session (only for deployments that authenticate upstream).
+    trust_user_id: bool = False
+
+
+class GatekeeperSettings(_Section):
+    bind: Bind = "127.0.0.1:8000"
+    licensed_capacity: PositiveInt = 100_000
+    max_rtt_ms: PositiveInt = 800
+
+
+class CoreSettings(_Section):
+    bind: Bind = "127.0.0.1:8001"
+    max_body_bytes: PositiveInt = 16 * 1024
+
+
+class PushSettings(_Section):
+    bind: Bind = "127.0.0.1:8002"
+    polling_bind: Bind = "127.0.0.1:8003"
+    max_connections: PositiveInt = 50_000
+    #: Bytes an outbox may hold before its client is told to reconnect and dropped.
+    max_outbox_bytes: PositiveInt = 1024 * 1024
+    max_frame_bytes: PositiveInt = 64 * 1024
+    handshake_timeout: PositiveFloat = 10.0
+    idle_timeout: PositiveFloat = 90.0
+    keepalive_interval: PositiveFloat = 25.0
+    recovery_limit: PositiveInt = 300
+
+
+class WorkerSettings(_Section):
+    batch_size: PositiveInt = 500
+    concurrency: PositiveInt = 1
+
+
+class SchedulerSettings(_Section):
+    lease_ttl: PositiveFloat = 5.0
+    late_grace: float = 5.0
+
+
+class AnswersSettings(_Section):
+    durability: Literal["queued", "replicated", "stored"] = "queued"
+
+
+class Settings(_Section):
+    node: NodeSettings = msgspec.field(default_factory=NodeSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
+    gatekeeper: GatekeeperSettings = msgspec.field(default_factory=GatekeeperSettings)
+    core: CoreSettings = msgspec.field(default_factory=CoreSettings)
+    push: PushSettings = msgspec.field(default_factory=PushSettings)
+    worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
+    scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+    answers: AnswersSettings = msgspec.field(default_factory=AnswersSettings)
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis.url is None
+
+    def node_id(self) -> str:
+        return self.node.id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _section_types() -> dict[str, type[_Section]]:
+    return {f.name: f.type for f in msgspec.structs.fields(Settings)}
+
+
+def _is_list_field(section: type[_Section], key: str) -> bool:
+    for f in msgspec.structs.fields(section):
+        if f.name == key:
+            return getattr(f.type, "__origin__", None) is list or f.type is list
+    return False
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``PLAYTOTV_CORE_BIND=...`` → ``{"core": {"bind": "..."}}``. Variables whose section is not ours
+    (e.g. ``PLAYTOTV_TEST_MONGODB_URL``) are left alone; an unknown key in a known section is an error."""
+    sections = _section_types()
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section, _, key = rest.partition("_")
+        if section not in sections or not key:
+            continue
+        if key not in {f.name for f in msgspec.structs.fields(sections[section])}:
+            raise ConfigError(f"{name}: unknown key {section}.{key}")
+        if _is_list_field(sections[section], key):
+            out.setdefault(section, {})[key] = [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], override: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in override.items():
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{section}: expected a table")
+        target.update(values)
+    return merged
+
+
+def _key_of(error: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec says "Expected `int`, got `str` - at `$.gatekeeper.licensed_capacity`"; split it."""
+    text = str(error)
+    problem, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return "config", text
+    key = where.rstrip("`").removeprefix("$").lstrip(".") or "config"
+    return key, problem.replace("`", "")
+
+
+def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"--config {path}: cannot read ({e.strerror or e})") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"--config {path}: invalid TOML ({e})") from None
+    merged = _merge(raw, env_overrides(environ))
+    try:
+        # strict=False: environment values arrive as strings ("8001", "true") and are converted.
+        return msgspec.convert(merged, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        key, problem = _key_of(e)
+        if "matching regex" in problem and key.endswith("bind"):
+            problem = "expected HOST:PORT (port 0 picks a free one)"
+        if problem.startswith("Object contains unknown field"):
+            field = problem.split("unknown field ", 1)[1].strip("` ")
+            key = f"{key}.{field}" if key != "config" else field
+            problem = "unknown key"
+        raise ConfigError(f"{key}: {problem}") from None
+
+
+def parse_roles(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise ConfigError("--role: empty")
+    if "all" in names:
+        return list(ROLE_NAMES)
+    for n in names:
+        if n not in ROLE_NAMES:
+            raise ConfigError(f"--role: unknown role {n!r} (choose from {', '.join(ROLE_NAMES)}, all)")
+    return [r for r in ROLE_NAMES if r in names]  # canonical start order, no duplicates
+
+
+def check_deployment(settings: Settings, roles: list[str]) -> None:
+    """Refuse combinations that cannot work, before anything starts."""
+    if settings.embedded and sorted(roles) != sorted(ROLE_NAMES):
+        raise ConfigError(
+            "redis.url: required to run roles "
+            f"{','.join(roles)} on their own (the embedded broker only works inside one process "
+            "holding every role; set PLAYTOTV_REDIS_URL or use --role all)"
+        )
+    if not settings.embedded and not settings.auth.secret:
+        raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
+    if not settings.embedded and "core" in roles and not settings.auth.director_keys:
+        raise ConfigError("auth.director_keys: required for the core role in a cluster")
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server_session():
+    """One Redis for tests that do not disturb it (each test uses its own key space via flush)."""
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server_session: RedisServer) -> str:
+    """A clean database on the shared test Redis."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", redis_server_session.port), timeout=2) as s:
+        s.sendall(b"FLUSHALL\r\n")
+        s.recv(16)
+    return redis_server_session.url
+
+
+@pytest.fixture
+def redis_server():
+    """A Redis of the test's own, which the test may kill or restart."""
+    server = RedisServer().start()
+    yield server
+    server.close()

@@ -1,0 +1,84 @@
+"""Configuration: TOML + environment overrides, validated; wrong input names the key (api.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from playtotv.settings import ConfigError, check_deployment, load_settings, parse_roles
+
+
+def test_defaults_are_the_documented_ones():
+    s = load_settings(None, environ={})
+    assert s.redis.url is None and s.embedded
+    assert s.store.url == "sqlite:///playtotv.db"
+    assert (s.gatekeeper.bind, s.core.bind, s.push.bind, s.push.polling_bind) == (
+        "127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003")
+    assert s.gatekeeper.licensed_capacity == 100_000
+    assert s.node.ops_bind is None
+
+
+def test_toml_then_environment_override(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[core]\nbind = "127.0.0.1:7001"\n[auth]\ndirector_keys = ["x"]\n')
+    env = {"PLAYTOTV_CORE_BIND": "0.0.0.0:9001", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "k1, k2",
+           "PLAYTOTV_GATEKEEPER_LICENSED_CAPACITY": "50", "PLAYTOTV_AUTH_TRUST_USER_ID": "true",
+           "PLAYTOTV_TEST_MONGODB_URL": "not ours: ignored", "OTHER": "ignored"}
+    s = load_settings(str(cfg), environ=env)
+    assert s.core.bind == "0.0.0.0:9001"
+    assert s.auth.director_keys == ["k1", "k2"]
+    assert s.gatekeeper.licensed_capacity == 50
+    assert s.auth.trust_user_id is True
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"PLAYTOTV_GATEKEEPER_LICENSED_CAPACITY": "many"}, "gatekeeper.licensed_capacity"),
+        ({"PLAYTOTV_GATEKEEPER_LICENSED_CAPACITY": "0"}, "gatekeeper.licensed_capacity"),
+        ({"PLAYTOTV_CORE_BIND": "no-port"}, "core.bind"),
+        ({"PLAYTOTV_CORE_BINDX": "1"}, "core.bindx"),
+        ({"PLAYTOTV_ANSWERS_DURABILITY": "sometimes"}, "answers.durability"),
+    ],
+)
+def test_invalid_value_names_the_key(env, key):
+    with pytest.raises(ConfigError) as e:
+        load_settings(None, environ=env)
+    assert key in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_key_in_file(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[push]\nbindd = 1\n")
+    with pytest.raises(ConfigError, match=r"push\.bindd: unknown key"):
+        load_settings(str(cfg), environ={})
+
+
+def test_unreadable_and_invalid_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(str(tmp_path / "missing.toml"), environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[core\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(str(bad), environ={})
+
+
+def test_roles():
+    assert parse_roles("all") == ["gatekeeper", "core", "push", "worker", "scheduler"]
+    assert parse_roles("push,core,core") == ["core", "push"]
+    with pytest.raises(ConfigError, match="unknown role 'director'"):
+        parse_roles("core,director")
+
+
+def test_a_role_alone_needs_redis():
+    s = load_settings(None, environ={})
+    check_deployment(s, parse_roles("all"))
+    with pytest.raises(ConfigError, match="redis.url"):
+        check_deployment(s, ["core"])
+    cluster = load_settings(None, environ={"PLAYTOTV_REDIS_URL": "redis://127.0.0.1:1/0"})
+    with pytest.raises(ConfigError, match="auth.secret"):
+        check_deployment(cluster, ["core"])
+    cluster = load_settings(None, environ={"PLAYTOTV_REDIS_URL": "redis://127.0.0.1:1/0",
+                                           "PLAYTOTV_AUTH_SECRET": "s"})
+    with pytest.raises(ConfigError, match="auth.director_keys"):
+        check_deployment(cluster, ["core"])
+    check_deployment(cluster, ["push"])
