@@ -64,11 +64,21 @@ class GatekeeperSettings(_Section):
     bind: Bind = "127.0.0.1:8000"
     licensed_capacity: PositiveInt = 100_000
     max_rtt_ms: PositiveInt = 800
+    #: Where the QoS capacity starts; it grows with admissions while every signal is within its SLO.
+    qos_initial_capacity: PositiveInt = 1000
+    slo_fanout_p99_ms: PositiveFloat = 1000.0
+    slo_core_p95_ms: PositiveFloat = 200.0
+    slo_loop_lag_ms: PositiveFloat = 100.0
+    slo_queue_lag_s: PositiveFloat = 5.0
 
 
 class CoreSettings(_Section):
     bind: Bind = "127.0.0.1:8001"
     max_body_bytes: PositiveInt = 16 * 1024
+    #: Per-ticket token bucket over viewer requests: sustained rate and burst. A viewer answers once per
+    #: interaction and reads a few times a second at most; a script hammering the API is refused (429).
+    rate_per_second: PositiveFloat = 10.0
+    rate_burst: PositiveInt = 20
 
 
 class PushSettings(_Section):
@@ -87,6 +97,8 @@ class PushSettings(_Section):
 class WorkerSettings(_Section):
     batch_size: PositiveInt = 500
     concurrency: PositiveInt = 1
+    #: ``stats.updated`` is published at most once per interval per interaction (api.md: a few per second).
+    stats_interval: PositiveFloat = 0.25
 
 
 class SchedulerSettings(_Section):
@@ -96,6 +108,9 @@ class SchedulerSettings(_Section):
 
 class AnswersSettings(_Section):
     durability: Literal["queued", "replicated", "stored"] = "queued"
+    #: ``replicated``: replicas that must hold the enqueued answer before the 202, and how long to wait.
+    replicas: PositiveInt = 1
+    replica_timeout: PositiveFloat = 1.0
 
 
 class Settings(_Section):
@@ -218,6 +233,16 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
         )
     if not settings.embedded and not settings.auth.secret:
         raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
+    from playtotv.auth import check_secret
+
+    for key, secret in [("auth.secret", settings.auth.secret)] + [
+        ("auth.previous_secrets", old) for old in settings.auth.previous_secrets
+    ]:
+        if secret is not None:
+            try:
+                check_secret(secret)
+            except ValueError as e:
+                raise ConfigError(f"{key}: {e}") from None
     if not settings.embedded and "core" in roles and not settings.auth.director_keys:
         raise ConfigError("auth.director_keys: required for the core role in a cluster")
 

@@ -78,7 +78,13 @@ def test_a_role_alone_needs_redis():
     with pytest.raises(ConfigError, match="auth.secret"):
         check_deployment(cluster, ["core"])
     cluster = load_settings(None, environ={"PLAYTOTV_REDIS_URL": "redis://127.0.0.1:1/0",
-                                           "PLAYTOTV_AUTH_SECRET": "s"})
+                                           "PLAYTOTV_AUTH_SECRET": "a-secret-of-enough-bytes"})
     with pytest.raises(ConfigError, match="auth.director_keys"):
         check_deployment(cluster, ["core"])
     check_deployment(cluster, ["push"])
+
+
+def test_short_secret_is_refused():
+    s = load_settings(None, environ={"PLAYTOTV_REDIS_URL": "redis://127.0.0.1:1/0", "PLAYTOTV_AUTH_SECRET": "short"})
+    with pytest.raises(ConfigError, match="auth.secret: must be at least"):
+        check_deployment(s, ["push"])
