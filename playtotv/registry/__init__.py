@@ -1,0 +1,48 @@
+"""The registry: ``open_registry(...)`` picks the implementation (interface in ``base``)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from playtotv.registry.base import DEFAULT_TTL, HEARTBEAT_INTERVAL, NodeInfo, Registry
+
+__all__ = ["DEFAULT_TTL", "HEARTBEAT_INTERVAL", "NodeInfo", "Registry", "open_registry"]
+
+#: Connecting to Redis must not hang a node's startup on an unreachable host (a refused connection
+#: fails at once anyway); a node retries with back-off (reliability.md #19).
+REDIS_CONNECT_TIMEOUT = 2.0
+#: A registry command answers in well under a millisecond; one that has not answered in this long is
+#: stuck (a paused or partitioned server) and is reported as BrokerUnavailable rather than hanging the
+#: heartbeat loop. Same bound as the broker's.
+REDIS_COMMAND_TIMEOUT = 5.0
+
+
+@asynccontextmanager
+async def open_registry(redis: str | Any | None = None) -> AsyncIterator[Registry]:
+    """``None`` → a ``MemoryRegistry`` (one process). A ``redis://`` URL → a ``RedisRegistry`` over a
+    coredis client of its own, closed on exit. A coredis client (already entered) → a
+    ``RedisRegistry`` over it; the caller keeps owning the client.
+
+    Opening does not require Redis to be up: the first call that cannot reach it raises
+    ``BrokerUnavailable``.
+    """
+    if redis is None:
+        from playtotv.registry.memory import MemoryRegistry
+
+        yield MemoryRegistry()
+        return
+
+    from playtotv.registry.redis import RedisRegistry
+
+    if not isinstance(redis, str):
+        yield RedisRegistry(redis)
+        return
+
+    import coredis
+
+    # Entering the client does not connect: a Redis that is down now is reported by the first call.
+    async with coredis.Redis.from_url(
+        redis, connect_timeout=REDIS_CONNECT_TIMEOUT, stream_timeout=REDIS_COMMAND_TIMEOUT
+    ) as client:
+        yield RedisRegistry(client)

@@ -1,0 +1,123 @@
+"""``RedisRegistry``: the registry shared by every node of a cluster.
+
+Layout (names from ``playtotv.keys``):
+
+- ``registry_node(id)``: the node's ``NodeInfo`` as msgspec JSON, with a PX expiry of its TTL. Redis
+  deletes it when the node stops heartbeating: that expiry is the truth about liveness.
+- ``REGISTRY_INDEX``: a sorted set id → expiry (ms, Redis server clock), so readers can list nodes
+  without SCAN and skip the dead ones before fetching them.
+
+Every time comes from the Redis server's clock (``TIME`` inside one-key Lua scripts), never from the
+nodes' clocks, so a node whose clock is off can neither hide live peers nor keep dead ones listed. The
+index entry is written just before the node key, so the index never outlives the key: once ``nodes()``
+stops showing a node, ``prune()`` removes its entry. Each script touches one key, and the node keys are
+read with MGET, so the layout also works on Redis Cluster.
+
+Connection-level failures raise ``playtotv.broker.base.BrokerUnavailable``, like the broker's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import coredis.exceptions as redis_errors
+import msgspec
+
+from playtotv import keys
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.registry.base import DEFAULT_TTL, NodeInfo
+from playtotv.registry.memory import check_ttl
+
+log = logging.getLogger(__name__)
+
+#: Failures that mean "Redis cannot be used right now" (down, restarting, failing over): the caller
+#: backs off and heartbeats again; nothing here is lost that the next heartbeat does not restore.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,  # includes BusyLoadingError (restarting) and ProtocolError
+    redis_errors.ReadOnlyError,  # talking to a replica that was just demoted
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.PrimaryNotFoundError,
+    TimeoutError,
+    OSError,
+)
+
+# Server time in whole milliseconds; the expression is shared by the scripts below.
+_NOW_MS = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+#: KEYS[1] index; ARGV[1] node id, ARGV[2] ttl in ms.
+_INDEX_HEARTBEAT = _NOW_MS + "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\nreturn now"
+#: KEYS[1] index → ids whose expiry is still ahead (exclusive: expiry == now is expired, as in memory).
+_INDEX_LIVE = _NOW_MS + "return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now), '+inf')"
+#: KEYS[1] index → how many expired ids were removed.
+_INDEX_PRUNE = _NOW_MS + "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))"
+
+_encode = msgspec.json.Encoder().encode
+_decode_node = msgspec.json.Decoder(NodeInfo).decode
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise BrokerUnavailable(f"registry: Redis unavailable: {exc}") from exc
+
+
+def ttl_ms(ttl: float) -> int:
+    return max(1, round(check_ttl(ttl) * 1000))
+
+
+class RedisRegistry:
+    """Over a coredis client the caller owns (and has entered: ``async with client:``)."""
+
+    def __init__(self, client: Any, *, clock: Callable[[], float] = time.time) -> None:
+        self._redis = client
+        self._clock = clock  # only for NodeInfo.updated_at, which is informational
+        self._heartbeat_script = client.register_script(_INDEX_HEARTBEAT)
+        self._live_script = client.register_script(_INDEX_LIVE)
+        self._prune_script = client.register_script(_INDEX_PRUNE)
+
+    async def heartbeat(self, node: NodeInfo, ttl: float = DEFAULT_TTL) -> None:
+        keys.validate_id(node.id)
+        px = ttl_ms(ttl)
+        data = _encode(msgspec.structs.replace(node, updated_at=self._clock()))
+        with translate_errors():
+            # One round trip. Index first, so its expiry is never later than the key's (module docstring).
+            async with self._redis.pipeline(transaction=False) as pipe:
+                self._heartbeat_script(keys=[keys.REGISTRY_INDEX], args=[node.id, px], client=pipe)
+                pipe.set(keys.registry_node(node.id), data, px=px)
+
+    async def deregister(self, node_id: str) -> None:
+        keys.validate_id(node_id)
+        with translate_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.delete([keys.registry_node(node_id)])
+                pipe.zrem(keys.REGISTRY_INDEX, [node_id])
+
+    async def nodes(self) -> list[NodeInfo]:
+        with translate_errors():
+            raw_ids = await self._live_script(keys=[keys.REGISTRY_INDEX])
+            ids = [i.decode() if isinstance(i, bytes) else i for i in raw_ids]
+            if not ids:
+                return []
+            blobs = await self._redis.mget([keys.registry_node(i) for i in ids])
+        live: list[NodeInfo] = []
+        for node_id, blob in zip(ids, blobs):
+            if blob is None:
+                continue  # expired (or deregistered) between the two reads
+            try:
+                live.append(_decode_node(blob))
+            except msgspec.DecodeError as exc:
+                # Written by something else (or an incompatible version): one bad entry must not hide
+                # every other node from the gatekeeper.
+                log.warning("registry: ignoring undecodable entry for node %r: %s", node_id, exc)
+        live.sort(key=lambda n: n.id)
+        return live
+
+    async def prune(self) -> int:
+        with translate_errors():
+            return int(await self._prune_script(keys=[keys.REGISTRY_INDEX]))
