@@ -70,10 +70,14 @@ class History(msgspec.Struct, frozen=True):
 
 
 class SubscriptionReset(msgspec.Struct, frozen=True):
-    """Yielded by a subscription after its connection was lost and re-established.
+    """Yielded by a subscription after its connection was lost and re-established, or after the
+    subscriber fell more than its buffer (``subscriber_buffer``) behind and its backlog was dropped:
+    publishers never wait for a slow subscriber.
 
-    Messages may have been published while it was down: the subscriber compares its last offset per
-    channel with ``history()`` to fill the gap (reliability.md #7).
+    Messages may have been missed: the subscriber compares its last offset per channel with
+    ``history()`` to fill the gap (reliability.md #7). ``channels`` lists every subscribed channel. After
+    a reconnect the reset comes once the server confirmed every channel again, so a history read made
+    after seeing it cannot miss what is published next.
     """
 
     channels: list[str]
@@ -95,7 +99,11 @@ class DeadLetter(msgspec.Struct, frozen=True):
 class Subscription(Protocol):
     """A live subscription to a changing set of channels (one connection to the server)."""
 
-    async def add(self, channels: Sequence[str]) -> None: ...
+    async def add(self, channels: Sequence[str]) -> None:
+        """Subscribe; returns once messages published from now on will arrive.
+
+        Raises BrokerUnavailable when the server cannot confirm in time; the channels are kept then and
+        subscribed once the connection is back, announced by a SubscriptionReset."""
 
     async def remove(self, channels: Sequence[str]) -> None: ...
 
@@ -112,13 +120,16 @@ class Broker(Protocol):
         """Append ``data`` to the channel's history and deliver it to subscribers; atomic."""
 
     async def history(self, channel: str, since: int = 0, limit: int = 300) -> History:
-        """Messages with offset > ``since`` (see History)."""
+        """Messages with offset > ``since`` (see History). ValueError if ``since`` < 0 or ``limit`` < 1."""
 
     async def position(self, channel: str) -> tuple[str, int]:
         """The channel's (epoch, last offset)."""
 
     def subscribe(self, channels: Sequence[str] = ()) -> "SubscriptionContext":
-        """``async with broker.subscribe([...]) as sub: async for msg in sub: ...``"""
+        """``async with broker.subscribe([...]) as sub: async for msg in sub: ...``
+
+        Entering raises BrokerUnavailable when the server cannot be reached; once entered, the
+        subscription survives outages by itself (SubscriptionReset)."""
 
     async def trim_history(self, channel: str, keep: int) -> None: ...
 

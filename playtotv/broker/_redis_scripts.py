@@ -1,0 +1,205 @@
+"""Lua scripts of the Redis broker: each operation that must be atomic, or must cost one round trip, is one
+script. Scripts receive every key they touch in KEYS (Redis Cluster routes by them) and return strings for
+anything that is not an integer (Lua numbers are doubles; Redis truncates them to integers on return).
+"""
+
+from __future__ import annotations
+
+# -- channels ----------------------------------------------------------------------------------------------
+# KEYS[1] epoch, KEYS[2] offset, KEYS[3] history stream; ARGV[1] a fresh epoch (used only if needed).
+_CURRENT_EPOCH = """
+local function current_epoch()
+  local epoch = redis.call('GET', KEYS[1])
+  if epoch and redis.call('EXISTS', KEYS[2]) == 1 then
+    return epoch
+  end
+  -- First use, or part of the channel's state is gone (a restart, an eviction): start a new epoch, so a
+  -- reader holding a position from the old one cannot mistake the new offsets for a continuation.
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('SET', KEYS[2], 0)
+  redis.call('DEL', KEYS[3])
+  return ARGV[1]
+end
+"""
+
+#: ARGV[2] history size, ARGV[3] pub/sub channel, ARGV[4] data -> {epoch, offset, sent_at}.
+#: The stream entry id is ``<offset>-0``, so history reads can start at an offset without scanning.
+#: The pub/sub envelope is ``epoch \\n offset \\n sent_at \\n data``: split once, data never re-encoded.
+PUBLISH = _CURRENT_EPOCH + """
+local epoch = current_epoch()
+local offset = redis.call('INCR', KEYS[2])
+local now = redis.call('TIME')
+local sent_at = now[1] .. '.' .. string.format('%06d', now[2])
+local offset_text = string.format('%d', offset)
+redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], offset_text .. '-0', 'd', ARGV[4], 't', sent_at)
+redis.call('PUBLISH', ARGV[3], epoch .. '\\n' .. offset_text .. '\\n' .. sent_at .. '\\n' .. ARGV[4])
+return {epoch, offset, sent_at}
+"""
+
+#: ARGV[2] first stream id wanted (``<since + 1>-0``), ARGV[3] limit (0: position only)
+#: -> {epoch, offset, entries}. Reading creates the epoch if needed, so the epoch a reader sees before
+#: the first publish is the one that publish will use.
+READ_HISTORY = _CURRENT_EPOCH + """
+local epoch = current_epoch()
+local offset = tonumber(redis.call('GET', KEYS[2]))
+local entries = {}
+if tonumber(ARGV[3]) > 0 then
+  entries = redis.call('XRANGE', KEYS[3], ARGV[2], '+', 'COUNT', ARGV[3])
+end
+return {epoch, offset, entries}
+"""
+
+# -- queues ------------------------------------------------------------------------------------------------
+#: KEYS[1] stream; ARGV: data of each item.
+ENQUEUE = """
+for i = 1, #ARGV do
+  redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+end
+"""
+
+#: KEYS[1] stream, KEYS[2..n] dedupe keys; ARGV[1] dedupe TTL in ms, ARGV[2..n] data (same order as the
+#: keys) -> 1 (enqueued) or 0 (a duplicate) per entry. A key repeated in one batch is a duplicate too.
+ENQUEUE_UNIQUE = """
+local enqueued = {}
+for i = 2, #KEYS do
+  if redis.call('SET', KEYS[i], 1, 'NX', 'PX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], '*', 'd', ARGV[i])
+    enqueued[i - 1] = 1
+  else
+    enqueued[i - 1] = 0
+  end
+end
+return enqueued
+"""
+
+#: KEYS[1] stream, KEYS[2] dead letters; ARGV: group, consumer, count, visibility timeout in ms,
+#: max deliveries, dead letter cap -> {{id, data, deliveries}, ...}.
+#: Redeliveries first (XAUTOCLAIM counts the delivery), then new items. An item whose delivery count
+#: would pass max deliveries goes to the dead letters and leaves the stream instead.
+CLAIM = """
+local group, consumer = ARGV[1], ARGV[2]
+local count, max_deliveries = tonumber(ARGV[3]), tonumber(ARGV[5])
+
+local function data_of(fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == 'd' then return fields[i + 1] end
+  end
+end
+
+local claimed = redis.pcall('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[4], '0-0', 'COUNT', count)
+if claimed.err then
+  if not string.find(claimed.err, 'NOGROUP', 1, true) then
+    return redis.error_reply(claimed.err)
+  end
+  -- The first claim of this queue (or Redis lost the group): start at 0 so that items enqueued before
+  -- the group existed are delivered too.
+  redis.call('XGROUP', 'CREATE', KEYS[1], group, '0', 'MKSTREAM')
+  claimed = {'0-0', {}}
+end
+
+local items = {}
+for _, entry in ipairs(claimed[2]) do
+  local id, data = entry[1], data_of(entry[2])
+  local deliveries = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1][4]
+  if deliveries > max_deliveries then
+    local now = redis.call('TIME')
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[6], '*', 'id', id, 'd', data, 'n', deliveries - 1,
+               't', now[1] .. '.' .. string.format('%06d', now[2]))
+    redis.call('XACK', KEYS[1], group, id)
+    redis.call('XDEL', KEYS[1], id)
+  else
+    items[#items + 1] = {id, data, deliveries}
+  end
+end
+
+if #items < count then
+  local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #items,
+                           'STREAMS', KEYS[1], '>')
+  if fresh then
+    for _, entry in ipairs(fresh[1][2]) do
+      items[#items + 1] = {entry[1], data_of(entry[2]), 1}
+    end
+  end
+end
+return items
+"""
+
+#: KEYS[1] stream; ARGV[1] group, ARGV[2..n] ids. Acked items also leave the stream, so the stream holds
+#: only unfinished work and XLEN - pending is the number waiting.
+ACK = """
+for i = 2, #ARGV do
+  -- pcall: after a Redis restart the group is gone (NOGROUP) and there is nothing left to ack.
+  redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+"""
+
+#: KEYS[1] stream, KEYS[2] dead letters; ARGV[1] group -> {pending, waiting, dead}.
+QUEUE_STATS = """
+local length = redis.call('XLEN', KEYS[1])
+local pending = 0
+local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if not summary.err then
+  pending = summary[1]
+end
+return {pending, length - pending, redis.call('XLEN', KEYS[2])}
+"""
+
+# -- leases ------------------------------------------------------------------------------------------------
+#: KEYS[1] lease (hash: holder, token), KEYS[2] highest token issued; ARGV[1] holder, ARGV[2] TTL in ms
+#: -> token, or nil when someone else holds the lease. The new token follows
+#: ``_semantics.next_fencing_token``: max(last + 1, server time in ms).
+ACQUIRE_LEASE = """
+local holder = redis.call('HGET', KEYS[1], 'holder')
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('HGET', KEYS[1], 'token'))
+end
+if holder then
+  return false
+end
+local now = redis.call('TIME')
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+local token = math.max(last + 1, now[1] * 1000 + math.floor(now[2] / 1000))
+local token_text = string.format('%d', token)
+redis.call('SET', KEYS[2], token_text)
+redis.call('HSET', KEYS[1], 'holder', ARGV[1], 'token', token_text)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return token
+"""
+
+#: KEYS[1] lease; ARGV[1] holder. Only the holder may release (a deposed holder must not free the lease
+#: its successor took).
+RELEASE_LEASE = """
+if redis.call('HGET', KEYS[1], 'holder') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+"""
+
+# -- hashes and sorted sets --------------------------------------------------------------------------------
+# Several fields in one atomic step. A script rather than a MULTI pipeline: a pipeline holds a pooled
+# connection until its reply, which coredis does not return to the pool when it is cancelled (see
+# ``_redis_connections``).
+
+#: KEYS[1] hash; ARGV field, amount, field, amount, ...
+HINCRBY_MANY = """
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+"""
+
+#: KEYS[1] sorted set; ARGV member, amount, member, amount, ...
+ZINCRBY_MANY = """
+for i = 1, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+"""
+
+#: KEYS[1] sorted set; ARGV[1] member -> {rank, score} by descending score, or nil.
+ZRANK_DESC = """
+local rank = redis.call('ZREVRANK', KEYS[1], ARGV[1])
+if not rank then
+  return false
+end
+return {rank, redis.call('ZSCORE', KEYS[1], ARGV[1])}
+"""

@@ -1,0 +1,415 @@
+"""The cluster broker on Redis, through coredis (native on trio).
+
+Every operation is one round trip: a Lua script where it must be atomic or touches several keys
+(``_redis_scripts``), a plain command otherwise. They go through coredis's pool, which multiplexes them
+over shared connections; blocking reads and subscriptions use connections of their own
+(``_redis_connections`` says why). Connection errors of any call become ``BrokerUnavailable`` so callers
+can report not-ready; nothing here needs a restart once Redis is back, because broken connections are
+replaced on the next call, and a connection that saw a cancelled command is invalidated, never reused.
+
+Channel history is a capped stream whose entry ids are the offsets; a Redis restart loses it along with
+the epoch, so the next publish starts a new epoch at offset 1 (reliability.md #16).
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, Sequence, TypeVar
+
+import coredis
+import trio
+from coredis.exceptions import (
+    ConnectionError as RedisConnectionError,
+    PrimaryNotFoundError,
+    ReadOnlyError,
+    ResponseError,
+    StalePrimaryError,
+)
+from coredis.retry import NoRetryPolicy
+
+from .. import keys as redis_keys
+from . import _redis_scripts as scripts
+from ._redis_connections import DedicatedConnections
+from ._redis_subscription import RedisSubscription
+from ._semantics import (
+    DEAD_LETTER_CAP,
+    DEFAULT_SUBSCRIBER_BUFFER,
+    check_history_args,
+    check_ttl,
+    history_complete,
+    new_epoch,
+)
+from .base import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_MAX_DELIVERIES,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    BrokerUnavailable,
+    ChannelMessage,
+    DeadLetter,
+    History,
+    QueueItem,
+)
+
+#: A command unanswered this long means Redis is unreachable (a frozen host, a partition): report
+#: BrokerUnavailable instead of hanging the caller.
+COMMAND_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+#: A waiting ``claim`` blocks in Redis at most this long at a time, then looks for expired claims again:
+#: the upper bound on how late a redelivery is noticed by an idle consumer. Below COMMAND_TIMEOUT.
+CLAIM_BLOCK_SLICE = 1.0
+
+#: Errors that mean "Redis is not reachable (as a primary) right now", as opposed to a bug in a call.
+_UNAVAILABLE = (RedisConnectionError, TimeoutError, ReadOnlyError, PrimaryNotFoundError, StalePrimaryError)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
+    """Translate "Redis unreachable" errors into BrokerUnavailable.
+
+    A ``retry_safe`` call (repeating it cannot apply anything twice) is tried once more when its
+    connection turns out to be broken: right after an outage the pool may hand out a connection whose
+    loss it has not noticed yet, and the second try runs on a fresh one. Calls that could apply twice
+    (publish, incr, enqueue, ...) are never retried: their caller decides.
+    """
+
+    def decorate(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+        @functools.wraps(method)
+        async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            if retry_safe:
+                try:
+                    return await method(*args, **kwargs)
+                except RedisConnectionError:
+                    await trio.lowlevel.checkpoint_if_cancelled()  # see below
+            try:
+                return await method(*args, **kwargs)
+            except _UNAVAILABLE as exc:
+                # coredis turns a cancellation that lands while it sets up a connection into a
+                # ConnectionError (6.9); let the cancellation win, or cancel scopes would not work.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                raise BrokerUnavailable(f"redis: {exc}") from exc
+
+        return call
+
+    return decorate
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """A field of a stream entry as Redis sends it: ``[name, value, name, value, ...]``."""
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == name:
+            return fields[index + 1]
+    raise ValueError(f"stream entry without field {name!r}: not written by this broker")
+
+
+def _decode_history_entry(channel: str, epoch: str, entry: list[Any]) -> ChannelMessage:
+    entry_id, fields = entry
+    offset = int(entry_id.split(b"-", 1)[0])
+    return ChannelMessage(channel, epoch, offset, float(_field(fields, b"t")), _field(fields, b"d"))
+
+
+class RedisBroker:
+    """See ``base.Broker``. Open it with ``RedisBroker.open(url)`` (or ``playtotv.broker.open_broker``):
+    it owns a connection pool and a nursery for subscription relays, both closed on exit."""
+
+    def __init__(
+        self,
+        client: coredis.Redis[bytes],
+        nursery: trio.Nursery,
+        *,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+    ) -> None:
+        if history_size < 1 or max_deliveries < 1:
+            raise ValueError("history_size and max_deliveries must be >= 1")
+        self.history_size = history_size
+        self.visibility_timeout = check_ttl(visibility_timeout)
+        self.max_deliveries = max_deliveries
+        self.subscriber_buffer = subscriber_buffer
+        self._client = client
+        self._nursery = nursery
+        self._dedicated = DedicatedConnections(client, nursery)
+        self._publish = client.register_script(scripts.PUBLISH)
+        self._read_history = client.register_script(scripts.READ_HISTORY)
+        self._enqueue = client.register_script(scripts.ENQUEUE)
+        self._enqueue_unique = client.register_script(scripts.ENQUEUE_UNIQUE)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._ack = client.register_script(scripts.ACK)
+        self._queue_stats = client.register_script(scripts.QUEUE_STATS)
+        self._acquire_lease = client.register_script(scripts.ACQUIRE_LEASE)
+        self._release_lease = client.register_script(scripts.RELEASE_LEASE)
+        self._hincrby_many = client.register_script(scripts.HINCRBY_MANY)
+        self._zincrby_many = client.register_script(scripts.ZINCRBY_MANY)
+        self._zrank_desc = client.register_script(scripts.ZRANK_DESC)
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, url: str, **options: Any) -> AsyncIterator["RedisBroker"]:
+        """Connect lazily: entering succeeds while Redis is down (calls raise BrokerUnavailable until it
+        is back), so a node can start, report not-ready and wait (reliability.md #19)."""
+        client = coredis.Redis.from_url(
+            url,
+            stream_timeout=COMMAND_TIMEOUT,
+            connect_timeout=CONNECT_TIMEOUT,
+            # coredis would retry any command after a connection error, but a retried publish or incr
+            # could apply twice; ``_redis_call`` retries only what is safe to repeat.
+            retry_policy=NoRetryPolicy(),
+        )
+        async with client, trio.open_nursery() as nursery:
+            yield cls(client, nursery, **options)
+            nursery.cancel_scope.cancel()  # subscription relays end with the broker
+
+    @_redis_call(retry_safe=True)
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    # -- channels ------------------------------------------------------------------------------------------
+    def _channel_keys(self, channel: str) -> list[str]:
+        return [
+            redis_keys.channel_epoch(channel),
+            redis_keys.channel_offset(channel),
+            redis_keys.channel_history(channel),
+        ]
+
+    @_redis_call(retry_safe=False)
+    async def publish(self, channel: str, data: bytes) -> ChannelMessage:
+        epoch, offset, sent_at = await self._publish(
+            keys=self._channel_keys(channel),
+            args=[new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data],
+        )
+        return ChannelMessage(channel, epoch.decode(), offset, float(sent_at), bytes(data))
+
+    @_redis_call(retry_safe=True)
+    async def history(self, channel: str, since: int = 0, limit: int = 300) -> History:
+        check_history_args(since, limit)
+        epoch_bytes, offset, entries = await self._read_history(
+            keys=self._channel_keys(channel), args=[new_epoch(), f"{since + 1}-0", limit]
+        )
+        epoch = epoch_bytes.decode()
+        messages = [_decode_history_entry(channel, epoch, entry) for entry in entries]
+        first_offset = messages[0].offset if messages else None
+        return History(epoch, offset, messages, history_complete(since, offset, first_offset))
+
+    @_redis_call(retry_safe=True)
+    async def position(self, channel: str) -> tuple[str, int]:
+        epoch, offset, _ = await self._read_history(
+            keys=self._channel_keys(channel), args=[new_epoch(), "0-0", 0]
+        )
+        return epoch.decode(), offset
+
+    def subscribe(self, channels: Sequence[str] = ()) -> AbstractAsyncContextManager[RedisSubscription]:
+        return self._subscription(channels)
+
+    @asynccontextmanager
+    async def _subscription(self, channels: Sequence[str]) -> AsyncIterator[RedisSubscription]:
+        subscription = RedisSubscription(self._dedicated.open, channels, self.subscriber_buffer)
+        await self._nursery.start(subscription.run)
+        try:
+            yield subscription
+        finally:
+            subscription.close()
+
+    @_redis_call(retry_safe=True)
+    async def trim_history(self, channel: str, keep: int) -> None:
+        history = redis_keys.channel_history(channel)
+        await self._client.xtrim(history, trim_strategy=coredis.PureToken.MAXLEN, threshold=max(keep, 0))
+
+    # -- queues --------------------------------------------------------------------------------------------
+    @_redis_call(retry_safe=False)
+    async def enqueue(self, queue: str, items: Sequence[bytes]) -> None:
+        if items:
+            await self._enqueue(keys=[redis_keys.queue_stream(queue)], args=list(items))
+
+    @_redis_call(retry_safe=False)
+    async def enqueue_unique(
+        self,
+        queue: str,
+        entries: Sequence[tuple[str, bytes]],
+        dedupe_ttl: float,
+        *,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> list[bool]:
+        """See ``base.Broker.enqueue_unique``. With ``replicas`` > 0 it also waits (Redis WAIT) until that
+        many replicas hold the batch, at most ``replica_timeout`` s, and raises BrokerUnavailable if fewer
+        confirm. The batch is enqueued either way: a retry finds its dedupe keys. (Only Redis has replicas:
+        the memory broker lacks these parameters, which is how callers tell.)"""
+        check_ttl(dedupe_ttl)
+        if not entries:
+            return []
+        dedupe_keys = [redis_keys.queue_dedupe(queue, key) for key, _ in entries]
+        script_keys = [redis_keys.queue_stream(queue), *dedupe_keys]
+        script_args = [_ms(dedupe_ttl), *(data for _, data in entries)]
+        if replicas <= 0:
+            enqueued = await self._enqueue_unique(keys=script_keys, args=script_args)
+        else:
+            enqueued, confirmed = await self._dedicated.execute_replicated(
+                COMMAND_TIMEOUT, replicas, replica_timeout,
+                b"EVAL", scripts.ENQUEUE_UNIQUE, len(script_keys), *script_keys, *script_args,
+            )
+            if confirmed < replicas:
+                raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
+        return [flag == 1 for flag in enqueued]
+
+    @_redis_call(retry_safe=True)
+    async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        deadline = trio.current_time() + wait
+        while True:
+            items = await self._claim_ready(queue, consumer, count)
+            remaining = deadline - trio.current_time()
+            if items or remaining <= 0:
+                return items
+            block = min(remaining, CLAIM_BLOCK_SLICE)
+            items = await self._claim_next_arrival(queue, consumer, count, block)
+            if items:
+                return items
+
+    async def _claim_ready(self, queue: str, consumer: str, count: int) -> list[QueueItem]:
+        raw = await self._claim(
+            keys=[redis_keys.queue_stream(queue), redis_keys.queue_dead(queue)],
+            args=[
+                redis_keys.QUEUE_GROUP, consumer, count, _ms(self.visibility_timeout), self.max_deliveries,
+                DEAD_LETTER_CAP,
+            ],
+        )
+        return [QueueItem(item_id.decode(), data, deliveries) for item_id, data, deliveries in raw]
+
+    async def _claim_next_arrival(
+        self, queue: str, consumer: str, count: int, block: float
+    ) -> list[QueueItem]:
+        """Block in Redis until a new item arrives (not in a script: scripts cannot block)."""
+        try:
+            answer = await self._dedicated.execute_blocking(
+                block + COMMAND_TIMEOUT,
+                b"XREADGROUP", b"GROUP", redis_keys.QUEUE_GROUP, consumer, b"COUNT", count,
+                b"BLOCK", _ms(block), b"STREAMS", redis_keys.queue_stream(queue), b">",
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return []  # Redis lost the group (a restart); the next scripted claim recreates it
+            raise
+        # RESP3: {stream: [[id, [field, value, ...]], ...]}, or null when the block time passed.
+        entries = next(iter(answer.values()), []) if answer else []
+        return [QueueItem(entry_id.decode(), _field(fields, b"d"), 1) for entry_id, fields in entries]
+
+    @_redis_call(retry_safe=True)
+    async def ack(self, queue: str, ids: Sequence[str]) -> None:
+        if ids:
+            await self._ack(keys=[redis_keys.queue_stream(queue)], args=[redis_keys.QUEUE_GROUP, *ids])
+
+    @_redis_call(retry_safe=True)
+    async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        entries = await self._client.xrange(redis_keys.queue_dead(queue), count=limit)
+        letters = []
+        for entry in entries:
+            fields = entry.field_values
+            letters.append(
+                DeadLetter(fields[b"id"].decode(), fields[b"d"], int(fields[b"n"]), float(fields[b"t"]))
+            )
+        return letters
+
+    @_redis_call(retry_safe=True)
+    async def queue_stats(self, queue: str) -> dict[str, int]:
+        queue_keys = [redis_keys.queue_stream(queue), redis_keys.queue_dead(queue)]
+        pending, waiting, dead = await self._queue_stats(keys=queue_keys, args=[redis_keys.QUEUE_GROUP])
+        return {"pending": pending, "waiting": waiting, "dead": dead}
+
+    # -- counters, hashes, sorted sets ---------------------------------------------------------------------
+    @_redis_call(retry_safe=False)
+    async def incr(self, key: str, amount: int = 1) -> int:
+        return await self._client.incrby(redis_keys.user_key(key), amount)
+
+    @_redis_call(retry_safe=True)
+    async def get(self, key: str) -> bytes | None:
+        return await self._client.get(redis_keys.user_key(key))
+
+    @_redis_call(retry_safe=False)
+    async def set(self, key: str, value: bytes, ttl: float | None = None, only_new: bool = False) -> bool:
+        px = _ms(check_ttl(ttl)) if ttl is not None else None
+        condition = coredis.PureToken.NX if only_new else None
+        return bool(await self._client.set(redis_keys.user_key(key), value, px=px, condition=condition))
+
+    @_redis_call(retry_safe=True)
+    async def delete(self, keys: Sequence[str]) -> None:
+        if keys:
+            await self._client.delete([redis_keys.user_key(key) for key in keys])
+
+    @_redis_call(retry_safe=True)
+    async def expire(self, key: str, ttl: float) -> None:
+        await self._client.pexpire(redis_keys.user_key(key), _ms(check_ttl(ttl)))
+
+    @_redis_call(retry_safe=True)
+    async def exists(self, key: str) -> bool:
+        return await self._client.exists([redis_keys.user_key(key)]) == 1
+
+    @_redis_call(retry_safe=False)
+    async def hincrby(self, key: str, increments: dict[str, int]) -> None:
+        if not increments:
+            return
+        arguments = [part for field, amount in increments.items() for part in (field, int(amount))]
+        await self._hincrby_many(keys=[redis_keys.user_key(key)], args=arguments)
+
+    @_redis_call(retry_safe=True)
+    async def hgetall(self, key: str) -> dict[str, int]:
+        fields = await self._client.hgetall(redis_keys.user_key(key))
+        return {field.decode(): int(value) for field, value in fields.items()}
+
+    @_redis_call(retry_safe=False)
+    async def zincrby(self, key: str, increments: dict[str, float]) -> None:
+        if not increments:
+            return
+        arguments = [part for member, amount in increments.items() for part in (member, repr(float(amount)))]
+        await self._zincrby_many(keys=[redis_keys.user_key(key)], args=arguments)
+
+    @_redis_call(retry_safe=True)
+    async def zadd(self, key: str, scores: dict[str, float]) -> None:
+        if scores:
+            await self._client.zadd(redis_keys.user_key(key), dict(scores))
+
+    @_redis_call(retry_safe=True)
+    async def ztop(self, key: str, start: int, stop: int) -> list[tuple[str, float]]:
+        ranked = await self._client.zrange(
+            redis_keys.user_key(key), start, stop, rev=True, withscores=True
+        )
+        return [(member.decode(), float(score)) for member, score in ranked]
+
+    @_redis_call(retry_safe=True)
+    async def zrank_desc(self, key: str, member: str) -> tuple[int, float] | None:
+        found = await self._zrank_desc(keys=[redis_keys.user_key(key)], args=[member])
+        return None if found is None else (found[0], float(found[1]))
+
+    @_redis_call(retry_safe=True)
+    async def zscores(self, key: str, members: Sequence[str]) -> list[float | None]:
+        if not members:
+            return []
+        return list(await self._client.zmscore(redis_keys.user_key(key), list(members)))
+
+    @_redis_call(retry_safe=True)
+    async def zcard(self, key: str) -> int:
+        return await self._client.zcard(redis_keys.user_key(key))
+
+    # -- leases --------------------------------------------------------------------------------------------
+    @_redis_call(retry_safe=True)
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        return await self._acquire_lease(
+            keys=[redis_keys.lease(name), redis_keys.lease_token(name)], args=[holder, _ms(check_ttl(ttl))]
+        )
+
+    @_redis_call(retry_safe=True)
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._release_lease(keys=[redis_keys.lease(name)], args=[holder])
+
+    @_redis_call(retry_safe=True)
+    async def lease_token(self, name: str) -> int:
+        token = await self._client.get(redis_keys.lease_token(name))
+        return int(token) if token is not None else 0
