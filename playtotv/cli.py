@@ -1,0 +1,97 @@
+"""The ``playtotv`` command (api.md "Command line and configuration").
+
+    playtotv serve [--role ROLES] [--config FILE] [--log-format text|json]
+    playtotv schema [push|openapi]
+    playtotv --version
+
+Wrong input exits with status 2 and one line naming the key and the problem, never a traceback.
+Standard output carries exactly the lines a supervisor or test waits for: ``<role> listening on <URL>``,
+``director key: <key>`` (embedded only, when none was configured) and ``ready``; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Sequence
+
+import msgspec
+import trio
+
+from playtotv import __version__
+from playtotv.settings import ConfigError, check_deployment, load_settings, parse_roles
+
+EXIT_USAGE = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"playtotv: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="playtotv", description="PlayToTV play-along TV platform")
+    parser.add_argument("--version", action="version", version=f"playtotv {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
+    serve = sub.add_parser("serve", help="run one or more roles (default: all, on embedded defaults)")
+    serve.add_argument("--role", default="all", help="comma-separated: gatekeeper,core,push,worker,scheduler or all")
+    serve.add_argument("--config", default=None, help="TOML configuration file")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    schema = sub.add_parser("schema", help="print the JSON Schema of push messages or the OpenAPI document")
+    schema.add_argument("which", nargs="?", choices=("push", "openapi"), default="openapi")
+    return parser
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from playtotv.logs import setup_logging
+    from playtotv.node import run_node
+
+    try:
+        roles = parse_roles(args.role)
+        settings = load_settings(args.config)
+        check_deployment(settings, roles)
+    except ConfigError as e:
+        print(f"playtotv: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(args.log_format)
+
+    async def main() -> None:
+        await run_node(
+            settings, roles,
+            on_listening=lambda role, url: _say(f"{role} listening on {url}"),
+            on_director_key=lambda key: _say(f"director key: {key}"),
+            on_ready=lambda: _say("ready"),
+        )
+
+    try:
+        trio.run(main)
+    except KeyboardInterrupt:  # a second Ctrl-C during drain: stop now, still a clean exit
+        pass
+    return 0
+
+
+def print_schema(which: str) -> int:
+    from playtotv.protocol.schema import openapi_document, push_json_schema
+
+    doc = push_json_schema() if which == "push" else openapi_document()
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc)).decode() + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "schema":
+        return print_schema(args.which)
+    _parser().print_help()
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,146 @@
+"""HTTP listeners on Hypercorn + quart-trio: app factory with the ops routes, JSON errors and metrics.
+
+Every HTTP listener of every role serves ``/healthz``, ``/readyz`` and ``/metrics`` (api.md "Every role").
+Errors always leave as api.md's error body: an ``ApiError`` raised anywhere in a handler, Quart's own
+404/405/413, a malformed body; an unexpected exception becomes a logged 500 with the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from playtotv.logs import event
+from playtotv.protocol.errors import ApiError, bad_request
+
+if TYPE_CHECKING:
+    from playtotv.node import NodeContext
+
+log = logging.getLogger("playtotv.http")
+
+#: Idle keep-alive connections are closed after this long (bounded resources; clients reconnect cheaply).
+KEEP_ALIVE_TIMEOUT = 30.0
+#: Largest request head Hypercorn buffers before answering 400 (slowloris / oversized headers).
+MAX_INCOMPLETE_BYTES = 16 * 1024
+#: Default cap for request bodies; roles lower it where api.md says so (core: 16 KiB).
+DEFAULT_MAX_BODY = 64 * 1024
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "bad_request", 413: "bad_request", 429: "rate_limited", 503: "unavailable"}
+
+
+def json_response(payload: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Encode with msgspec (Structs, dicts, lists) — one encoder for every response."""
+    return Response(msgspec.json.encode(payload), status=status, headers=headers,
+                    content_type="application/json")
+
+
+def api_error_response(err: ApiError, status: int | None = None) -> Response:
+    return Response(err.encode(), status=status or err.status, headers=err.headers(),
+                    content_type="application/json")
+
+
+def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BODY) -> QuartTrio:
+    app = QuartTrio(f"playtotv.{role}")
+    app.config["MAX_CONTENT_LENGTH"] = max_body
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok", "node": ctx.node_id})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        body = {"ready": ctx.ready, "checks": ctx.checks, "draining": ctx.draining.is_set()}
+        return json_response(body, status=200 if ctx.ready else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        payload, content_type = ctx.metrics.render()
+        return Response(payload, content_type=content_type)
+
+    @app.before_request
+    async def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    async def _record(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = getattr(g, "started", None)
+        if started is not None:
+            ctx.metrics.latency.labels(role, rule).observe(time.perf_counter() - started)
+        ctx.metrics.requests.labels(role, request.method, rule, str(response.status_code)).inc()
+        return response
+
+    @app.errorhandler(ApiError)
+    async def _api_error(err: ApiError) -> Response:
+        return api_error_response(err)
+
+    @app.errorhandler(msgspec.ValidationError)
+    async def _validation_error(err: msgspec.ValidationError) -> Response:
+        return api_error_response(bad_request(err))
+
+    @app.errorhandler(msgspec.DecodeError)
+    async def _decode_error(err: msgspec.DecodeError) -> Response:
+        return api_error_response(bad_request(err))
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(err: HTTPException) -> Response:
+        code = _STATUS_CODES.get(err.code or 500, "bad_request")
+        return api_error_response(ApiError(code, err.description or err.name), status=err.code or 500)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(err: Exception) -> Response:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return api_error_response(ApiError("unavailable", "internal error"), status=500)
+
+    return app
+
+
+def _hypercorn_config(ctx: "NodeContext", bind: str) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [bind]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    config.h11_max_incomplete_size = MAX_INCOMPLETE_BYTES
+    config.graceful_timeout = ctx.settings.node.drain_seconds
+    config.backlog = 1024
+    return config
+
+
+async def serve_http(
+    ctx: "NodeContext", app: QuartTrio, bind: str, role: str,
+    *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``bind`` until the node drains; report the bound URL (port 0 resolved)."""
+
+    async def _serve(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn_serve(app, _hypercorn_config(ctx, bind), shutdown_trigger=ctx.draining.wait,
+                              task_status=task_status)
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(_serve)
+        url = binds[0]
+        event(log, "listening", role=role, url=url)
+        ctx.extras["on_listening"](role, url)
+        task_status.started(url)
+
+
+async def serve_ops(ctx: "NodeContext", *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+    """``node.ops_bind``: health, readiness and metrics for processes without a listener of their own."""
+    assert ctx.settings.node.ops_bind is not None
+    app = create_app(ctx, "ops")
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_http, ctx, app, ctx.settings.node.ops_bind, "ops")
+        ctx.endpoints["ops"] = ctx.public_url(url)
+        task_status.started(url)

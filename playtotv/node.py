@@ -1,0 +1,268 @@
+"""Node lifecycle: one ``trio.run``, one root nursery, the selected roles under it (design.md §3).
+
+Start order: dependencies are opened (lazily connecting: a Redis that is down does not stop us), the
+health loop and the heartbeat loop start, then each role with ``nursery.start`` — a role reports started
+only once it listens and the node is registered. ``ready`` is printed once every role has started.
+
+Drain (SIGTERM/SIGINT): deregister first (the gatekeeper stops sending clients here), set
+``ctx.draining`` (listeners stop accepting, push tells clients to reconnect, core finishes requests, the
+worker stops claiming), give the roles ``node.drain_seconds`` to return, then cancel what is left.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+import trio
+
+from playtotv.auth import DirectorKeys, KeyRing
+from playtotv.broker import open_broker
+from playtotv.broker.base import Broker, BrokerUnavailable
+from playtotv.logs import event
+from playtotv.metrics import Metrics
+from playtotv.registry import open_registry
+from playtotv.registry.base import NodeInfo, Registry
+from playtotv.settings import Settings
+from playtotv.store import open_store
+from playtotv.store.base import Store, StoreUnavailable
+
+log = logging.getLogger("playtotv.node")
+
+#: A dependency check that takes longer than this counts as a failure (readiness must answer fast).
+HEALTH_CHECK_TIMEOUT = 2.0
+HEALTH_CHECK_INTERVAL = 1.0
+#: Back-off between registration attempts while Redis is unreachable (reliability.md #19).
+REGISTER_BACKOFF_MIN = 0.1
+REGISTER_BACKOFF_MAX = 2.0
+#: Event-loop lag is sampled by sleeping this long and measuring the overshoot.
+LOOP_LAG_PROBE = 0.25
+
+
+@dataclass
+class NodeContext:
+    """What every role gets: configuration, backends, credentials, metrics and the node's registration."""
+
+    settings: Settings
+    node_id: str
+    roles: list[str]
+    broker: Broker
+    registry: Registry
+    store: Store
+    tickets: KeyRing
+    director_keys: DirectorKeys
+    metrics: Metrics
+    #: Set when the node starts draining: listeners stop accepting, roles wind down.
+    draining: trio.Event = field(default_factory=trio.Event)
+    endpoints: dict[str, str] = field(default_factory=dict)
+    load: dict[str, float] = field(default_factory=dict)
+    qos: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=lambda: {"broker": False, "store": False, "registered": False})
+    started_at: float = field(default_factory=time.time)
+    #: Roles may put per-process services here for other code in the same process (e.g. caches).
+    extras: dict[str, Any] = field(default_factory=dict)
+    _deregistered: bool = False
+
+    # -- registration ---------------------------------------------------------------------------------
+    def node_info(self) -> NodeInfo:
+        return NodeInfo(
+            id=self.node_id, roles=list(self.roles), endpoints=dict(self.endpoints), load=dict(self.load),
+            qos=dict(self.qos), started_at=self.started_at,
+        )
+
+    async def announce(self) -> None:
+        """Heartbeat now, retrying with back-off until the registry accepts it.
+
+        Roles call this after they listen and before ``task_status.started()``: a node that cannot
+        register is not ready, and waits rather than crash (reliability.md #19)."""
+        delay = REGISTER_BACKOFF_MIN
+        while True:
+            if await self._heartbeat_once():
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, REGISTER_BACKOFF_MAX)
+
+    async def _heartbeat_once(self) -> bool:
+        if self._deregistered:
+            return True
+        try:
+            with trio.fail_after(HEALTH_CHECK_TIMEOUT):
+                await self.registry.heartbeat(self.node_info(), ttl=self.settings.node.heartbeat_ttl)
+        except (BrokerUnavailable, trio.TooSlowError) as e:
+            if self.checks["registered"]:
+                event(log, "registration lost", error=type(e).__name__)
+            self.checks["registered"] = False
+            return False
+        self.checks["registered"] = True
+        return True
+
+    async def deregister(self) -> None:
+        self._deregistered = True
+        self.checks["registered"] = False
+        with trio.move_on_after(HEALTH_CHECK_TIMEOUT):
+            try:
+                await self.registry.deregister(self.node_id)
+            except BrokerUnavailable:
+                pass  # its TTL removes it anyway
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values()) and not self.draining.is_set()
+
+    # -- endpoints ------------------------------------------------------------------------------------
+    def public_url(self, bound_url: str, path: str = "") -> str:
+        """``http://127.0.0.1:54321`` as bound → the URL clients should use (node.advertise_host)."""
+        parts = urlsplit(bound_url)
+        host = self.settings.node.advertise_host or parts.hostname or "127.0.0.1"
+        if host in ("0.0.0.0", "::"):
+            import socket
+
+            host = socket.gethostname()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return urlunsplit((parts.scheme, f"{host}:{parts.port}", path, "", ""))
+
+
+RoleRunner = Callable[..., Awaitable[None]]
+
+
+async def _cancel_if_drained_while_starting(
+    drain: trio.Event, started: trio.Event, scope: trio.CancelScope
+) -> None:
+    """A signal while roles are still starting (say, waiting for Redis) stops them at once."""
+    await drain.wait()
+    if not started.is_set():
+        scope.cancel()
+
+
+async def _health_loop(ctx: NodeContext) -> None:
+    while True:
+        for name, check, errors in (
+            ("broker", ctx.broker.ping, (BrokerUnavailable,)),
+            ("store", ctx.store.ping, (StoreUnavailable,)),
+        ):
+            ok = False
+            with trio.move_on_after(HEALTH_CHECK_TIMEOUT):
+                try:
+                    await check()
+                    ok = True
+                except errors:
+                    ok = False
+            if ok != ctx.checks[name]:
+                event(log, "dependency " + ("up" if ok else "down"), dependency=name)
+            ctx.checks[name] = ok
+        ctx.metrics.ready.set(1 if ctx.ready else 0)
+        await trio.sleep(HEALTH_CHECK_INTERVAL)
+
+
+async def _heartbeat_loop(ctx: NodeContext) -> None:
+    while not ctx._deregistered:
+        await ctx._heartbeat_once()
+        await trio.sleep(ctx.settings.node.heartbeat_interval)
+
+
+async def _loop_lag_loop(ctx: NodeContext) -> None:
+    """Measure how late the loop wakes us: the cheapest whole-process QoS signal (gatekeeper issue)."""
+    smoothed = 0.0
+    while True:
+        before = trio.current_time()
+        await trio.sleep(LOOP_LAG_PROBE)
+        lag = max(0.0, trio.current_time() - before - LOOP_LAG_PROBE)
+        smoothed = lag if lag > smoothed else smoothed * 0.7 + lag * 0.3  # rise fast, fall slowly
+        ctx.qos["loop_lag_ms"] = round(smoothed * 1000, 2)
+        ctx.metrics.loop_lag.set(smoothed)
+
+
+async def _watch_signals(drain: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            event(log, "signal received, draining", signal=signal.Signals(signum).name)
+            drain.set()
+            return
+
+
+def _role_runner(role: str) -> RoleRunner:
+    # Imported on demand: a process pays only for the roles it runs, and playtotv never imports roles
+    # at module import time (dependency direction protocol <- playtotv <- roles).
+    return importlib.import_module(f"playtotv.roles.{role}").run
+
+
+def build_keyring(settings: Settings) -> tuple[KeyRing, DirectorKeys, list[str]]:
+    """Ticket keys and director keys; in embedded mode missing ones are generated (and returned so the
+    CLI can print the director key once)."""
+    from playtotv.auth import generate_director_key, generate_secret
+
+    generated: list[str] = []
+    secret = settings.auth.secret or generate_secret()
+    ring = KeyRing.from_secrets(secret, settings.auth.previous_secrets)
+    keys = list(settings.auth.director_keys)
+    if not keys:
+        keys = [generate_director_key()]
+        generated = keys
+    return ring, DirectorKeys(keys), generated
+
+
+async def run_node(
+    settings: Settings,
+    roles: list[str],
+    *,
+    handle_signals: bool = True,
+    drain: trio.Event | None = None,
+    on_listening: Callable[[str, str], None] | None = None,
+    on_director_key: Callable[[str], None] | None = None,
+    on_ready: Callable[[], None] | None = None,
+    task_status: trio.TaskStatus[NodeContext] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ``roles`` until ``drain`` is set (or a signal arrives), then drain and return.
+
+    ``on_listening(role, url)`` is called for every listener as it comes up."""
+    drain = trio.Event() if drain is None else drain
+    tickets, director_keys, generated_keys = build_keyring(settings)
+    runners = {role: _role_runner(role) for role in roles}
+    async with AsyncExitStack() as stack:
+        broker = await stack.enter_async_context(open_broker(settings.redis.url))
+        registry = await stack.enter_async_context(open_registry(settings.redis.url))
+        store = await stack.enter_async_context(open_store(settings.store.url))
+        ctx = NodeContext(
+            settings=settings, node_id=settings.node_id(), roles=roles, broker=broker, registry=registry,
+            store=store, tickets=tickets, director_keys=director_keys, metrics=Metrics(),
+        )
+        ctx.extras["on_listening"] = on_listening or (lambda role, url: None)
+        for key in generated_keys:
+            (on_director_key or (lambda k: None))(key)
+        async with trio.open_nursery() as background:
+            background.start_soon(_health_loop, ctx)
+            background.start_soon(_loop_lag_loop, ctx)
+            if handle_signals:
+                background.start_soon(_watch_signals, drain)
+            if settings.node.ops_bind:
+                from playtotv.http import serve_ops
+
+                await background.start(serve_ops, ctx)
+            with trio.CancelScope() as roles_scope:
+                all_started = trio.Event()
+                background.start_soon(_cancel_if_drained_while_starting, drain, all_started, roles_scope)
+                async with trio.open_nursery() as role_nursery:
+                    for role in roles:
+                        await role_nursery.start(runners[role], ctx)
+                    all_started.set()
+                    background.start_soon(_heartbeat_loop, ctx)
+                    event(log, "ready", node=ctx.node_id, roles=",".join(roles))
+                    if on_ready is not None:
+                        on_ready()
+                    task_status.started(ctx)
+                    await drain.wait()
+                    await ctx.deregister()
+                    roles_scope.deadline = trio.current_time() + settings.node.drain_seconds
+                    ctx.draining.set()
+            if roles_scope.cancelled_caught:
+                event(log, "drain deadline passed; remaining work cancelled")
+            background.cancel_scope.cancel()
+
+

@@ -1,0 +1,274 @@
+"""The gatekeeper role: admission by licensed and measured capacity, and live endpoint lists.
+
+Every decision is taken from a registry snapshot cached in memory and refreshed about once a second
+(design.md §5.3), never a database call per request. A rejection does less work than an admission: no
+ticket is signed and no endpoint list is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+from quart import Response, request
+
+from playtotv.auth import ExpiredTicket, InvalidTicket
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.http import create_app, json_response, serve_http
+from playtotv.logs import event
+from playtotv.protocol.errors import ApiError
+from playtotv.protocol.rest import (
+    GatekeeperStatus,
+    NodeCounts,
+    PushEndpoints,
+    SessionRequest,
+    SessionResponse,
+    session_request_decoder,
+)
+from playtotv.registry.base import NodeInfo
+from playtotv.roles.gatekeeper.capacity import CapacityController, Slo
+from playtotv.roles.gatekeeper.placement import order_core, order_push
+from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
+
+if TYPE_CHECKING:
+    from playtotv.node import NodeContext
+
+log = logging.getLogger("playtotv.gatekeeper")
+
+SNAPSHOT_INTERVAL = 1.0
+#: An admitted client normally connects to push within this long; until then it counts as "recent".
+ADMISSION_WINDOW = 10
+#: Rejected clients are told to come back after a jittered delay in this range (no lockstep return).
+RETRY_AFTER_RANGE = (2.0, 6.0)
+#: A queue token is honoured this long after its holder's last try.
+QUEUE_TTL = 30.0
+#: Queue tokens are tickets with this role, so they can never be used as a viewer ticket.
+QUEUE_ROLE = "queue"
+QUEUE_USER_PREFIX = "q_"
+
+
+class Admissions:
+    """Admissions per second over the last ADMISSION_WINDOW seconds (bounded: one counter a second)."""
+
+    def __init__(self) -> None:
+        self._buckets: deque[list[int]] = deque()  # [second, count]
+
+    def add(self, now: float) -> None:
+        second = int(now)
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([second, 1])
+        self._trim(second)
+
+    def recent(self, now: float) -> int:
+        self._trim(int(now))
+        return sum(count for _, count in self._buckets)
+
+    def _trim(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - ADMISSION_WINDOW:
+            self._buckets.popleft()
+
+
+@dataclass
+class Snapshot:
+    core: list[NodeInfo] = field(default_factory=list)
+    push: list[NodeInfo] = field(default_factory=list)
+    counts: NodeCounts = field(default_factory=NodeCounts)
+    connected: int = 0  # sessions push nodes hold
+    others_recent: int = 0  # recent admissions by other gatekeepers
+    fresh: bool = False
+
+
+class Gatekeeper:
+    def __init__(self, ctx: "NodeContext") -> None:
+        self.ctx = ctx
+        s = ctx.settings.gatekeeper
+        self.licensed = s.licensed_capacity
+        self.controller = CapacityController(initial=s.qos_initial_capacity, ceiling=s.licensed_capacity)
+        self.slo = Slo({
+            "fanout_p99_ms": s.slo_fanout_p99_ms,
+            "core_p95_ms": s.slo_core_p95_ms,
+            "loop_lag_ms": s.slo_loop_lag_ms,
+            "queue_lag_s": s.slo_queue_lag_s,
+        })
+        self.snapshot = Snapshot()
+        self.admissions = Admissions()
+        self.room = WaitingRoom(ttl=QUEUE_TTL)
+        self.rng = random.Random()
+
+    # -- the numbers -------------------------------------------------------------------------------------
+    def admitted(self, now: float) -> int:
+        recent = self.admissions.recent(now) + self.snapshot.others_recent
+        return self.snapshot.connected + recent
+
+    def capacity(self) -> int:
+        return min(self.licensed, self.controller.value)
+
+    async def refresh_forever(self) -> None:
+        while not self.ctx.draining.is_set():
+            try:
+                with trio.fail_after(SNAPSHOT_INTERVAL * 2):
+                    nodes = await self.ctx.registry.nodes()
+            except (BrokerUnavailable, trio.TooSlowError):
+                # Keep deciding on the last snapshot: admitted clients must notice nothing (reliability #9).
+                self.snapshot.fresh = False
+            else:
+                self._apply(nodes, time.time())
+            await trio.sleep(SNAPSHOT_INTERVAL)
+
+    def _apply(self, nodes: list[NodeInfo], now: float) -> None:
+        counts = NodeCounts(**{role: sum(1 for n in nodes if role in n.roles)
+                               for role in ("core", "push", "worker", "scheduler")})
+        core = [n for n in nodes if "core" in n.endpoints]
+        push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
+        connected = int(sum(n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in push))
+        others = int(sum(n.load.get("recent_admissions", 0) for n in nodes if n.id != self.ctx.node_id))
+        self.snapshot = Snapshot(core=core, push=push, counts=counts, connected=connected,
+                                 others_recent=others, fresh=True)
+        own_recent = self.admissions.recent(now)
+        self.ctx.load["recent_admissions"] = own_recent
+        breaches = self.slo.breaches([n.qos for n in nodes])
+        before = self.controller.value
+        capacity = self.controller.update(self.admitted(now), breaches)
+        if breaches and capacity != before:
+            event(log, "qos breach: capacity backs off", capacity=capacity, breaches=";".join(breaches[:5]))
+        self.room.expire(now)
+        self.ctx.metrics.admitted.set(self.admitted(now))
+        self.ctx.metrics.capacity.set(self.capacity())
+
+    # -- requests -----------------------------------------------------------------------------------------
+    def status(self) -> GatekeeperStatus:
+        now = time.time()
+        admitted = self.admitted(now)
+        capacity = self.capacity()
+        return GatekeeperStatus(
+            admitted=admitted, capacity=capacity, licensed_capacity=self.licensed,
+            qos_capacity=self.controller.value, at_capacity=admitted >= capacity, nodes=self.snapshot.counts,
+        )
+
+    def _queue_position(self, token: str | None, now: float) -> tuple[str, float, str | None]:
+        """(queue id, first arrival, token to hand back) — from a valid queue token or fresh."""
+        if token:
+            try:
+                ticket = self.ctx.tickets.verify(token, now=now)
+                if ticket.role == QUEUE_ROLE:
+                    return ticket.user_id, ticket.issued_at, token
+            except InvalidTicket:
+                pass  # a forged or stale token just means a place at the back
+        return f"{QUEUE_USER_PREFIX}{secrets.token_urlsafe(9)}", now, None
+
+    def _reject(self, queue_id: str, first_arrival: float, token: str | None, now: float) -> Response:
+        self.room.wait(queue_id, first_arrival, now)
+        if token is None:
+            token, _ = self.ctx.tickets.issue(queue_id, ttl=QUEUE_TTL * 10, role=QUEUE_ROLE, now=first_arrival)
+        retry_after = round(self.rng.uniform(*RETRY_AFTER_RANGE), 2)
+        self.ctx.metrics.admissions.labels("rejected").inc()
+        err = ApiError("at_capacity", "the platform is full; retry later with the queue token",
+                       retry_after=retry_after)
+        body = {"error": {"code": "at_capacity", "message": err.message, "retry_after": retry_after},
+                "queue": token}
+        return json_response(body, status=503, headers={"Retry-After": str(max(1, round(retry_after)))})
+
+    def _resolve_user(self, req: SessionRequest, now: float) -> str:
+        if req.resume:
+            try:
+                ticket = self.ctx.tickets.verify(req.resume, now=now,
+                                                 allow_expired_for=self.ctx.settings.auth.resume_window)
+                if ticket.role != QUEUE_ROLE:
+                    return ticket.user_id
+            except (InvalidTicket, ExpiredTicket):
+                pass  # an unusable resume ticket gets a new identity, not an error
+        if req.user_id and self.ctx.settings.auth.trust_user_id:
+            return req.user_id
+        return f"u_{secrets.token_urlsafe(9)}"
+
+    async def session(self) -> Response:
+        body = await request.get_data()
+        req = session_request_decoder.decode(body) if body.strip() else SessionRequest()
+        queue_token = _queue_token_of(body)
+        now = time.time()
+        if self.ctx.draining.is_set():
+            raise ApiError("unavailable", "this gatekeeper is shutting down", retry_after=1.0)
+        queue_id, first_arrival, token = self._queue_position(queue_token, now)
+        free = self.capacity() - self.admitted(now)
+        if free - self.room.ahead_of(first_arrival) <= 0:
+            return self._reject(queue_id, first_arrival, token, now)
+        core, push = self.snapshot.core, self.snapshot.push
+        if not core or not push:
+            raise ApiError("unavailable", "no core or push node is up yet", retry_after=2.0)
+        self.room.leave(queue_id)
+        user_id = self._resolve_user(req, now)
+        ticket, claims = self.ctx.tickets.issue(user_id, ttl=self.ctx.settings.auth.ticket_ttl, now=now)
+        self.admissions.add(now)
+        self.ctx.metrics.admissions.labels("admitted").inc()
+        wanted = req.transports or ["websocket", "polling"]
+        response = SessionResponse(
+            ticket=ticket, user_id=user_id, expires_at=claims.expires_at, server_time=now,
+            core=[n.endpoints["core"] for n in order_core(user_id, _healthy_core(core, self.slo))],
+            push=[_push_endpoints(n, wanted) for n in order_push(push, self.rng)],
+            max_rtt_ms=self.ctx.settings.gatekeeper.max_rtt_ms,
+        )
+        return json_response(response)
+
+
+class _QueueField(msgspec.Struct):
+    queue: str | None = None
+
+
+_queue_decoder = msgspec.json.Decoder(_QueueField)
+
+
+def _queue_token_of(body: bytes) -> str | None:
+    """The ``queue`` token of a returning rejected client (an addition to api.md's request)."""
+    if not body.strip():
+        return None
+    try:
+        value = _queue_decoder.decode(body).queue
+    except msgspec.ValidationError:
+        return None
+    return value if value and len(value) <= 1024 else None
+
+
+def _healthy_core(nodes: list[NodeInfo], slo: Slo) -> list[NodeInfo]:
+    healthy = [n for n in nodes if not slo.breaches([n.qos])]
+    return healthy or nodes  # all overloaded: still list them rather than none
+
+
+def _push_endpoints(node: NodeInfo, wanted: list[str]) -> PushEndpoints:
+    return PushEndpoints(
+        websocket=node.endpoints.get("push_ws") if "websocket" in wanted else None,
+        polling=node.endpoints.get("push_poll") if "polling" in wanted else None,
+    )
+
+
+async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    gatekeeper = Gatekeeper(ctx)
+    ctx.extras["gatekeeper"] = gatekeeper  # tests and in-process tools read its numbers
+    app = create_app(ctx, "gatekeeper", max_body=16 * 1024)
+    app.add_url_rule("/v1/session", "session", gatekeeper.session, methods=["POST"])
+
+    async def status() -> Response:
+        return json_response(gatekeeper.status())
+
+    app.add_url_rule("/v1/status", "status", status, methods=["GET"])
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_http, ctx, app, ctx.settings.gatekeeper.bind, "gatekeeper")
+        ctx.endpoints["gatekeeper"] = ctx.public_url(url)
+        await ctx.announce()
+        # First snapshot before we say ready, so the first client is not refused for lack of one.
+        with trio.move_on_after(SNAPSHOT_INTERVAL * 2):
+            try:
+                gatekeeper._apply(await ctx.registry.nodes(), time.time())
+            except BrokerUnavailable:
+                pass
+        nursery.start_soon(gatekeeper.refresh_forever)
+        task_status.started()
+        await ctx.draining.wait()

@@ -1,0 +1,73 @@
+"""The scheduler role: exactly one instance leads (a broker lease with a fencing token) and fires what is
+due; the others stand by and take over within the lease time when the leader dies (reliability.md #14).
+
+Duties run only while leading, each with the fencing token so a deposed leader's late effect can be
+refused where it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.logs import event
+
+if TYPE_CHECKING:
+    from playtotv.node import NodeContext
+
+log = logging.getLogger("playtotv.scheduler")
+
+LEASE_NAME = "scheduler-leader"
+
+
+class Leadership:
+    """Keeps trying to hold the leader lease; renews at a third of its TTL so one slow renewal does not
+    lose it. ``token`` is the fencing token while leading, else None."""
+
+    def __init__(self, ctx: "NodeContext") -> None:
+        self.ctx = ctx
+        self.ttl = ctx.settings.scheduler.lease_ttl
+        self.token: int | None = None
+        self.changed = trio.Event()
+
+    def _set(self, token: int | None) -> None:
+        if token != self.token:
+            event(log, "leadership " + ("taken" if token is not None else "lost"), token=token)
+            self.token = token
+            self.ctx.load["leader"] = 1.0 if token is not None else 0.0
+            self.changed.set()
+            self.changed = trio.Event()
+
+    async def run(self) -> None:
+        try:
+            while not self.ctx.draining.is_set():
+                try:
+                    with trio.fail_after(self.ttl / 3):
+                        token = await self.ctx.broker.acquire_lease(LEASE_NAME, self.ctx.node_id, self.ttl)
+                except (BrokerUnavailable, trio.TooSlowError):
+                    token = None  # cannot prove we still hold it: stop acting as leader
+                self._set(token)
+                with trio.move_on_after(self.ttl / 3):
+                    await self.ctx.draining.wait()
+        finally:
+            self._set(None)
+            with trio.move_on_after(1.0) as scope:
+                scope.shield = True
+                try:
+                    await self.ctx.broker.release_lease(LEASE_NAME, self.ctx.node_id)
+                except BrokerUnavailable:
+                    pass  # it expires by itself
+
+
+async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    leadership = Leadership(ctx)
+    ctx.extras["scheduler_leadership"] = leadership
+    ctx.load["leader"] = 0.0
+    await ctx.announce()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leadership.run)
+        task_status.started()
+        await ctx.draining.wait()

@@ -1,0 +1,51 @@
+"""Run a real node in the test's own trio loop: ``ctx = await start_node(nursery, roles, **settings)``.
+
+It is the same ``run_node`` the CLI uses (listeners, registration, drain), with signals left to pytest.
+Settings are given like environment variables without the prefix: ``core_bind="127.0.0.1:0"``.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from playtotv.node import NodeContext, run_node
+from playtotv.settings import Settings, load_settings
+
+#: Everything on free ports and in memory unless a test says otherwise.
+DEFAULTS = {
+    "gatekeeper_bind": "127.0.0.1:0",
+    "core_bind": "127.0.0.1:0",
+    "push_bind": "127.0.0.1:0",
+    "push_polling_bind": "127.0.0.1:0",
+    "store_url": "sqlite:///:memory:",
+    "node_drain_seconds": "2",
+    "auth_secret": "test-secret-0123456789",
+    "auth_director_keys": "director-key",
+}
+
+
+def make_settings(**overrides: str) -> Settings:
+    env = {f"PLAYTOTV_{k.upper()}": str(v) for k, v in {**DEFAULTS, **overrides}.items()}
+    return load_settings(None, environ=env)
+
+
+class RunningNode:
+    def __init__(self, ctx: NodeContext, drain: trio.Event, listening: dict[str, str]) -> None:
+        self.ctx = ctx
+        self.drain = drain
+        self.listening = listening
+
+    def url(self, role: str) -> str:
+        return self.listening[role]
+
+
+async def start_node(nursery: trio.Nursery, roles: list[str], **overrides: str) -> RunningNode:
+    drain = trio.Event()
+    listening: dict[str, str] = {}
+    ctx = await nursery.start(
+        lambda task_status: run_node(
+            make_settings(**overrides), roles, handle_signals=False, drain=drain,
+            on_listening=lambda role, url: listening.__setitem__(role, url), task_status=task_status,
+        )
+    )
+    return RunningNode(ctx, drain, listening)

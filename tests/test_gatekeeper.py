@@ -1,0 +1,147 @@
+"""The gatekeeper through its HTTP API, in a real node: admission, capacity, tickets, endpoint lists."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import trio
+
+from playtotv.auth import KeyRing
+from playtotv.registry.base import NodeInfo
+from tests.inprocess import start_node
+
+
+def core_node(i: int, **qos: float) -> NodeInfo:
+    return NodeInfo(id=f"core-{i}", roles=["core"], endpoints={"core": f"http://10.9.0.{i}:8001"}, qos=qos)
+
+
+def push_node(i: int, connections: int = 0) -> NodeInfo:
+    return NodeInfo(
+        id=f"push-{i}", roles=["push"],
+        endpoints={"push_ws": f"ws://10.9.1.{i}:8002/v1/ws", "push_poll": f"http://10.9.1.{i}:8003/v1/poll"},
+        load={"connections": connections, "max_connections": 1000},
+    )
+
+
+async def gatekeeper(nursery, nodes: list[NodeInfo], **settings: str):
+    node = await start_node(nursery, ["gatekeeper"], **settings)
+    for n in nodes:
+        await node.ctx.registry.heartbeat(n, ttl=60)
+    node.ctx.extras["gatekeeper"]._apply(await node.ctx.registry.nodes(), time.time())
+    return node, httpx.AsyncClient(base_url=node.url("gatekeeper"), timeout=5)
+
+
+async def test_admission_returns_a_valid_ticket_and_ordered_live_lists(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), core_node(2), push_node(1), push_node(2)])
+    async with http:
+        r = await http.post("/v1/session", json={"name": "Ann", "transports": ["websocket"]})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        ticket = node.ctx.tickets.verify(body["ticket"])
+        assert ticket.user_id == body["user_id"] and body["user_id"].startswith("u_")
+        assert abs(body["expires_at"] - ticket.expires_at) < 1e-6
+        assert sorted(body["core"]) == ["http://10.9.0.1:8001", "http://10.9.0.2:8001"]
+        assert len(body["push"]) == 2 and all("polling" not in p for p in body["push"])
+        assert body["max_rtt_ms"] == 800
+        # the same user keeps the same core order (rendezvous hashing → its cache)
+        again = await http.post("/v1/session", json={"resume": body["ticket"]})
+        assert again.json()["user_id"] == body["user_id"]
+        assert again.json()["core"] == body["core"]
+        assert (await http.post("/v1/session")).status_code == 200  # an empty body is a valid request
+
+
+async def test_resume_and_user_id_trust(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)])
+    async with http:
+        forged_ring = KeyRing.from_secrets("another-secret")
+        forged, _ = forged_ring.issue("u_victim", ttl=60)
+        r = await http.post("/v1/session", json={"resume": forged, "user_id": "u_victim"})
+        assert r.status_code == 200 and r.json()["user_id"] != "u_victim"
+        expired, _ = node.ctx.tickets.issue("u_old", ttl=1, now=time.time() - 100)
+        r = await http.post("/v1/session", json={"resume": expired})
+        assert r.json()["user_id"] == "u_old"  # expired but within the resume window
+        for bad in ('{"user_id": 5}', "not json", '{"transports": "websocket"}'):
+            r = await http.post("/v1/session", content=bad)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+
+
+async def test_trusted_user_id(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)], auth_trust_user_id="true")
+    async with http:
+        r = await http.post("/v1/session", json={"user_id": "u_known"})
+        assert r.json()["user_id"] == "u_known"
+
+
+async def test_capacity_reached_gives_503_with_retry_after_and_status_is_exact(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=2)],
+                                  gatekeeper_licensed_capacity="4")
+    async with http:
+        status = (await http.get("/v1/status")).json()
+        assert status == {"admitted": 2, "capacity": 4, "licensed_capacity": 4,
+                          "qos_capacity": status["qos_capacity"], "at_capacity": False,
+                          "nodes": {"core": 1, "push": 1, "worker": 0, "scheduler": 0}}
+        for _ in range(2):
+            assert (await http.post("/v1/session")).status_code == 200
+        status = (await http.get("/v1/status")).json()
+        assert status["admitted"] == 4 and status["at_capacity"] is True
+        r = await http.post("/v1/session")
+        assert r.status_code == 503
+        err = r.json()["error"]
+        assert err["code"] == "at_capacity" and 1 <= err["retry_after"] <= 10
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["queue"]
+
+
+async def test_waiting_room_admits_earlier_arrivals_first(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
+                                  gatekeeper_licensed_capacity="1")
+    gk = node.ctx.extras["gatekeeper"]
+    async with http:
+        first = (await http.post("/v1/session")).json()["queue"]
+        second = (await http.post("/v1/session")).json()["queue"]
+        # one place frees up: the push node now holds no session
+        await node.ctx.registry.heartbeat(push_node(1, connections=0), ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        newcomer = await http.post("/v1/session")
+        assert newcomer.status_code == 503  # two waited longer
+        assert (await http.post("/v1/session", json={"queue": second})).status_code == 503  # first is ahead
+        assert (await http.post("/v1/session", json={"queue": first})).status_code == 200
+
+
+async def test_dead_core_node_leaves_the_lists_within_its_ttl(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)])
+    async with http:
+        await node.ctx.registry.heartbeat(core_node(2), ttl=0.5)  # then it "dies": no more heartbeats
+        gk = node.ctx.extras["gatekeeper"]
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert len((await http.post("/v1/session")).json()["core"]) == 2
+        with trio.fail_after(10):
+            while len((await http.post("/v1/session")).json()["core"]) != 1:
+                await trio.sleep(0.2)
+
+
+async def test_qos_breach_stops_capacity_growth_and_it_recovers(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)],
+                                  gatekeeper_qos_initial_capacity="100")
+    gk = node.ctx.extras["gatekeeper"]
+
+    async with http:
+        busy = NodeInfo(id="push-1", roles=["push"], endpoints=push_node(1).endpoints,
+                        load={"connections": 90, "max_connections": 1000}, qos={"fanout_p99_ms": 50})
+        await node.ctx.registry.heartbeat(busy, ttl=60)
+        for _ in range(4):
+            gk._apply(await node.ctx.registry.nodes(), time.time())
+        grown = (await http.get("/v1/status")).json()["qos_capacity"]
+        assert grown > 100
+        breach = NodeInfo(id="push-1", roles=["push"], endpoints=busy.endpoints, load=busy.load,
+                          qos={"fanout_p99_ms": 2500})
+        await node.ctx.registry.heartbeat(breach, ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        stopped = (await http.get("/v1/status")).json()
+        assert stopped["qos_capacity"] <= 90 and stopped["at_capacity"] is True
+        assert (await http.post("/v1/session")).status_code == 503
+        await node.ctx.registry.heartbeat(busy, ttl=60)
+        for _ in range(4):
+            gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert (await http.get("/v1/status")).json()["qos_capacity"] > stopped["qos_capacity"]

@@ -1,0 +1,84 @@
+"""Sans-io parts of the gatekeeper: QoS capacity, waiting room, endpoint ordering."""
+
+from __future__ import annotations
+
+import random
+
+from playtotv.registry.base import NodeInfo
+from playtotv.roles.gatekeeper.capacity import MIN_CAPACITY, RECOVERY_TICKS, CapacityController, Slo
+from playtotv.roles.gatekeeper.placement import order_core, order_push
+from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
+
+
+def test_capacity_grows_only_when_used_and_healthy():
+    c = CapacityController(initial=100, ceiling=10_000)
+    assert c.update(admitted=10, breaches=[]) == 100  # idle: no growth
+    for _ in range(RECOVERY_TICKS):
+        c.update(admitted=90, breaches=[])
+    assert c.value > 100
+
+
+def test_capacity_stops_at_current_level_on_breach_and_recovers():
+    c = CapacityController(initial=1000, ceiling=100_000)
+    c.update(admitted=800, breaches=[])
+    at_breach = c.update(admitted=600, breaches=["fanout_p99_ms=1500>1000"])
+    assert at_breach <= 600  # stopped at (below) the level where QoS broke
+    during = c.update(admitted=600, breaches=["fanout_p99_ms=1400>1000"])
+    assert during < at_breach  # keeps backing off while the breach lasts
+    for _ in range(RECOVERY_TICKS - 1):
+        assert c.update(admitted=during, breaches=[]) == during  # not yet: one good sample is no recovery
+    assert c.update(admitted=during, breaches=[]) > during
+
+
+def test_capacity_bounded_by_ceiling_and_floor():
+    c = CapacityController(initial=50, ceiling=60)
+    for _ in range(10):
+        c.update(admitted=c.value, breaches=[])
+    assert c.value == 60
+    for _ in range(200):
+        c.update(admitted=0, breaches=["x"])
+    assert c.value == MIN_CAPACITY
+
+
+def test_slo_breaches_name_the_signal():
+    slo = Slo({"fanout_p99_ms": 1000, "loop_lag_ms": 100})
+    assert slo.breaches([{"fanout_p99_ms": 20}, {"loop_lag_ms": 5, "other": 1e9}]) == []
+    assert slo.breaches([{"fanout_p99_ms": 1200}]) == ["fanout_p99_ms=1200>1000"]
+
+
+def test_waiting_room_is_fifo_by_first_arrival():
+    room = WaitingRoom(ttl=30)
+    room.wait("b", first_arrival=2.0, now=2.0)
+    room.wait("a", first_arrival=1.0, now=2.0)
+    room.wait("c", first_arrival=3.0, now=3.0)
+    assert room.ahead_of(1.0) == 0
+    assert room.ahead_of(2.5) == 2
+    assert room.ahead_of(10.0) == 3  # a newcomer is behind everyone
+    room.leave("a")
+    assert room.ahead_of(2.5) == 1
+    room.expire(now=40.0)
+    assert len(room) == 0 and room.ahead_of(10.0) == 0
+
+
+def test_core_order_is_sticky_per_user_and_moves_only_lost_nodes_users():
+    nodes = [NodeInfo(id=f"core-{i}", roles=["core"]) for i in range(5)]
+    users = [f"u{i}" for i in range(500)]
+    first = {u: order_core(u, nodes)[0].id for u in users}
+    assert first == {u: order_core(u, list(reversed(nodes)))[0].id for u in users}
+    assert len(set(first.values())) == 5  # spread over every node
+    survivors = [n for n in nodes if n.id != "core-2"]
+    for u in users:
+        if first[u] != "core-2":
+            assert order_core(u, survivors)[0].id == first[u]
+
+
+def test_push_order_prefers_free_capacity_but_spreads():
+    full = NodeInfo(id="full", roles=["push"], load={"max_connections": 100, "connections": 100})
+    empty = NodeInfo(id="empty", roles=["push"], load={"max_connections": 100, "connections": 0})
+    rng = random.Random(1)
+    firsts = [order_push([full, empty], rng)[0].id for _ in range(50)]
+    assert set(firsts) == {"empty"}  # of two, the freer one always comes first
+    many = [NodeInfo(id=f"p{i}", roles=["push"], load={"max_connections": 100, "connections": 10})
+            for i in range(6)]
+    assert len({order_push(many, rng)[0].id for _ in range(100)}) > 3  # equal nodes: randomised
+    assert sorted(n.id for n in order_push(many, rng)) == sorted(n.id for n in many)
