@@ -81,3 +81,66 @@ def episode_channel(episode_id: str) -> str:
 
 def user_channel(user_id: str) -> str:
     return f"user:{user_id}"
+
+
+# -- gameplay (core, worker, scheduler) -----------------------------------------------------------------
+# Names passed to the broker's counters, hashes and sorted sets; the broker puts them under ``user_key``.
+# Everything here is rebuildable from the store (answers, scores) or best effort (throttles, stats).
+
+#: Work queue of accepted answers (core → worker): the hot path, consumed in large batches.
+ANSWER_QUEUE = "answers"
+#: Work queue of follow-up jobs (scoring at reveal, achievements, friend notifications, episode end):
+#: kept apart so slow social work never delays the aggregation behind live statistics.
+JOB_QUEUE = "jobs"
+#: Channel on which nodes tell each other to drop instance-local cache entries. Clients never see it:
+#: push lets them follow only ``episode:*`` and their own ``user:*`` channel.
+CACHE_INVALIDATION_CHANNEL = "internal:cache"
+
+
+def answer_dedupe(interaction_id: str, user_id: str) -> str:
+    """Dedupe key of one viewer's answer (enqueue_unique puts it under ``queue_dedupe``)."""
+    return f"{interaction_id}:{user_id}"
+
+
+def answer_set(interaction_id: str, choice: str) -> str:
+    """Sorted set of the users who chose ``choice`` (member user id, score received_at).
+
+    A set rather than a counter so that a redelivered answer adds nothing: the count is ``zcard``."""
+    return f"ans:{interaction_id}:{choice}"
+
+
+def answer_sets_marker(interaction_id: str) -> str:
+    """Present while the answer sets of an interaction are complete; missing after Redis lost them, which
+    tells readers to rebuild them from the store."""
+    return f"ansok:{interaction_id}"
+
+
+def stats_throttle(interaction_id: str) -> str:
+    """Held for one stats interval by the worker that published ``stats.updated`` (one publisher per
+    interval across all workers)."""
+    return f"statsthr:{interaction_id}"
+
+
+def episode_viewers(episode_id: str) -> str:
+    """Sorted set of users who answered in an episode (score: last answer time)."""
+    return f"viewers:{episode_id}"
+
+
+def leaderboard(episode_id: str) -> str:
+    """Sorted set user → episode score; rebuilt from the store's score documents when missing."""
+    return f"lb:{episode_id}"
+
+
+def scoring_lease(episode_id: str) -> str:
+    """Lease name serialising the scoring of one episode (streaks depend on reveal order)."""
+    return f"scoring:{episode_id}"
+
+
+def friend_notify_throttle(kind: str, follower_id: str) -> str:
+    """Held after a friend notification of ``kind`` went to ``follower_id`` (rate limit per follower)."""
+    return f"fnthr:{kind}:{follower_id}"
+
+
+#: Channel on which core tells the scheduler that an episode's agenda changed (started, ended, an
+#: interaction opened). Internal: push never lets a client follow it.
+SCHEDULER_NOTICES = "internal:scheduler"

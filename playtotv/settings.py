@@ -92,6 +92,9 @@ class PushSettings(_Section):
     idle_timeout: PositiveFloat = 90.0
     keepalive_interval: PositiveFloat = 25.0
     recovery_limit: PositiveInt = 300
+    #: A channel no local client follows any more stays subscribed this long, so reconnecting clients and
+    #: back-to-back long polls find it warm (recent messages in memory, no broker round trip).
+    channel_linger: Annotated[float, msgspec.Meta(ge=0)] = 5.0
 
 
 class WorkerSettings(_Section):

@@ -146,6 +146,8 @@ class EpisodeEnded(_Data, tag="episode.ended", kw_only=True):
 
 class InteractionOpened(_Data, tag="interaction.opened", kw_only=True):
     interaction: InteractionView  # built without ``correct``: the viewer must not see it before reveal
+    #: Seconds after its timecode that a timeline entry fired (a late start or a scheduler takeover).
+    late_by: float = 0.0
 
 
 class InteractionClosed(_Data, tag="interaction.closed", kw_only=True):

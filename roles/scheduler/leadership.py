@@ -1,8 +1,5 @@
-"""The scheduler role: exactly one instance leads (a broker lease with a fencing token) and fires what is
-due; the others stand by and take over within the lease time when the leader dies (reliability.md #14).
-
-Duties run only while leading, each with the fencing token so a deposed leader's late effect can be
-refused where it is written.
+"""Scheduler leadership: exactly one instance holds the lease (with a fencing token) at a time; the
+others stand by and take over within the lease TTL when the leader dies (reliability.md #14).
 """
 
 from __future__ import annotations
@@ -60,14 +57,3 @@ class Leadership:
                     await self.ctx.broker.release_lease(LEASE_NAME, self.ctx.node_id)
                 except BrokerUnavailable:
                     pass  # it expires by itself
-
-
-async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    leadership = Leadership(ctx)
-    ctx.extras["scheduler_leadership"] = leadership
-    ctx.load["leader"] = 0.0
-    await ctx.announce()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(leadership.run)
-        task_status.started()
-        await ctx.draining.wait()

@@ -1,0 +1,53 @@
+"""The ceiling of ``bench answers``: a trivial answer endpoint on the same stack as core.
+
+Same Hypercorn configuration, same QuartTrio app factory (ops routes, metrics hooks, error handlers),
+same path shape and body: it reads the body and answers 202 with ``received_at``, and does nothing else
+(no ticket check, no validation, no Redis). ``python -m bench._ceiling`` prints
+``ceiling listening on <url>`` and ``ready``, and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import trio
+from quart import Response, request
+
+from playtotv.auth import DirectorKeys, KeyRing
+from playtotv.broker.memory import MemoryBroker
+from playtotv.http import create_app, json_response, serve_http
+from playtotv.metrics import Metrics
+from playtotv.node import NodeContext
+from playtotv.registry import open_registry
+from playtotv.settings import load_settings
+from playtotv.store import open_store
+
+from bench._play import SECRET
+
+
+async def main() -> None:
+    settings = load_settings(None, environ={})
+    async with open_registry(None) as registry, open_store("sqlite:///:memory:") as store:
+        ctx = NodeContext(settings=settings, node_id="ceiling", roles=[], broker=MemoryBroker(), registry=registry,
+                          store=store, tickets=KeyRing.from_secrets(SECRET), director_keys=DirectorKeys([]),
+                          metrics=Metrics())
+        ctx.extras["on_listening"] = lambda role, url: print(f"{role} listening on {url}", flush=True)
+        app = create_app(ctx, "ceiling", max_body=settings.core.max_body_bytes)
+
+        async def answer(interaction_id: str) -> Response:
+            await request.get_data()
+            return json_response({"accepted": True, "received_at": time.time()}, 202)
+
+        app.add_url_rule("/v1/interactions/<interaction_id>/answers", "answer", answer, methods=["POST"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_http, ctx, app, "127.0.0.1:0", "ceiling")
+            print("ready", flush=True)
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    ctx.draining.set()
+                    break
+
+
+if __name__ == "__main__":
+    trio.run(main)

@@ -1,0 +1,181 @@
+"""Shared by ``bench answers`` and ``bench worker``: node processes, a director, a raw HTTP load client.
+
+The load client speaks HTTP/1.1 over plain trio streams with pre-built requests and minimal response
+parsing: an order of magnitude cheaper per request than httpx, so one client process can outrun one
+server process and the figures measure the server, not the client.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+SECRET = "bench-secret-0123456789abcdef"
+DIRECTOR_KEY = "dk_bench"
+OUT_DIR = os.path.join("bench", "out")
+NODE_START_TIMEOUT = 60.0
+
+
+class LineReader:
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def line(self) -> str:
+        while b"\n" not in self.buffer:
+            chunk = await self.stream.receive_some(1 << 16)
+            if not chunk:
+                raise EOFError("process closed its output")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode(errors="replace").strip()
+
+
+@dataclass
+class Process:
+    proc: trio.Process
+    listening: dict[str, str] = field(default_factory=dict)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            with trio.move_on_after(15):
+                await self.proc.wait()
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def node_env(redis_url: str, db_path: str, node_id: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PLAYTOTV_REDIS_URL": redis_url,
+        "PLAYTOTV_STORE_URL": f"sqlite:///{db_path}",
+        "PLAYTOTV_AUTH_SECRET": SECRET,
+        "PLAYTOTV_AUTH_DIRECTOR_KEYS": DIRECTOR_KEY,
+        "PLAYTOTV_NODE_ID": node_id,
+        "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
+        **{f"PLAYTOTV_{k.upper()}": v for k, v in extra.items()},
+    }
+
+
+async def start_process(cmd: list[str], env: dict[str, str], log_name: str) -> Process:
+    """Start ``cmd``; return once it printed ``ready`` (its ``<role> listening on <url>`` lines parsed)."""
+    os.makedirs(OUT_DIR, exist_ok=True)
+    log = open(os.path.join(OUT_DIR, log_name), "wb")
+    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    process = Process(proc)
+    assert proc.stdout is not None
+    lines = LineReader(proc.stdout)
+    with trio.fail_after(NODE_START_TIMEOUT):
+        while True:
+            line = await lines.line()
+            if " listening on " in line:
+                role, _, url = line.partition(" listening on ")
+                process.listening[role] = url
+            elif line == "ready":
+                return process
+
+
+async def start_node(roles: str, env: dict[str, str], log_name: str) -> Process:
+    return await start_process([sys.executable, "-m", "playtotv.cli", "serve", "--role", roles], env, log_name)
+
+
+class Director:
+    def __init__(self, http: httpx.AsyncClient, core: str) -> None:
+        self.http = http
+        self.core = core
+        self.headers = {"Authorization": f"Bearer {DIRECTOR_KEY}"}
+
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        r = await self.http.post(self.core + path, json=body or {}, headers=self.headers)
+        r.raise_for_status()
+        return r.json()
+
+    async def live_episode(self) -> str:
+        show = await self.post("/v1/shows", {"title": "Bench"})
+        episode = await self.post(f"/v1/shows/{show['id']}/episodes", {"title": "Bench episode"})
+        await self.post(f"/v1/episodes/{episode['id']}/start")
+        return episode["id"]
+
+    async def open_quiz(self, episode_id: str, duration: float = 3600) -> str:
+        created = await self.post(f"/v1/episodes/{episode_id}/interactions", {
+            "kind": "quiz", "prompt": "Bench?", "options": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}],
+            "correct": "a", "duration": duration})
+        await self.post(f"/v1/interactions/{created['id']}/open")
+        return created["id"]
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection; ``request(raw)`` sends pre-built bytes and returns
+    (status, body)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    @classmethod
+    async def connect(cls, url: str) -> "RawClient":
+        host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        return cls(await trio.open_tcp_stream(host, int(port)))
+
+    async def request(self, raw: bytes) -> tuple[int, bytes]:
+        await self.stream.send_all(raw)
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = await self.stream.receive_some(1 << 16)
+            if not chunk:
+                raise EOFError("server closed the connection")
+            self.buffer += chunk
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for header in head.split(b"\r\n")[1:]:
+            name, _, value = header.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+                break
+        while len(rest) < length:
+            chunk = await self.stream.receive_some(1 << 16)
+            if not chunk:
+                raise EOFError("server closed the connection")
+            rest += chunk
+        self.buffer = rest[length:]
+        return status, rest[:length]
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def post_request(path: str, body: bytes, token: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def get_request(path: str, token: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (from /proc): a cost measure that, unlike
+    throughput, does not depend on what else the shared machine is running."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,296 @@
+"""Director actions: the episode and interaction state machines, and the messages each change publishes.
+
+Episode: ``scheduled`` → ``live`` → ``ended``. Interaction: ``draft`` → ``open`` → ``closed`` →
+``revealed``. Each transition is a compare-and-set on the stored status, so two actors racing (a director
+clicking close while the scheduler closes at the deadline, two cores handling a retried request) change
+the state once, and only the winner publishes the message.
+
+Repeating an action that already happened is a no-op answering 200 (api.md), and it re-sends what the
+first attempt may not have finished sending (its message, its follow-up job): a director who retries
+after a 503 heals a half-done transition. Subscribers tolerate a repeated state message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playtotv.gameplay import ids, jobs, publish, results, schema
+from playtotv.gameplay.documents import (
+    EpisodeDoc,
+    InteractionDoc,
+    ShowDoc,
+    episode_view,
+    from_doc,
+    interaction_view,
+    to_doc,
+)
+from playtotv.gameplay.service import Gameplay
+from playtotv.protocol.errors import ApiError
+from playtotv.protocol.push import (
+    DirectorEventData,
+    EpisodeEnded,
+    EpisodeStarted,
+    InteractionClosed,
+    InteractionOpened,
+    InteractionRevealed,
+)
+from playtotv.protocol.rest import (
+    SCORED_KINDS,
+    CreateEpisode,
+    CreateShow,
+    EpisodeView,
+    InteractionBody,
+    InteractionView,
+    Show,
+    TimelineItem,
+    check_interaction,
+)
+
+#: Open interactions closed per scheduler tick; more wait for the next tick (0.2 s later).
+CLOSE_BATCH = 100
+
+
+def _not_found(what: str) -> ApiError:
+    return ApiError("not_found", f"unknown {what}")
+
+
+# -- creation -----------------------------------------------------------------------------------------
+async def create_show(g: Gameplay, body: CreateShow) -> Show:
+    doc = ShowDoc(id=ids.new_id("s"), title=body.title, created_at=g.clock())
+    await g.store.insert(schema.SHOWS, to_doc(doc))
+    return Show(id=doc.id, title=doc.title)
+
+
+def _new_interaction(g: Gameplay, episode_id: str, body: InteractionBody, timeline_at: float | None = None
+                     ) -> InteractionDoc:
+    check_interaction(body)
+    return InteractionDoc(
+        id=ids.new_id("i"), episode_id=episode_id, kind=body.kind, prompt=body.prompt, options=list(body.options),
+        correct=body.correct, scale=body.scale, duration=body.duration,
+        points=body.points if body.kind in SCORED_KINDS else 0, timeline_at=timeline_at, created_at=g.clock(),
+    )
+
+
+async def create_episode(g: Gameplay, show_id: str, body: CreateEpisode) -> EpisodeView:
+    if await g.show(show_id) is None:
+        raise _not_found("show")
+    episode_id = ids.new_id("e")
+    # Validate every timeline entry before writing anything: a bad entry is a 400 with nothing stored.
+    planned = [_new_interaction(g, episode_id, entry.interaction, entry.at) for entry in body.timeline]
+    for doc in planned:
+        await g.store.insert(schema.INTERACTIONS, to_doc(doc))
+    episode = EpisodeDoc(
+        id=episode_id, show_id=show_id, title=body.title, mode=body.mode, starts_at=body.starts_at,
+        timeline=[TimelineItem(at=doc.timeline_at or 0.0, interaction_id=doc.id) for doc in planned],
+        created_at=g.clock(),
+    )
+    await g.store.insert(schema.EPISODES, to_doc(episode))
+    if episode.starts_at is not None:
+        await publish.notify_scheduler(g.broker, episode.id)  # the scheduler starts it at starts_at
+    return episode_view(episode, None, g.clock(), director=True)
+
+
+async def create_interaction(g: Gameplay, episode_id: str, body: InteractionBody) -> InteractionView:
+    episode = await g.episode(episode_id, fresh=True)
+    if episode is None:
+        raise _not_found("episode")
+    doc = _new_interaction(g, episode_id, body)
+    if episode.status == "ended":
+        raise ApiError("invalid_state", "the episode has ended")
+    await g.store.insert(schema.INTERACTIONS, to_doc(doc))
+    await g.invalidate("interaction", [doc.id])  # a node may have cached "unknown" for this id
+    return interaction_view(doc, with_correct=True)
+
+
+# -- interaction transitions -------------------------------------------------------------------------------
+async def _interaction_or_404(g: Gameplay, interaction_id: str) -> InteractionDoc:
+    doc = await g.interaction(interaction_id, fresh=True)
+    if doc is None:
+        raise _not_found("interaction")
+    return doc
+
+
+async def _transition(g: Gameplay, doc: InteractionDoc, from_status: str, changes: dict[str, Any]
+                      ) -> InteractionDoc | None:
+    """Compare-and-set the status; the new document, or None when someone else changed it first."""
+    updated = await g.store.update(schema.INTERACTIONS, doc.id, set=changes, where={"status": from_status})
+    return from_doc(updated, InteractionDoc) if updated is not None else None
+
+
+async def open_interaction(g: Gameplay, interaction_id: str, duration: float | None = None,
+                           *, late_by: float = 0.0) -> InteractionView:
+    """Open a draft interaction now. ``late_by``: set by the scheduler when a timeline entry fires after its
+    timecode, and carried in ``interaction.opened`` so clients and operators can tell."""
+    doc = await _interaction_or_404(g, interaction_id)
+    if doc.status == "draft":
+        episode = await g.episode(doc.episode_id, fresh=True)
+        if episode is None or episode.status != "live":
+            raise ApiError("invalid_state", "the episode is not live")
+        now = g.clock()
+        length = duration if duration is not None else doc.duration
+        opened = await _transition(g, doc, "draft", {
+            "status": "open", "opens_at": now, "closes_at": now + length, "duration": length})
+        if opened is not None:
+            # The sets are complete from the first answer on; set before anyone can see the interaction open.
+            await results.mark_complete(g, opened.id)
+            await g.store.update(schema.EPISODES, opened.episode_id, set={"current": opened.id})
+            await g.invalidate("interaction", [opened.id])
+            await g.invalidate("episode", [opened.episode_id])
+            await publish.to_episode(g.broker, opened.episode_id, InteractionOpened(
+                interaction=interaction_view(opened, with_correct=False), late_by=round(late_by, 3)))
+            await publish.notify_scheduler(g.broker, opened.episode_id)  # its deadline joins the agenda
+            return interaction_view(opened, with_correct=True)
+        doc = await _interaction_or_404(g, interaction_id)
+    if doc.status == "open":
+        await publish.to_episode(g.broker, doc.episode_id,
+                                 InteractionOpened(interaction=interaction_view(doc, with_correct=False)))
+        return interaction_view(doc, with_correct=True)
+    raise ApiError("invalid_state", f"the interaction is {doc.status}")
+
+
+async def close_interaction(g: Gameplay, interaction_id: str, *, at: float | None = None) -> InteractionDoc:
+    """Close now (a director) or at ``at`` (the deadline, which is when answers stopped counting)."""
+    doc = await _interaction_or_404(g, interaction_id)
+    if doc.status == "open":
+        now = g.clock()
+        closed_at = min(at if at is not None else now, doc.closes_at or now)
+        closed = await _transition(g, doc, "open", {
+            "status": "closed", "closed_at": closed_at, "closes_at": closed_at})
+        if closed is not None:
+            await _after_close(g, closed)
+            return closed
+        doc = await _interaction_or_404(g, interaction_id)
+    if doc.status in ("closed", "revealed"):
+        if doc.status == "closed":
+            await publish.to_episode(g.broker, doc.episode_id,
+                                     InteractionClosed(interaction_id=doc.id, closed_at=doc.closed_at))
+        return doc
+    raise ApiError("invalid_state", "the interaction was never opened")
+
+
+async def _after_close(g: Gameplay, doc: InteractionDoc) -> None:
+    await g.invalidate("interaction", [doc.id])
+    await results.expire_sets(g, doc)
+    await publish.to_episode(g.broker, doc.episode_id, InteractionClosed(interaction_id=doc.id, closed_at=doc.closed_at))
+
+
+def _correct_for_reveal(doc: InteractionDoc, given: str | None) -> str | None:
+    option_ids = {o.id for o in doc.options}
+    if doc.kind in ("quiz", "prediction"):
+        if given is None:
+            if doc.kind == "prediction":
+                raise ApiError("bad_request", "a prediction needs the correct option id at reveal")
+            return doc.correct
+        if given not in option_ids:
+            raise ApiError("invalid_choice", "correct must be one of the option ids")
+        return given
+    if given is not None:
+        raise ApiError("bad_request", f"a {doc.kind} has no correct answer")
+    return None
+
+
+async def reveal_interaction(g: Gameplay, interaction_id: str, correct: str | None = None) -> InteractionView:
+    doc = await _interaction_or_404(g, interaction_id)
+    if doc.status == "open" and doc.closes_at is not None and doc.closes_at <= g.clock():
+        doc = await close_interaction(g, interaction_id)  # due but the scheduler has not got to it yet
+    if doc.status == "closed":
+        answer = _correct_for_reveal(doc, correct)
+        now = g.clock()
+        changes: dict[str, Any] = {"status": "revealed", "revealed_at": now, "correct": answer}
+        if not doc.scored:
+            changes["scored_at"] = now  # nothing to score: the sweeper must not look for its job
+        revealed = await _transition(g, doc, "closed", changes)
+        if revealed is not None:
+            return await _after_reveal(g, revealed)
+        doc = await _interaction_or_404(g, interaction_id)
+    if doc.status == "revealed":
+        return await _after_reveal(g, doc)
+    raise ApiError("invalid_state", "close the interaction before revealing it" if doc.status == "open"
+                   else "the interaction was never opened")
+
+
+async def _after_reveal(g: Gameplay, doc: InteractionDoc) -> InteractionView:
+    await g.invalidate("interaction", [doc.id])
+    view = await results.results(g, doc)
+    await publish.to_episode(g.broker, doc.episode_id,
+                             InteractionRevealed(interaction_id=doc.id, correct=doc.correct, results=view))
+    if doc.scored and doc.scored_at is None:
+        await jobs.enqueue(g.broker, jobs.ScoreJob(episode_id=doc.episode_id, interaction_ids=[doc.id]))
+    return interaction_view(doc, with_correct=True)
+
+
+async def close_due_interactions(deps: Any, now: float) -> int:
+    """Close every open interaction whose ``closes_at`` has passed; the scheduler calls this every tick.
+
+    ``deps`` is a NodeContext or a Gameplay. Safe to run on several nodes at once (each close is a
+    compare-and-set; the loser does nothing). Returns how many this call closed."""
+    g = Gameplay.of(deps)
+    due = [from_doc(d, InteractionDoc) for d in await g.store.find(
+        schema.INTERACTIONS, {"status": "open"}, order_by="closes_at", limit=CLOSE_BATCH)]
+    closed = 0
+    for doc in due:
+        if doc.closes_at is None or doc.closes_at > now:
+            break  # ordered by deadline: the rest are later
+        result = await _transition(g, doc, "open", {"status": "closed", "closed_at": doc.closes_at})
+        if result is not None:
+            await _after_close(g, result)
+            closed += 1
+    return closed
+
+
+# -- episode transitions -----------------------------------------------------------------------------------
+async def _episode_or_404(g: Gameplay, episode_id: str) -> EpisodeDoc:
+    doc = await g.episode(episode_id, fresh=True)
+    if doc is None:
+        raise _not_found("episode")
+    return doc
+
+
+async def _episode_transition(g: Gameplay, doc: EpisodeDoc, changes: dict[str, Any]) -> EpisodeDoc | None:
+    updated = await g.store.update(schema.EPISODES, doc.id, set=changes, where={"status": doc.status})
+    return from_doc(updated, EpisodeDoc) if updated is not None else None
+
+
+async def episode_view_of(g: Gameplay, doc: EpisodeDoc, *, director: bool) -> EpisodeView:
+    current = await g.interaction(doc.current) if doc.current else None
+    return episode_view(doc, current, g.clock(), director=director)
+
+
+async def start_episode(g: Gameplay, episode_id: str, at: float | None = None) -> EpisodeView:
+    """``at``: when the broadcast started (prerecorded: the timeline runs from it); default now."""
+    doc = await _episode_or_404(g, episode_id)
+    if doc.status == "scheduled":
+        started = await _episode_transition(g, doc, {"status": "live", "started_at": at if at is not None else g.clock()})
+        if started is None:
+            doc = await _episode_or_404(g, episode_id)
+        else:
+            doc = started
+            await g.invalidate("episode", [doc.id])
+            await publish.notify_scheduler(g.broker, doc.id)  # its timeline joins the agenda
+    if doc.status == "live":
+        await publish.to_episode(g.broker, doc.id, EpisodeStarted(episode_id=doc.id, started_at=doc.started_at))
+        return await episode_view_of(g, doc, director=True)
+    raise ApiError("invalid_state", "the episode has ended")
+
+
+async def end_episode(g: Gameplay, episode_id: str) -> EpisodeView:
+    doc = await _episode_or_404(g, episode_id)
+    while doc.status != "ended":
+        ended = await _episode_transition(g, doc, {"status": "ended", "ended_at": g.clock()})
+        doc = ended if ended is not None else await _episode_or_404(g, episode_id)
+    await g.invalidate("episode", [doc.id])
+    # Whatever is still open closes with the episode (answers after the end make no sense).
+    for interaction in await g.interactions_of(doc.id):
+        if interaction.status == "open":
+            await close_interaction(g, interaction.id)
+    await publish.to_episode(g.broker, doc.id, EpisodeEnded(episode_id=doc.id, ended_at=doc.ended_at))
+    await publish.notify_scheduler(g.broker, doc.id)  # what remains of its timeline is cancelled
+    await jobs.enqueue(g.broker, jobs.EpisodeEndedJob(episode_id=doc.id))
+    return await episode_view_of(g, doc, director=True)
+
+
+async def director_event(g: Gameplay, episode_id: str, event_type: str, data: dict[str, Any]) -> None:
+    doc = await g.episode(episode_id)
+    if doc is None:
+        raise _not_found("episode")
+    await publish.to_episode(g.broker, episode_id, DirectorEventData(event_type=event_type, data=data))

@@ -1,0 +1,82 @@
+"""Episode leaderboards: a Redis sorted set per episode, rebuilt from the store's score documents when
+Redis lost it. Global scope ranks everyone; friends scope ranks the caller among those they follow."""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+from playtotv import keys
+from playtotv.gameplay import schema
+from playtotv.gameplay.documents import ScoreDoc, from_docs
+from playtotv.gameplay.service import Gameplay
+from playtotv.protocol.rest import Leaderboard, LeaderboardEntry, LeaderboardMe
+
+#: Members added per broker call while rebuilding.
+REBUILD_CHUNK = 1000
+#: After finding a board empty with nothing in the store, don't look again for this long (an episode
+#: before its first reveal is read often and has no scores).
+EMPTY_CHECK_TTL = 1.0
+MAX_LIMIT = 100
+
+
+async def rebuild(g: Gameplay, episode_id: str) -> int:
+    docs = from_docs(await g.store.find(schema.SCORES, {"episode_id": episode_id}), ScoreDoc)
+    scores = {d.user_id: float(d.score) for d in docs}
+    items = list(scores.items())
+    for start in range(0, len(items), REBUILD_CHUNK):
+        await g.broker.zadd(keys.leaderboard(episode_id), dict(items[start:start + REBUILD_CHUNK]))
+    return len(items)
+
+
+async def ensure(g: Gameplay, episode_id: str) -> None:
+    """Rebuild the board if Redis has none while the store has scores."""
+    if await g.broker.zcard(keys.leaderboard(episode_id)) > 0:
+        return
+    found, _ = g.caches.results.get(("lb-empty", episode_id))
+    if found:
+        return
+    if await rebuild(g, episode_id) == 0:
+        g.caches.results.put(("lb-empty", episode_id), True, EMPTY_CHECK_TTL)
+
+
+def _ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
+    # The broker's order: score descending, ties by member descending (the same on both backends).
+    return sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+async def board(
+    g: Gameplay,
+    episode_id: str,
+    *,
+    scope: Literal["global", "friends"],
+    limit: int,
+    me: str | None,
+    following: Sequence[str] = (),
+) -> Leaderboard:
+    await ensure(g, episode_id)
+    key = keys.leaderboard(episode_id)
+    if scope == "global":
+        top = await g.broker.ztop(key, 0, limit - 1)
+        mine = await g.broker.zrank_desc(key, me) if me else None
+        me_view = (LeaderboardMe(rank=mine[0] + 1, score=int(mine[1])) if mine
+                   else LeaderboardMe(rank=None, score=0)) if me else None
+        ranked = top
+    else:
+        members = list(dict.fromkeys([*following, *([me] if me else [])]))
+        scores = await g.broker.zscores(key, members) if members else []
+        everyone = _ranked({m: s for m, s in zip(members, scores) if s is not None})
+        ranked = everyone[:limit]
+        me_view = None
+        if me:
+            position = next((i for i, (m, _) in enumerate(everyone) if m == me), None)
+            me_view = (LeaderboardMe(rank=position + 1, score=int(everyone[position][1])) if position is not None
+                       else LeaderboardMe(rank=None, score=0))
+    names = await g.names([m for m, _ in ranked])
+    entries = [LeaderboardEntry(rank=i + 1, user_id=m, name=names[m], score=int(s)) for i, (m, s) in enumerate(ranked)]
+    return Leaderboard(entries=entries, me=me_view, scope=scope)
+
+
+async def top_entries(g: Gameplay, episode_id: str, limit: int) -> list[LeaderboardEntry]:
+    top = await g.broker.ztop(keys.leaderboard(episode_id), 0, limit - 1)
+    names = await g.names([m for m, _ in top])
+    return [LeaderboardEntry(rank=i + 1, user_id=m, name=names[m], score=int(s)) for i, (m, s) in enumerate(top)]

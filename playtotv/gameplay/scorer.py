@@ -1,0 +1,193 @@
+"""Scoring at reveal, in the worker: points, streaks, the leaderboard, score messages, streak
+achievements and ``friend_beat_you`` notifications.
+
+A pass scores an episode's revealed quiz and prediction interactions in reveal order, under a per-episode
+lease: streaks depend on that order, so two passes of one episode must not interleave. Each user's score
+document lists the interactions already scored for them (``awarded``), so a pass that is redelivered,
+repeated, or run again for answers processed after the reveal adds each answer's points exactly once.
+
+Order of writes, chosen for crash safety: achievements (idempotent) before the score documents, the
+score documents before the leaderboard (rebuilt from them anyway), messages last (best effort: the REST
+reads are the truth a client reloads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable, Sequence
+
+import msgspec
+import trio
+
+from playtotv import keys
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.gameplay import achievements, friends, ids, leaderboard, publish, schema
+from playtotv.gameplay.achievements import Grant
+from playtotv.gameplay.documents import AnswerDoc, InteractionDoc, ScoreDoc, UserDoc, from_docs, to_doc
+from playtotv.gameplay.scoring import award
+from playtotv.gameplay.service import Gameplay
+from playtotv.protocol.push import LeaderboardUpdated, ScoreUpdated
+
+#: The lease outlives any pause between renewals (one chunk) many times over.
+SCORING_LEASE_TTL = 60.0
+#: How long a job waits for another pass of the same episode to finish before giving up (its item is
+#: then redelivered later).
+LEASE_WAIT = 20.0
+LEASE_POLL = 0.2
+#: Users scored per store round trip.
+CHUNK = 500
+#: Above this many players the full ranking is not read to put ranks into score messages (clients then
+#: ask the leaderboard endpoint); one read of the whole board is cheap below it.
+RANK_LOOKUP_LIMIT = 100_000
+#: Entries carried by ``leaderboard.updated``.
+LEADERBOARD_TOP = 10
+
+
+class LeaseLost(Exception):
+    """The scoring lease expired under us: stop, the item is redelivered and the pass resumes."""
+
+
+@dataclass
+class _Scored:
+    user_id: str
+    points: int
+    total: int
+    before: int
+
+
+async def _acquire(g: Gameplay, episode_id: str, holder: str) -> bool:
+    with trio.move_on_after(LEASE_WAIT):
+        while await g.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
+            await trio.sleep(LEASE_POLL)
+        return True
+    return False
+
+
+async def _release(g: Gameplay, episode_id: str, holder: str) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+        try:
+            await g.broker.release_lease(keys.scoring_lease(episode_id), holder)
+        except BrokerUnavailable:
+            pass  # it expires by itself
+
+
+async def score_episode(g: Gameplay, episode_id: str, holder: str, again: Sequence[str] = ()) -> bool:
+    """Score what is unscored (plus ``again``); False if another pass held the episode too long."""
+    if not await _acquire(g, episode_id, holder):
+        return False
+    try:
+        async def renew() -> None:
+            if await g.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
+                raise LeaseLost(episode_id)
+
+        todo = sorted(
+            (d for d in await g.interactions_of(episode_id)
+             if d.status == "revealed" and d.scored and d.correct is not None
+             and (d.scored_at is None or d.id in again)),
+            key=lambda d: d.revealed_at or 0.0)
+        for doc in todo:
+            await score_interaction(g, doc, renew)
+    finally:
+        await _release(g, episode_id, holder)
+    return True
+
+
+async def score_interaction(g: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]]) -> int:
+    now = g.clock()
+    answers = [a for a in from_docs(await g.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
+               if doc.closed_at is None or a.received_at < doc.closed_at]
+    scored: list[_Scored] = []
+    for start in range(0, len(answers), CHUNK):
+        await renew()
+        scored += await _score_chunk(g, doc, answers[start:start + CHUNK], now)
+    if scored:
+        await _announce(g, doc, scored, now)
+    await g.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
+    await g.invalidate("interaction", [doc.id])
+    return len(scored)
+
+
+async def _score_chunk(g: Gameplay, doc: InteractionDoc, answers: list[AnswerDoc], now: float) -> list[_Scored]:
+    score_ids = [ids.score_id(doc.episode_id, a.user_id) for a in answers]
+    existing = {d.id: d for d in from_docs(await g.store.get_many(schema.SCORES, score_ids), ScoreDoc)}
+    changed: list[ScoreDoc] = []
+    scored: list[_Scored] = []
+    grants: list[Grant] = []
+    for answer, score_id in zip(answers, score_ids):
+        before = existing.get(score_id) or ScoreDoc(id=score_id, episode_id=doc.episode_id, user_id=answer.user_id)
+        if doc.id in before.awarded:
+            continue
+        correct = answer.choice == doc.correct
+        streak = before.streak + 1 if correct else 0
+        points = award(doc.points, doc.duration, answer.received_at - (doc.opens_at or 0.0), streak) if correct else 0
+        after = msgspec.structs.replace(
+            before, score=before.score + points, streak=streak, best_streak=max(before.best_streak, streak),
+            answered=before.answered + 1, correct=before.correct + int(correct),
+            awarded=[*before.awarded, doc.id], updated_at=now)
+        changed.append(after)
+        scored.append(_Scored(answer.user_id, points, after.score, before.score))
+        rule = achievements.streak_rule(streak)
+        if rule is not None:
+            grants.append(Grant(answer.user_id, rule, doc.episode_id))
+    await achievements.award(g, grants, now)
+    if changed:
+        await g.store.bulk_upsert(schema.SCORES, [to_doc(d) for d in changed])
+        await g.broker.zadd(keys.leaderboard(doc.episode_id), {d.user_id: float(d.score) for d in changed})
+    return scored
+
+
+async def _announce(g: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
+    board = keys.leaderboard(doc.episode_id)
+    ranks: dict[str, int] = {}
+    if await g.broker.zcard(board) <= RANK_LOOKUP_LIMIT:
+        ranks = {member: i + 1 for i, (member, _) in enumerate(await g.broker.ztop(board, 0, -1))}
+    await publish.to_users(g.broker, [
+        (s.user_id, ScoreUpdated(interaction_id=doc.id, points=s.points, total=s.total, rank=ranks.get(s.user_id)))
+        for s in scored])
+    await g.invalidate("user", [s.user_id for s in scored])
+    await _friends_overtaken(g, doc, [s for s in scored if s.points > 0], now)
+    top = await leaderboard.top_entries(g, doc.episode_id, LEADERBOARD_TOP)
+    await publish.to_episode(g.broker, doc.episode_id, LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
+
+
+async def _friends_overtaken(g: Gameplay, doc: InteractionDoc, gained: list[_Scored], now: float) -> None:
+    """``friend_beat_you``: tell followers whom this reveal's gain lifted a friend past."""
+    if not gained:
+        return
+    users = {u.id: u for u in from_docs(await g.store.get_many(schema.USERS, [s.user_id for s in gained]), UserDoc)}
+    audience: dict[str, list[str]] = {}
+    for s in gained:
+        user = users.get(s.user_id)
+        if user is None or user.followers <= 0:
+            continue
+        fans = await friends.followers(g, s.user_id)
+        if not fans:
+            continue
+        fan_scores = {d.user_id: d.score for d in from_docs(await g.store.get_many(
+            schema.SCORES, [ids.score_id(doc.episode_id, f) for f in fans]), ScoreDoc)}
+        overtaken = [f for f in fans if s.before <= fan_scores.get(f, 0) < s.total]
+        if overtaken:
+            audience[s.user_id] = overtaken
+    if audience:
+        names = await g.names(list(audience))
+        await friends.notify(g, "friend_beat_you", audience, friends.NotificationFactory(
+            "friend_beat_you", names, now, episode_id=doc.episode_id, interaction_id=doc.id,
+            message="{name} just overtook you", points={s.user_id: s.total for s in gained}))
+
+
+async def finish_episode(g: Gameplay, episode_id: str, holder: str) -> bool:
+    """After the end: a last scoring pass, then top-10 finishes and perfect episodes."""
+    if not await score_episode(g, episode_id, holder):
+        return False
+    now = g.clock()
+    await leaderboard.ensure(g, episode_id)
+    top = await g.broker.ztop(keys.leaderboard(episode_id), 0, achievements.TOP_FINISH_PLACES - 1)
+    grants = [Grant(member, achievements.TOP_10, episode_id) for member, score in top if score > 0]
+    questions = [d for d in await g.interactions_of(episode_id) if d.status == "revealed" and d.scored]
+    if len(questions) >= achievements.PERFECT_EPISODE_MIN_QUESTIONS:
+        perfect = from_docs(await g.store.find(schema.SCORES, {"episode_id": episode_id, "correct": len(questions)}),
+                            ScoreDoc)
+        grants += [Grant(d.user_id, achievements.PERFECT_EPISODE, episode_id) for d in perfect]
+    await achievements.award(g, grants, now)
+    await g.store.update(schema.EPISODES, episode_id, set={"finished_at": now})
+    return True

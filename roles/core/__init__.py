@@ -1,0 +1,76 @@
+"""The core role: the public REST API for viewers and directors (api.md "Core").
+
+Stateless apart from instance-local caches (valid because clients are sticky; correct without it, see
+``playtotv.gameplay.cache``) and the answer batcher. On drain, Hypercorn stops accepting, finishes the
+requests in flight (the batcher keeps running for them), and only then does the rest stop.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING
+
+import trio
+
+from playtotv.gameplay.answers import AnswerBatcher
+from playtotv.gameplay.cache import follow_invalidations
+from playtotv.gameplay.ratelimit import TokenBuckets
+from playtotv.gameplay.service import Gameplay
+from playtotv.http import create_app, serve_http
+from playtotv.roles.core import director_api, viewer_api
+from playtotv.roles.core.auth import Authenticator
+from playtotv.roles.core.qos import LatencyWindow
+from playtotv.settings import ConfigError
+
+if TYPE_CHECKING:
+    from playtotv.node import NodeContext
+
+EXTRAS_KEY = "core"
+
+
+class CoreApi:
+    """Everything one core listener needs, wired once."""
+
+    def __init__(self, ctx: "NodeContext") -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.gameplay = Gameplay.of(ctx)
+        self.max_body = settings.core.max_body_bytes
+        self.auth = Authenticator(ctx.tickets, ctx.director_keys,
+                                  TokenBuckets(settings.core.rate_per_second, settings.core.rate_burst))
+        check_durability(ctx)
+        self.batcher = AnswerBatcher(ctx.broker, ctx.store, settings.answers.durability,
+                                     replicas=settings.answers.replicas,
+                                     replica_timeout=settings.answers.replica_timeout)
+        self.latency = LatencyWindow()
+        self.app = create_app(ctx, "core", max_body=self.max_body)
+        self.app.after_request(self.latency.after_request)
+        director_api.register(self)
+        viewer_api.register(self)
+
+
+def check_durability(ctx: "NodeContext") -> None:
+    """``replicated`` needs Redis replicas and a broker that can wait for them."""
+    if ctx.settings.answers.durability != "replicated":
+        return
+    if ctx.settings.embedded:
+        raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
+    if "replicas" not in inspect.signature(ctx.broker.enqueue_unique).parameters:
+        raise ConfigError("answers.durability: 'replicated' is not supported by this broker")
+
+
+async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    api = CoreApi(ctx)
+    ctx.extras[EXTRAS_KEY] = api  # tests and in-process tools reach the batcher and caches through it
+    await api.gameplay.ensure_schema()
+    async with trio.open_nursery() as background:
+        await background.start(follow_invalidations, ctx.broker, api.gameplay.caches)
+        await background.start(api.batcher.run)
+        background.start_soon(api.latency.report_forever, ctx.qos)
+        async with trio.open_nursery() as server:
+            url = await server.start(serve_http, ctx, api.app, ctx.settings.core.bind, "core")
+            ctx.endpoints["core"] = ctx.public_url(url)
+            await ctx.announce()
+            task_status.started()
+        # The listener has drained (in-flight requests answered): nothing else needs to run.
+        background.cancel_scope.cancel()

@@ -1,0 +1,110 @@
+"""Director endpoints (api.md "Core / Director"). Each authenticates with a director key first, so a
+viewer ticket gets 403 and nothing else happens."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import Response
+
+from playtotv.gameplay import director, stats
+from playtotv.gameplay.documents import interaction_view
+from playtotv.http import json_response
+from playtotv.protocol.errors import ApiError
+from playtotv.protocol.rest import (
+    Accepted,
+    close_interaction_decoder,
+    create_episode_decoder,
+    create_show_decoder,
+    director_event_decoder,
+    end_episode_decoder,
+    interaction_body_decoder,
+    open_interaction_decoder,
+    reveal_interaction_decoder,
+    start_episode_decoder,
+)
+from playtotv.roles.core.inputs import body, path_id
+
+if TYPE_CHECKING:
+    from playtotv.roles.core import CoreApi
+
+
+def register(api: "CoreApi") -> None:
+    app, g, auth, limit = api.app, api.gameplay, api.auth, api.max_body
+
+    async def create_show() -> Response:
+        auth.director()
+        request_body = await body(create_show_decoder, limit)
+        return json_response(await director.create_show(g, request_body), 201)
+
+    async def create_episode(show_id: str) -> Response:
+        auth.director()
+        show_id = path_id(show_id, "show")
+        request_body = await body(create_episode_decoder, limit)
+        return json_response(await director.create_episode(g, show_id, request_body), 201)
+
+    async def create_interaction(episode_id: str) -> Response:
+        auth.director()
+        episode_id = path_id(episode_id, "episode")
+        request_body = await body(interaction_body_decoder, limit)
+        return json_response(await director.create_interaction(g, episode_id, request_body), 201)
+
+    async def open_interaction(interaction_id: str) -> Response:
+        auth.director()
+        interaction_id = path_id(interaction_id, "interaction")
+        request_body = await body(open_interaction_decoder, limit)
+        return json_response(await director.open_interaction(g, interaction_id, request_body.duration))
+
+    async def close_interaction(interaction_id: str) -> Response:
+        auth.director()
+        interaction_id = path_id(interaction_id, "interaction")
+        await body(close_interaction_decoder, limit)
+        doc = await director.close_interaction(g, interaction_id)
+        return json_response(interaction_view(doc, with_correct=True))
+
+    async def reveal_interaction(interaction_id: str) -> Response:
+        auth.director()
+        interaction_id = path_id(interaction_id, "interaction")
+        request_body = await body(reveal_interaction_decoder, limit)
+        return json_response(await director.reveal_interaction(g, interaction_id, request_body.correct))
+
+    async def start_episode(episode_id: str) -> Response:
+        auth.director()
+        episode_id = path_id(episode_id, "episode")
+        request_body = await body(start_episode_decoder, limit)
+        return json_response(await director.start_episode(g, episode_id, request_body.at))
+
+    async def end_episode(episode_id: str) -> Response:
+        auth.director()
+        episode_id = path_id(episode_id, "episode")
+        await body(end_episode_decoder, limit)
+        return json_response(await director.end_episode(g, episode_id))
+
+    async def episode_event(episode_id: str) -> Response:
+        auth.director()
+        episode_id = path_id(episode_id, "episode")
+        request_body = await body(director_event_decoder, limit)
+        await director.director_event(g, episode_id, request_body.type, request_body.data)
+        return json_response(Accepted(), 202)
+
+    async def episode_stats(episode_id: str) -> Response:
+        auth.director()
+        episode_id = path_id(episode_id, "episode")
+        if await g.episode(episode_id) is None:
+            raise ApiError("not_found", "unknown episode")
+        return json_response(await stats.episode_stats(g, episode_id))
+
+    routes = [
+        ("/v1/shows", create_show, "POST"),
+        ("/v1/shows/<show_id>/episodes", create_episode, "POST"),
+        ("/v1/episodes/<episode_id>/interactions", create_interaction, "POST"),
+        ("/v1/interactions/<interaction_id>/open", open_interaction, "POST"),
+        ("/v1/interactions/<interaction_id>/close", close_interaction, "POST"),
+        ("/v1/interactions/<interaction_id>/reveal", reveal_interaction, "POST"),
+        ("/v1/episodes/<episode_id>/start", start_episode, "POST"),
+        ("/v1/episodes/<episode_id>/end", end_episode, "POST"),
+        ("/v1/episodes/<episode_id>/events", episode_event, "POST"),
+        ("/v1/episodes/<episode_id>/stats", episode_stats, "GET"),
+    ]
+    for path, handler, method in routes:
+        app.add_url_rule(path, f"director_{handler.__name__}", handler, methods=[method])

@@ -1,0 +1,171 @@
+"""The scheduler role: fires prerecorded timelines on time and exactly once, closes interactions at their
+deadline, starts episodes at ``starts_at``, and does housekeeping.
+
+Any number of instances may run; one leads through a broker lease with a fencing token and the others
+stand by, taking over within the lease TTL when the leader dies (reliability.md #14, #15). The leader
+keeps an agenda sorted by due time and sleeps until the next job; it hears about new work through a
+notice channel (episode started or ended, interaction opened), with a slow full reload from the store as
+a safety net, never a store poll every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+
+from playtotv import keys
+from playtotv.broker.base import BrokerUnavailable, SubscriptionReset
+from playtotv.gameplay.director import close_due_interactions
+from playtotv.gameplay.service import Gameplay
+from playtotv.logs import event
+from playtotv.protocol.errors import ApiError
+from playtotv.roles.scheduler import timeline
+from playtotv.roles.scheduler.agenda import Agenda, Job
+from playtotv.roles.scheduler.housekeeping import housekeeping
+from playtotv.roles.scheduler.leadership import LEASE_NAME, Leadership
+from playtotv.store.base import StoreUnavailable
+
+if TYPE_CHECKING:
+    from playtotv.node import NodeContext
+
+log = logging.getLogger("playtotv.scheduler")
+
+#: Full reload of the agenda from the store: a safety net for a lost notice, not the main path.
+RELOAD_INTERVAL = 10.0
+#: After a failed job (store or broker down), retry it this much later rather than spinning.
+RETRY_DELAY = 0.5
+
+
+class _Notice(msgspec.Struct):
+    episode_id: str
+
+
+_notice_decoder = msgspec.json.Decoder(_Notice)
+
+
+class Scheduler:
+    def __init__(self, ctx: "NodeContext", leadership: Leadership) -> None:
+        self.ctx = ctx
+        self.g = Gameplay.of(ctx)
+        self.leadership = leadership
+        self.agenda = Agenda()
+        self.wake = trio.Event()
+        self.fired: list[tuple[str, str, float]] = []  # (interaction, outcome, late_by): for metrics/tests
+
+    def _wake(self) -> None:
+        self.wake.set()
+
+    async def lead_while_leader(self) -> None:
+        """Run the agenda for as long as we hold the lease; return when we lose it."""
+        token = self.leadership.token
+        assert token is not None
+        async with trio.open_nursery() as nursery:
+            async def watch_leadership() -> None:
+                while self.leadership.token == token:
+                    await self.leadership.changed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch_leadership)
+            nursery.start_soon(self._listen_for_notices)
+            await self._run_agenda(token)
+
+    async def _fence(self, token: int) -> bool:
+        try:
+            return await self.ctx.broker.lease_token(LEASE_NAME) == token and self.leadership.token == token
+        except BrokerUnavailable:
+            return False
+
+    async def _reload(self) -> None:
+        self.agenda.clear()
+        for job in await timeline.all_jobs(self.g):
+            self.agenda.add(job)
+
+    async def _listen_for_notices(self) -> None:
+        while True:
+            try:
+                async with self.ctx.broker.subscribe([keys.SCHEDULER_NOTICES]) as sub:
+                    async for item in sub:
+                        if isinstance(item, SubscriptionReset):
+                            self._wake()  # notices may be lost: the agenda loop reloads on wake-ups too
+                            continue
+                        try:
+                            notice = _notice_decoder.decode(item.data)
+                        except msgspec.ValidationError:
+                            continue
+                        episode, jobs = await timeline.jobs_for_notice(self.g, notice.episode_id)
+                        if episode is not None and episode.status == "ended":
+                            self.agenda.discard_episode(episode.id)
+                        for job in jobs:
+                            self.agenda.add(job)
+                        self._wake()
+            except (BrokerUnavailable, StoreUnavailable):
+                await trio.sleep(RETRY_DELAY)
+
+    async def _run_agenda(self, token: int) -> None:
+        next_reload = 0.0
+        while True:
+            now = self.g.clock()
+            if now >= next_reload:
+                try:
+                    await self._reload()
+                    next_reload = now + RELOAD_INTERVAL
+                except (StoreUnavailable, BrokerUnavailable):
+                    next_reload = now + RETRY_DELAY
+            due = self.agenda.next_due()
+            wake_at = min(next_reload, due if due is not None else next_reload)
+            with trio.move_on_after(max(0.0, wake_at - self.g.clock())):
+                await self.wake.wait()
+            self.wake = trio.Event()
+            for job in self.agenda.pop_due(self.g.clock()):
+                await self._do(job, token)
+
+    async def _do(self, job: Job, token: int) -> None:
+        now = self.g.clock()
+        try:
+            if job.kind == "fire":
+                outcome = await timeline.fire_entry(
+                    self.g, job, now=now, grace=self.ctx.settings.scheduler.late_grace, token=token,
+                    fence=lambda: self._fence(token))
+                self.fired.append((job.interaction_id or "", outcome, max(0.0, now - job.due)))
+                if outcome == "fired" and now - job.due > 0.5:
+                    event(log, "timeline entry fired late", interaction=job.interaction_id,
+                          late_by=round(now - job.due, 3))
+            elif job.kind == "close":
+                await close_due_interactions(self.g, now)
+            elif job.kind == "start":
+                await timeline.start_episode(self.g, job)
+                _, jobs = await timeline.jobs_for_notice(self.g, job.episode_id)
+                for follow_up in jobs:
+                    self.agenda.add(follow_up)
+        except (StoreUnavailable, BrokerUnavailable, ApiError) as e:
+            event(log, "scheduler job failed; retrying", job=job.key, error=type(e).__name__)
+            self.agenda.add(Job(job.kind, job.episode_id, job.interaction_id, job.due))
+            await trio.sleep(RETRY_DELAY)
+
+    async def run(self) -> None:
+        while not self.ctx.draining.is_set():
+            if self.leadership.token is None:
+                with trio.move_on_after(1.0):
+                    await self.leadership.changed.wait()
+                continue
+            await self.lead_while_leader()
+
+
+async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    leadership = Leadership(ctx)
+    scheduler = Scheduler(ctx, leadership)
+    ctx.extras["scheduler"] = scheduler
+    ctx.load["leader"] = 0.0
+    await Gameplay.of(ctx).ensure_schema()
+    await ctx.announce()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leadership.run)
+        nursery.start_soon(scheduler.run)
+        nursery.start_soon(housekeeping, ctx, leadership)
+        task_status.started()
+        await ctx.draining.wait()
+        nursery.cancel_scope.cancel()
+
