@@ -181,3 +181,14 @@ async def test_three_schedulers_leader_killed_between_entries_every_entry_fires_
         for proc in [core, *schedulers.values()]:
             if not proc.exited.is_set():
                 await proc.terminate()
+
+
+async def test_probe_measures_core_and_push_and_reports_qos(nursery):
+    from playtotv.roles.scheduler.probe import probe_once
+
+    node = await start_node(nursery, ["core", "push", "worker", "scheduler"])
+    async with httpx.AsyncClient(timeout=5) as http:
+        with trio.fail_after(10):
+            signals = await probe_once(node.ctx, http)
+    assert set(signals) == {"probe_core_rtt_ms", "probe_push_delay_ms"}
+    assert 0 < signals["probe_core_rtt_ms"] < 3000 and 0 < signals["probe_push_delay_ms"] < 3000

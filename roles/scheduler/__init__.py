@@ -26,6 +26,7 @@ from playtotv.roles.scheduler import timeline
 from playtotv.roles.scheduler.agenda import Agenda, Job
 from playtotv.roles.scheduler.housekeeping import housekeeping
 from playtotv.roles.scheduler.leadership import LEASE_NAME, Leadership
+from playtotv.roles.scheduler.probe import monitor
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -165,6 +166,7 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
         nursery.start_soon(leadership.run)
         nursery.start_soon(scheduler.run)
         nursery.start_soon(housekeeping, ctx, leadership)
+        nursery.start_soon(monitor, ctx, leadership)
         task_status.started()
         await ctx.draining.wait()
         nursery.cancel_scope.cancel()

@@ -1,0 +1,108 @@
+"""The push role: WebSockets at ``/v1/ws`` and long polling at ``/v1/poll``, fed by one fan-out hub.
+
+Modules, one concept each:
+
+    hub           channel → local subscribers; the node's one broker subscription; gap detection
+    recovery      sans-io: what a client at (epoch, offset) is owed; the recent-frames ring
+    listener      accepting, keepalive and drain of WebSocket clients
+    handshake     the upgrade request and its ticket check
+    connection    one client after its handshake: frames in, frames out, timeouts, slow-client drop
+    outbox        one client's outgoing bytes: synchronous write, bounded remainder, writer task
+    wsframe       server frames built once for every socket
+    clientframes  decoding client frames and the policy for bad ones
+    access        which channels a client may follow
+    polling       the long-poll HTTP route
+    qos           the fan-out delay window reported to the registry
+
+``run`` starts the hub, then both listeners, registers the endpoints (``push_ws``, ``push_poll``) and
+only then reports started. On ``ctx.draining`` it stops accepting, tells every client to reconnect, and
+returns once clients have closed or the grace period ran out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from playtotv.http import create_app, serve_http
+
+from .connection import ConnectionServices
+from .handshake import WS_PATH
+from .hub import Hub
+from .listener import DRAIN_GRACE_MAX, WebSocketServer, serve_websockets
+from .polling import POLL_PATH, PollStats, add_poll_route
+
+if TYPE_CHECKING:
+    from playtotv.node import NodeContext
+
+__all__ = ["run"]
+
+#: How often load and QoS are copied into the node's heartbeat (which goes out every second).
+LOAD_REPORT_INTERVAL = 0.5
+#: The fan-out delay percentile the registry carries (api.md: the gatekeeper admits on QoS).
+FANOUT_PERCENTILE = 0.99
+
+
+async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    settings = ctx.settings.push
+    hub = Hub(ctx.broker, recovery_limit=settings.recovery_limit, linger=settings.channel_linger)
+    services = ConnectionServices(hub, settings, on_dropped_slow=ctx.metrics.dropped_slow.inc)
+    server = WebSocketServer(
+        services, ctx.tickets.verify, handshake_timeout=settings.handshake_timeout,
+        max_connections=settings.max_connections, keepalive_interval=settings.keepalive_interval,
+    )
+    polls = PollStats()
+    runtime = ctx.extras["push"] = PushRuntime(ctx, hub, server, polls)
+    app = create_app(ctx, "push")
+    add_poll_route(app, ctx, hub, polls)
+    drain_grace = min(DRAIN_GRACE_MAX, ctx.settings.node.drain_seconds / 2)
+    on_listening = ctx.extras.get("on_listening", lambda role, url: None)
+
+    async with trio.open_nursery() as background:
+        await background.start(hub.run)
+        background.start_soon(runtime.report_forever)
+        async with trio.open_nursery() as listeners:
+            ws_url = await listeners.start(serve_websockets, server, settings.bind, ctx.draining, drain_grace)
+            ctx.endpoints["push_ws"] = ctx.public_url(ws_url, WS_PATH)
+            on_listening("push", ctx.endpoints["push_ws"])
+            # Printed as "push-polling listening on ..." (the WebSocket listener is "push").
+            poll_url = await listeners.start(serve_http, ctx, app, settings.polling_bind, "push-polling")
+            ctx.endpoints["push_poll"] = ctx.public_url(poll_url, POLL_PATH)
+            await ctx.announce()
+            task_status.started()
+            await ctx.draining.wait()
+            hub.close_polls()  # waiting polls answer now; the HTTP server stops once they have
+        background.cancel_scope.cancel()
+
+
+@dataclass
+class PushRuntime:
+    """The push role's live objects (``ctx.extras["push"]``): for the load report, tests and debugging."""
+
+    ctx: "NodeContext"
+    hub: Hub
+    server: WebSocketServer
+    polls: PollStats
+    _reported_frames: int = 0
+
+    def report(self) -> None:
+        """Copy connection counts and the fan-out p99 into the heartbeat (ctx.load / ctx.qos) and the
+        metrics."""
+        ctx, metrics = self.ctx, self.ctx.metrics
+        websockets = len(self.server.connections)
+        ctx.load["connections"] = float(websockets + self.polls.active)
+        ctx.load["channels"] = float(len(self.hub.channels))
+        p99 = self.hub.fanout_delays.percentile(time.time(), FANOUT_PERCENTILE)
+        ctx.qos["fanout_p99_ms"] = round(p99 * 1000, 2) if p99 is not None else 0.0
+        metrics.connections.labels("push", "websocket").set(websockets)
+        metrics.connections.labels("push", "polling").set(self.polls.active)
+        metrics.delivered.labels("push", "websocket").inc(self.hub.frames_delivered - self._reported_frames)
+        self._reported_frames = self.hub.frames_delivered
+
+    async def report_forever(self) -> None:
+        while True:
+            self.report()
+            await trio.sleep(LOAD_REPORT_INTERVAL)

@@ -1,0 +1,57 @@
+"""Decoding what a WebSocket client sends, with the push server's policy for bad input.
+
+Bad input never costs the client its connection (design.md §6): a frame that fails validation is
+answered with an ``error`` frame. One exception to "it is an error": a ``subscribe`` whose channel is
+fine but whose ``since`` is malformed still subscribes, answered ``recovered: false`` — a position that
+cannot be understood is a position that cannot be filled (reliability.md #2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from playtotv.protocol.push import (
+    MAX_CLIENT_FRAME_BYTES,
+    Channel,
+    ClientFrame,
+    ErrorFrame,
+    client_frame_decoder,
+    encode_frame,
+)
+
+
+class MalformedSince(msgspec.Struct, tag_field="type", tag="subscribe", kw_only=True):
+    """A subscribe that only fails validation in ``since``."""
+
+    channel: Channel
+    since: Any = None
+
+
+class BadFrame(msgspec.Struct, frozen=True):
+    """Answer with an ``error`` frame: ``code`` and ``message`` as in protocol.errors."""
+
+    code: str
+    message: str
+
+
+_malformed_since_decoder = msgspec.json.Decoder(MalformedSince)
+
+
+def decode(raw: bytes | str) -> ClientFrame | MalformedSince | BadFrame:
+    if len(raw) > MAX_CLIENT_FRAME_BYTES:
+        return BadFrame("bad_request", f"frame larger than {MAX_CLIENT_FRAME_BYTES} bytes")
+    try:
+        return client_frame_decoder.decode(raw)
+    except msgspec.ValidationError as e:  # a subclass of DecodeError: must come first
+        try:
+            return _malformed_since_decoder.decode(raw)
+        except msgspec.DecodeError:
+            return BadFrame("bad_request", str(e))
+    except msgspec.DecodeError as e:
+        return BadFrame("bad_request", f"malformed JSON: {e}")
+
+
+def error_frame(code: str, message: str) -> bytes:
+    return encode_frame(ErrorFrame(code=code, message=message))

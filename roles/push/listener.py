@@ -1,0 +1,148 @@
+"""The WebSocket listener: accepting, handshaking, keepalive, and the drain.
+
+Accepting runs on ``trio.serve_listeners``, which already does what reliability.md #6 asks: when
+``accept()`` fails for lack of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS) it logs the error, sleeps
+100 ms and keeps serving. Connections live in their own nursery, so stopping the accept loop (drain)
+leaves them open until each has been told to reconnect and has closed or run out of grace.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import partial
+from typing import Callable
+
+import trio
+
+from playtotv.auth import Ticket
+from playtotv.logs import event
+from playtotv.settings import split_bind
+
+from . import handshake
+from .connection import ConnectionServices, WsConnection
+
+log = logging.getLogger("playtotv.push.ws")
+
+#: Pending connections the kernel queues for us: a reconnect storm arrives all at once (reliability.md #3).
+LISTEN_BACKLOG = 4096
+#: The keepalive sweep looks at every connection this often (at most); pings go to those quiet for
+#: ``push.keepalive_interval``, so they spread over time as connections do.
+KEEPALIVE_TICK_MAX = 1.0
+#: Draining clients are told to reconnect after a random delay up to this many seconds, so they do not
+#: all arrive at the next node in the same instant.
+DRAIN_RECONNECT_SPREAD = 3.0
+#: Longest the drain waits for clients to close after being told to reconnect (it also never takes
+#: more than half of node.drain_seconds, leaving the rest of the node time to stop).
+DRAIN_GRACE_MAX = 5.0
+
+
+class Connections:
+    """The open connections of a node, for keepalive, load reports and the drain."""
+
+    def __init__(self) -> None:
+        self.open: set[WsConnection] = set()
+        self._emptied: trio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def add(self, conn: WsConnection) -> None:
+        self.open.add(conn)
+
+    def discard(self, conn: WsConnection) -> None:
+        self.open.discard(conn)
+        if not self.open and self._emptied is not None:
+            self._emptied.set()
+
+    async def wait_empty(self) -> None:
+        if self.open:
+            self._emptied = trio.Event()
+            await self._emptied.wait()
+
+
+class WebSocketServer:
+    """Accepts clients on ``listeners`` and serves each as a WsConnection."""
+
+    def __init__(self, services: ConnectionServices, verify_ticket: Callable[[str], Ticket], *,
+                 handshake_timeout: float, max_connections: int, keepalive_interval: float) -> None:
+        self.services = services
+        self.verify_ticket = verify_ticket
+        self.handshake_timeout = handshake_timeout
+        self.max_connections = max_connections
+        self.keepalive_interval = keepalive_interval
+        self.connections = Connections()
+        self.draining = False
+
+    def at_capacity(self) -> bool:
+        return self.draining or len(self.connections) >= self.max_connections
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        """One accepted TCP connection, from handshake to close (serve_listeners closes the stream)."""
+        accepted: handshake.Accepted | None = None
+        with trio.move_on_after(self.handshake_timeout):  # slowloris: a slow head is just hung up on
+            try:
+                accepted = await handshake.accept(stream, self.verify_ticket, at_capacity=self.at_capacity)
+            except (handshake.Refused, trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+        if accepted is None:
+            return
+        conn = WsConnection(self.services, stream, accepted.connection, accepted.ticket.user_id)
+        self.connections.add(conn)
+        try:
+            await conn.serve()
+        except Exception:  # noqa: BLE001 — trio.Cancelled is a BaseException and passes through
+            # A bug met by one client must cost that client its connection, not the node its 10,000.
+            log.exception("websocket connection failed", extra={"fields": {"user": conn.user_id}})
+        finally:
+            self.connections.discard(conn)
+
+    async def keepalive(self) -> None:
+        """Ping every client that has been quiet for keepalive_interval (its pong resets its idle timer)."""
+        interval = self.keepalive_interval
+        tick = min(KEEPALIVE_TICK_MAX, interval / 4)
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self.connections.open):
+                if now - conn.last_heard >= interval and now - conn.last_ping >= interval:
+                    conn.send_ping(now)
+
+    def drain(self) -> None:
+        """Tell every client to reconnect (jittered), and start closing each."""
+        for conn in list(self.connections.open):
+            conn.drain(after=round(random.uniform(0, DRAIN_RECONNECT_SPREAD), 3))
+
+
+async def serve_websockets(
+    server: WebSocketServer,
+    bind: str,
+    draining: trio.Event,
+    drain_grace: float,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until ``draining`` is set, then stop accepting, drain every connection and return.
+
+    Reports ``ws://host:port`` (the real port when ``bind`` asked for port 0)."""
+    host, port = split_bind(bind)
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=LISTEN_BACKLOG)
+    sockname = listeners[0].socket.getsockname()
+    shown_host = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+    url = f"ws://{shown_host}:{sockname[1]}"
+    async with trio.open_nursery() as connection_nursery:
+        async with trio.open_nursery() as accept_nursery:
+            await accept_nursery.start(
+                partial(trio.serve_listeners, server.handle, listeners, handler_nursery=connection_nursery)
+            )
+            accept_nursery.start_soon(server.keepalive)
+            event(log, "listening", role="push", url=url)
+            task_status.started(url)
+            await draining.wait()
+            accept_nursery.cancel_scope.cancel()  # closes the listeners: new clients go elsewhere
+        server.draining = True  # handshakes already under way are refused (503) rather than served
+        event(log, "draining websocket clients", connections=len(server.connections))
+        server.drain()
+        with trio.move_on_after(drain_grace):
+            await server.connections.wait_empty()
+        connection_nursery.cancel_scope.cancel()
