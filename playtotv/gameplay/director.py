@@ -136,16 +136,21 @@ async def open_interaction(g: Gameplay, interaction_id: str, duration: float | N
             await g.store.update(schema.EPISODES, opened.episode_id, set={"current": opened.id})
             await g.invalidate("interaction", [opened.id])
             await g.invalidate("episode", [opened.episode_id])
-            await publish.to_episode(g.broker, opened.episode_id, InteractionOpened(
-                interaction=interaction_view(opened, with_correct=False), late_by=round(late_by, 3)))
-            await publish.notify_scheduler(g.broker, opened.episode_id)  # its deadline joins the agenda
+            await _announce_opened(g, opened, late_by)
+            await publish.notify_scheduler(g.broker, opened.episode_id, opened.id)  # its deadline joins the agenda
             return interaction_view(opened, with_correct=True)
         doc = await _interaction_or_404(g, interaction_id)
     if doc.status == "open":
-        await publish.to_episode(g.broker, doc.episode_id,
-                                 InteractionOpened(interaction=interaction_view(doc, with_correct=False)))
+        await _announce_opened(g, doc, late_by)
         return interaction_view(doc, with_correct=True)
     raise ApiError("invalid_state", f"the interaction is {doc.status}")
+
+
+async def _announce_opened(g: Gameplay, doc: InteractionDoc, late_by: float) -> None:
+    await publish.to_episode(g.broker, doc.episode_id, InteractionOpened(
+        interaction=interaction_view(doc, with_correct=False), late_by=round(late_by, 3)))
+    if doc.announced_at is None:
+        await g.store.update(schema.INTERACTIONS, doc.id, set={"announced_at": g.clock()})
 
 
 async def close_interaction(g: Gameplay, interaction_id: str, *, at: float | None = None) -> InteractionDoc:
@@ -260,7 +265,9 @@ async def start_episode(g: Gameplay, episode_id: str, at: float | None = None) -
     """``at``: when the broadcast started (prerecorded: the timeline runs from it); default now."""
     doc = await _episode_or_404(g, episode_id)
     if doc.status == "scheduled":
-        started = await _episode_transition(g, doc, {"status": "live", "started_at": at if at is not None else g.clock()})
+        now = g.clock()
+        started = await _episode_transition(g, doc, {"status": "live", "started_at": at if at is not None else now,
+                                                     "went_live_at": now})
         if started is None:
             doc = await _episode_or_404(g, episode_id)
         else:

@@ -51,6 +51,8 @@ class EpisodeDoc(_Doc, kw_only=True):
     status: str = "scheduled"  # scheduled → live → ended
     starts_at: float | None = None
     started_at: float | None = None
+    #: When the episode actually went live (``started_at`` may lie in the past: a late start of a recording).
+    went_live_at: float | None = None
     ended_at: float | None = None
     #: The interaction most recently opened (stays current through closed and revealed).
     current: str | None = None
@@ -79,6 +81,10 @@ class InteractionDoc(_Doc, kw_only=True):
     scored_at: float | None = None
     #: Seconds from the broadcast start, for interactions created from a prerecorded timeline.
     timeline_at: float | None = None
+    #: Set once ``interaction.opened`` was published: an open interaction without it was opened by an actor
+    #: that died before announcing it, and the scheduler announces it again (a transactional outbox in one
+    #: field: the state change and the message cannot be one atomic write).
+    announced_at: float | None = None
     created_at: float = 0.0
 
     @property

@@ -49,7 +49,11 @@ async def to_users(broker: Broker, messages: Sequence[tuple[str, msgspec.Struct]
             nursery.start_soon(publisher)
 
 
-async def notify_scheduler(broker: Broker, episode_id: str) -> None:
-    """Tell the scheduler leader that this episode's agenda changed (started, ended, an interaction opened
-    with a deadline), so it need not poll the store. Best effort: it also reloads periodically."""
-    await broker.publish(keys.SCHEDULER_NOTICES, _encode({"episode_id": episode_id}))
+async def notify_scheduler(broker: Broker, episode_id: str, interaction_id: str | None = None) -> None:
+    """Tell the scheduler leader that this episode's agenda changed (started, ended) or that one
+    interaction opened with a deadline, so it need not poll the store. Best effort: it also reloads
+    periodically."""
+    notice = {"episode_id": episode_id}
+    if interaction_id is not None:
+        notice["interaction_id"] = interaction_id
+    await broker.publish(keys.SCHEDULER_NOTICES, _encode(notice))

@@ -38,10 +38,14 @@ log = logging.getLogger("playtotv.scheduler")
 RELOAD_INTERVAL = 10.0
 #: After a failed job (store or broker down), retry it this much later rather than spinning.
 RETRY_DELAY = 0.5
+#: Jobs in flight at once: a fire is a dozen store and broker round trips, so entries due close together
+#: must not queue behind each other (that queueing is fire jitter), but a burst must not flood the store.
+MAX_CONCURRENT_JOBS = 32
 
 
 class _Notice(msgspec.Struct):
     episode_id: str
+    interaction_id: str | None = None  # set when one interaction opened: only its deadline is new
 
 
 _notice_decoder = msgspec.json.Decoder(_Notice)
@@ -55,6 +59,7 @@ class Scheduler:
         self.agenda = Agenda()
         self.wake = trio.Event()
         self.fired: list[tuple[str, str, float]] = []  # (interaction, outcome, late_by): for metrics/tests
+        self.limiter = trio.CapacityLimiter(MAX_CONCURRENT_JOBS)
 
     def _wake(self) -> None:
         self.wake.set()
@@ -71,7 +76,7 @@ class Scheduler:
 
             nursery.start_soon(watch_leadership)
             nursery.start_soon(self._listen_for_notices)
-            await self._run_agenda(token)
+            await self._run_agenda(token, nursery)
 
     async def _fence(self, token: int) -> bool:
         try:
@@ -96,6 +101,11 @@ class Scheduler:
                             notice = _notice_decoder.decode(item.data)
                         except msgspec.ValidationError:
                             continue
+                        if notice.interaction_id is not None:
+                            for job in await timeline.deadline_of(self.g, notice.interaction_id):
+                                self.agenda.add(job)
+                            self._wake()
+                            continue
                         episode, jobs = await timeline.jobs_for_notice(self.g, notice.episode_id)
                         if episode is not None and episode.status == "ended":
                             self.agenda.discard_episode(episode.id)
@@ -105,7 +115,7 @@ class Scheduler:
             except (BrokerUnavailable, StoreUnavailable):
                 await trio.sleep(RETRY_DELAY)
 
-    async def _run_agenda(self, token: int) -> None:
+    async def _run_agenda(self, token: int, jobs: trio.Nursery) -> None:
         next_reload = 0.0
         while True:
             now = self.g.clock()
@@ -121,7 +131,15 @@ class Scheduler:
                 await self.wake.wait()
             self.wake = trio.Event()
             for job in self.agenda.pop_due(self.g.clock()):
-                await self._do(job, token)
+                borrower = object()  # unique: a retried job may equal one still in flight
+                await self.limiter.acquire_on_behalf_of(borrower)  # waits only when the limit is reached
+                jobs.start_soon(self._do_and_release, job, token, borrower)
+
+    async def _do_and_release(self, job: Job, token: int, borrower: object) -> None:
+        try:
+            await self._do(job, token)
+        finally:
+            self.limiter.release_on_behalf_of(borrower)
 
     async def _do(self, job: Job, token: int) -> None:
         now = self.g.clock()
@@ -143,7 +161,7 @@ class Scheduler:
                     self.agenda.add(follow_up)
         except (StoreUnavailable, BrokerUnavailable, ApiError) as e:
             event(log, "scheduler job failed; retrying", job=job.key, error=type(e).__name__)
-            self.agenda.add(Job(job.kind, job.episode_id, job.interaction_id, job.due))
+            self.agenda.add(job)
             await trio.sleep(RETRY_DELAY)
 
     async def run(self) -> None:

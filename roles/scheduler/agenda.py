@@ -18,6 +18,9 @@ class Job:
     episode_id: str
     interaction_id: str | None
     due: float
+    #: A timeline entry already in the past when its episode went live (a late start): fired late within
+    #: the grace period, else skipped. Entries that fall due while live are never skipped (late, not never).
+    skip_if_late: bool = False
 
     @property
     def key(self) -> str:

@@ -10,9 +10,11 @@ Exactly once, with any number of schedulers, rests on three things:
    leader that died between record and effect opens the interaction once, and only the winner of the
    compare-and-set publishes ``interaction.opened``.
 
-Late entries (the episode started late, or the leader died and a successor took over): within
-``scheduler.late_grace`` seconds they fire late and say ``late_by``; older ones are skipped and recorded
-as skipped. Ending the episode cancels what remains (an interaction of an ended episode cannot open).
+Late entries: those already past when the episode went live (a late start of a recording) fire late within
+``scheduler.late_grace`` seconds and say ``late_by``; older ones are skipped and recorded as skipped.
+Entries that fell due while the episode was live but found no leader (it died; the successor took over
+within the lease TTL) always fire, late rather than never, and say ``late_by``. Ending the episode
+cancels what remains (an interaction of an ended episode cannot open).
 """
 
 from __future__ import annotations
@@ -44,8 +46,13 @@ async def jobs_of_episode(g: Gameplay, episode: EpisodeDoc) -> list[Job]:
         interactions = {d.id: d for d in await g.interactions_of(episode.id)}
         for item in episode.timeline:
             doc = interactions.get(item.interaction_id)
-            if doc is not None and doc.status == "draft":
-                jobs.append(Job("fire", episode.id, doc.id, episode.started_at + item.at))
+            # draft: not fired yet. open but never announced: the leader that fired it died between the
+            # state change and the message; firing again re-announces it (the open itself is not redone).
+            unannounced = doc is not None and doc.status == "open" and doc.announced_at is None
+            if doc is not None and (doc.status == "draft" or unannounced):
+                due = episode.started_at + item.at
+                already_past = episode.went_live_at is not None and due < episode.went_live_at
+                jobs.append(Job("fire", episode.id, doc.id, due, skip_if_late=already_past))
     if episode.status == "live":
         for doc in await g.interactions_of(episode.id):
             if doc.status == "open" and doc.closes_at is not None:
@@ -77,30 +84,43 @@ async def jobs_for_notice(g: Gameplay, episode_id: str) -> tuple[EpisodeDoc | No
     return episode, await jobs_of_episode(g, episode)
 
 
+async def deadline_of(g: Gameplay, interaction_id: str) -> list[Job]:
+    doc = await g.store.get(schema.INTERACTIONS, interaction_id)
+    if doc is None:
+        return []
+    interaction = from_doc(doc, InteractionDoc)
+    if interaction.status != "open" or interaction.closes_at is None:
+        return []
+    return [Job("close", interaction.episode_id, interaction.id, interaction.closes_at)]
+
+
 async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: int, fence: Fence) -> str:
     """Fire one timeline entry; returns "fired", "skipped", "cancelled" or "deposed"."""
     assert job.interaction_id is not None
     late_by = max(0.0, now - job.due)
     record_id = f"{job.episode_id}:{job.interaction_id}"
-    record = await g.store.get(TIMELINE_LOG, record_id)
-    if record is None:
-        if not await fence():
-            return "deposed"
-        outcome = "skipped" if late_by > grace else "fired"
-        await g.store.insert(TIMELINE_LOG, {
-            "_id": record_id, "episode_id": job.episode_id, "interaction_id": job.interaction_id,
-            "due": job.due, "decided_at": now, "late_by": round(late_by, 3), "outcome": outcome,
-            "token": token,
-        })
-        record = await g.store.get(TIMELINE_LOG, record_id)  # ours, or the one that won the race
+    if not await fence():
+        return "deposed"
+    outcome = "skipped" if job.skip_if_late and late_by > grace else "fired"
+    decided_here = await g.store.insert(TIMELINE_LOG, {
+        "_id": record_id, "episode_id": job.episode_id, "interaction_id": job.interaction_id,
+        "due": job.due, "decided_at": now, "late_by": round(late_by, 3), "outcome": outcome, "token": token,
+    })
+    if not decided_here:
+        record = await g.store.get(TIMELINE_LOG, record_id)  # an earlier decision stands
         assert record is not None
-    if record["outcome"] == "skipped":
-        if record.get("token") == token and record.get("decided_at") == now:
+        if record.get("token") == token:
+            return record["outcome"]  # decided (and acted on) by us already: nothing to redo
+        outcome, late_by = record["outcome"], record.get("late_by", late_by)
+    if outcome == "skipped":
+        if decided_here:
             event(log, "timeline entry skipped: too late", interaction=job.interaction_id,
                   late_by=round(late_by, 3))
         return "skipped"
     try:
-        await director.open_interaction(g, job.interaction_id, late_by=record.get("late_by", 0.0))
+        # a successor repeating a dead leader's fire: the open is a compare-and-set (done once), and an
+        # interaction it left open but unannounced is announced now
+        await director.open_interaction(g, job.interaction_id, late_by=late_by)
     except ApiError as e:
         if e.code.value in ("invalid_state", "not_found"):
             return "cancelled"  # the episode ended (or the interaction vanished): nothing left to do
