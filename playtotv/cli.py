@@ -47,6 +47,12 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+def _announce_listener(role: str, url: str) -> None:
+    _say(f"{role} listening on {url}")
+    if role == "core":
+        _say(f"director console: {url}/console  viewer page: {url}/play")
+
+
 def serve(args: argparse.Namespace) -> int:
     from playtotv.logs import setup_logging
     from playtotv.node import run_node
@@ -63,7 +69,7 @@ def serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         await run_node(
             settings, roles,
-            on_listening=lambda role, url: _say(f"{role} listening on {url}"),
+            on_listening=_announce_listener,
             on_director_key=lambda key: _say(f"director key: {key}"),
             on_ready=lambda: _say("ready"),
         )

@@ -214,12 +214,16 @@ class PlayToTVClient:
     async def answer(self, interaction_id: str, choice: str | int) -> dict[str, Any]:
         """Answer once, whatever fails in between: a retry after a lost response meets
         ``409 already_answered``, which means the first attempt was counted."""
+        failovers_before = self.failovers
         for attempt in range(MAX_FAILOVERS + 1):
             try:
                 return await self.request("POST", f"/v1/interactions/{interaction_id}/answers",
                                           json={"choice": choice})
             except ClientError as e:
-                if e.code == "already_answered" and attempt > 0:
+                # a retry of ours (here, or a failover inside request()) meeting "already answered" means
+                # an earlier attempt landed and only its response was lost
+                retried = attempt > 0 or self.failovers > failovers_before
+                if e.code == "already_answered" and retried:
                     return {"accepted": True, "duplicate": True}
                 if e.code == "rate_limited":
                     await trio.sleep(e.retry_after or 0.5)

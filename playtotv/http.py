@@ -1,6 +1,7 @@
 """HTTP listeners on Hypercorn + quart-trio: app factory with the ops routes, JSON errors and metrics.
 
 Every HTTP listener of every role serves ``/healthz``, ``/readyz`` and ``/metrics`` (api.md "Every role").
+Every response carries CORS headers and preflights are answered (the web pages call other roles' ports).
 Errors always leave as api.md's error body: an ``ApiError`` raised anywhere in a handler, Quart's own
 404/405/413, a malformed body; an unexpected exception becomes a logged 500 with the same shape.
 """
@@ -17,7 +18,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 from quart import Response, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from playtotv.logs import event
 from playtotv.protocol.errors import ApiError, bad_request
@@ -33,6 +34,18 @@ KEEP_ALIVE_TIMEOUT = 30.0
 MAX_INCOMPLETE_BYTES = 16 * 1024
 #: Default cap for request bodies; roles lower it where api.md says so (core: 16 KiB).
 DEFAULT_MAX_BODY = 64 * 1024
+
+#: CORS: the web pages (served by core) call the gatekeeper, core and push polling on other ports. Every
+#: credential is a bearer token, never a cookie, so any origin may call: a page elsewhere gains nothing it
+#: could not do with curl. ``Authorization`` must be listed by name (a wildcard does not cover it).
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE, OPTIONS",
+    "Access-Control-Expose-Headers": "Retry-After",
+}
+#: Browsers cache a preflight this long (seconds), sparing one OPTIONS round trip per call.
+CORS_MAX_AGE = "600"
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "bad_request", 413: "bad_request", 429: "rate_limited", 503: "unavailable"}
@@ -50,7 +63,9 @@ def api_error_response(err: ApiError, status: int | None = None) -> Response:
 
 
 def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BODY) -> QuartTrio:
-    app = QuartTrio(f"playtotv.{role}")
+    # static_folder=None: Quart's default would serve ``<cwd>/static/*`` on every listener (whatever the
+    # working directory holds). Pages that need files register their own routes (roles/core/web.py).
+    app = QuartTrio(f"playtotv.{role}", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
 
@@ -69,8 +84,9 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
         return Response(payload, content_type=content_type)
 
     @app.before_request
-    async def _start_timer() -> None:
+    async def _start_timer() -> Response | None:
         g.started = time.perf_counter()
+        return _preflight()
 
     @app.after_request
     async def _record(response: Response) -> Response:
@@ -79,6 +95,7 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
         if started is not None:
             ctx.metrics.latency.labels(role, rule).observe(time.perf_counter() - started)
         ctx.metrics.requests.labels(role, request.method, rule, str(response.status_code)).inc()
+        response.headers.update(CORS_HEADERS)
         return response
 
     @app.errorhandler(ApiError)
@@ -104,6 +121,16 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
         return api_error_response(ApiError("unavailable", "internal error"), status=500)
 
     return app
+
+
+def _preflight() -> Response | None:
+    """Answer a CORS preflight for any path that has a route (whatever its methods): 204 + CORS headers
+    (added by the after-request hook). An unknown path keeps its 404."""
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return None
+    if request.routing_exception is not None and not isinstance(request.routing_exception, MethodNotAllowed):
+        return None
+    return Response(b"", status=204, headers={"Access-Control-Max-Age": CORS_MAX_AGE})
 
 
 def _hypercorn_config(ctx: "NodeContext", bind: str) -> HypercornConfig:

@@ -41,6 +41,9 @@ HEALTH_CHECK_INTERVAL = 1.0
 #: Back-off between registration attempts while Redis is unreachable (reliability.md #19).
 REGISTER_BACKOFF_MIN = 0.1
 REGISTER_BACKOFF_MAX = 2.0
+#: Roles of one process start in this order: the gatekeeper last, so that when it first admits a client
+#: the core and push roles beside it are already listening and registered.
+START_ORDER = ("core", "push", "worker", "scheduler", "gatekeeper")
 #: Event-loop lag is sampled by sleeping this long and measuring the overshoot.
 LOOP_LAG_PROBE = 0.25
 
@@ -249,7 +252,7 @@ async def run_node(
                 all_started = trio.Event()
                 background.start_soon(_cancel_if_drained_while_starting, drain, all_started, roles_scope)
                 async with trio.open_nursery() as role_nursery:
-                    for role in roles:
+                    for role in sorted(roles, key=START_ORDER.index):
                         await role_nursery.start(runners[role], ctx)
                     all_started.set()
                     background.start_soon(_heartbeat_loop, ctx)

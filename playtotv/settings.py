@@ -75,6 +75,8 @@ class GatekeeperSettings(_Section):
 class CoreSettings(_Section):
     bind: Bind = "127.0.0.1:8001"
     max_body_bytes: PositiveInt = 16 * 1024
+    #: Director bodies that carry a timeline (POST .../episodes) may be up to this large.
+    max_director_body_bytes: PositiveInt = 1024 * 1024
     #: Per-ticket token bucket over viewer requests: sustained rate and burst. A viewer answers once per
     #: interaction and reads a few times a second at most; a script hammering the API is refused (429).
     rate_per_second: PositiveFloat = 10.0

@@ -17,7 +17,7 @@ from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
-from playtotv.roles.core import director_api, viewer_api
+from playtotv.roles.core import director_api, viewer_api, web
 from playtotv.roles.core.auth import Authenticator
 from playtotv.roles.core.qos import LatencyWindow
 from playtotv.settings import ConfigError
@@ -36,6 +36,9 @@ class CoreApi:
         self.ctx = ctx
         self.gameplay = Gameplay.of(ctx)
         self.max_body = settings.core.max_body_bytes
+        #: Episodes with a timeline of up to 500 interactions are far larger than an answer; only the
+        #: director's creation endpoints accept bodies up to this size (still checked before decoding).
+        self.max_director_body = settings.core.max_director_body_bytes
         self.auth = Authenticator(ctx.tickets, ctx.director_keys,
                                   TokenBuckets(settings.core.rate_per_second, settings.core.rate_burst))
         check_durability(ctx)
@@ -43,10 +46,11 @@ class CoreApi:
                                      replicas=settings.answers.replicas,
                                      replica_timeout=settings.answers.replica_timeout)
         self.latency = LatencyWindow()
-        self.app = create_app(ctx, "core", max_body=self.max_body)
+        self.app = create_app(ctx, "core", max_body=max(self.max_body, self.max_director_body))
         self.app.after_request(self.latency.after_request)
         director_api.register(self)
         viewer_api.register(self)
+        web.register(self)  # /console, /play and their files
 
 
 def check_durability(ctx: "NodeContext") -> None:

@@ -40,7 +40,7 @@ def register(api: "CoreApi") -> None:
     async def create_episode(show_id: str) -> Response:
         auth.director()
         show_id = path_id(show_id, "show")
-        request_body = await body(create_episode_decoder, limit)
+        request_body = await body(create_episode_decoder, api.max_director_body)
         return json_response(await director.create_episode(g, show_id, request_body), 201)
 
     async def create_interaction(episode_id: str) -> Response:
