@@ -162,6 +162,38 @@ class CreateEpisode(_Body, kw_only=True):
     timeline: Annotated[list[TimelineEntry], Meta(max_length=MAX_TIMELINE_ENTRIES)] = []
 
 
+#: "HH:MM", 24-hour, UTC: when each episode of a series starts.
+TimeOfDay = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+#: Episodes a series may produce: a weekly show for 20 years, a daily one for 1.
+MAX_SERIES_EPISODES = 1000
+
+
+class CreateSeries(_Body, kw_only=True):
+    """``POST /v1/shows/{show_id}/series`` (an addition to api.md): a recurring show ("every Friday at
+    20:00 UTC") whose episodes are created from this template, each with its ``starts_at`` and timeline,
+    ahead of air time; prerecorded ones then start and fire by themselves."""
+
+    title: Title  # each episode is titled "<title> <YYYY-MM-DD>"
+    time: TimeOfDay
+    weekday: Annotated[int, Meta(ge=0, le=6)] | None = None  # 0 = Monday; None: every day
+    mode: Mode = "prerecorded"
+    timeline: Annotated[list[TimelineEntry], Meta(max_length=MAX_TIMELINE_ENTRIES)] = []
+    first_after: Timestamp | None = None  # no episode before this (default: creation time)
+    episodes: Annotated[int, Meta(ge=1, le=MAX_SERIES_EPISODES)] | None = None  # default: no end
+
+
+class Series(_Body, kw_only=True):
+    id: str
+    show_id: str
+    title: str
+    time: str
+    weekday: int | None
+    mode: Mode
+    episodes: int | None
+    #: Episodes created so far (the next ones are created ahead of their air time).
+    created: list[str] = []
+
+
 class InteractionView(_Sparse, kw_only=True):
     """An interaction as clients see it. ``correct`` is omitted until revealed (api.md), so a server builds
     this without it for viewers; ``opens_at`` / ``closes_at`` appear once the interaction was opened."""
@@ -454,6 +486,7 @@ director_event_decoder = msgspec.json.Decoder(DirectorEvent)
 answer_request_decoder = msgspec.json.Decoder(AnswerRequest)
 update_profile_decoder = msgspec.json.Decoder(UpdateProfile)
 add_friend_decoder = msgspec.json.Decoder(AddFriend)
+create_series_decoder = msgspec.json.Decoder(CreateSeries)
 
 #: Bodies larger than this are refused before decoding (api.md: "body too large" is a 400). A timeline of
 #: MAX_TIMELINE_ENTRIES full interactions fits; nothing else comes close.

@@ -61,7 +61,7 @@ async def create_show(g: Gameplay, body: CreateShow) -> Show:
     return Show(id=doc.id, title=doc.title)
 
 
-def _new_interaction(g: Gameplay, episode_id: str, body: InteractionBody, timeline_at: float | None = None
+def new_interaction(g: Gameplay, episode_id: str, body: InteractionBody, timeline_at: float | None = None
                      ) -> InteractionDoc:
     check_interaction(body)
     return InteractionDoc(
@@ -76,7 +76,7 @@ async def create_episode(g: Gameplay, show_id: str, body: CreateEpisode) -> Epis
         raise _not_found("show")
     episode_id = ids.new_id("e")
     # Validate every timeline entry before writing anything: a bad entry is a 400 with nothing stored.
-    planned = [_new_interaction(g, episode_id, entry.interaction, entry.at) for entry in body.timeline]
+    planned = [new_interaction(g, episode_id, entry.interaction, entry.at) for entry in body.timeline]
     for doc in planned:
         await g.store.insert(schema.INTERACTIONS, to_doc(doc))
     episode = EpisodeDoc(
@@ -94,7 +94,7 @@ async def create_interaction(g: Gameplay, episode_id: str, body: InteractionBody
     episode = await g.episode(episode_id, fresh=True)
     if episode is None:
         raise _not_found("episode")
-    doc = _new_interaction(g, episode_id, body)
+    doc = new_interaction(g, episode_id, body)
     if episode.status == "ended":
         raise ApiError("invalid_state", "the episode has ended")
     await g.store.insert(schema.INTERACTIONS, to_doc(doc))

@@ -57,6 +57,8 @@ class EpisodeDoc(_Doc, kw_only=True):
     #: The interaction most recently opened (stays current through closed and revealed).
     current: str | None = None
     timeline: list[TimelineItem] = []
+    #: The recurring series this episode was created from, if any.
+    series_id: str | None = None
     created_at: float = 0.0
     #: Set when the end-of-episode job (last scoring pass, end achievements) has run.
     finished_at: float | None = None

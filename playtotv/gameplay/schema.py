@@ -17,9 +17,11 @@ SCORES = "scores"
 ACHIEVEMENTS = "achievements"
 FOLLOWS = "follows"
 NOTIFICATIONS = "notifications"
+SERIES = "series"
 
 INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (EPISODES, ("show_id",)),
+    (EPISODES, ("series_id",)),
     (INTERACTIONS, ("episode_id",)),
     # close_due_interactions: open interactions by deadline.
     (INTERACTIONS, ("status", "closes_at")),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from quart import Response
 
-from playtotv.gameplay import director, stats
+from playtotv.gameplay import director, series, stats
 from playtotv.gameplay.documents import interaction_view
 from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
@@ -15,6 +15,7 @@ from playtotv.protocol.rest import (
     Accepted,
     close_interaction_decoder,
     create_episode_decoder,
+    create_series_decoder,
     create_show_decoder,
     director_event_decoder,
     end_episode_decoder,
@@ -94,8 +95,20 @@ def register(api: "CoreApi") -> None:
             raise ApiError("not_found", "unknown episode")
         return json_response(await stats.episode_stats(g, episode_id))
 
+    async def create_series(show_id: str) -> Response:
+        auth.director()
+        show_id = path_id(show_id, "show")
+        request_body = await body(create_series_decoder, api.max_director_body)
+        return json_response(await series.create_series(g, show_id, request_body), 201)
+
+    async def get_series(series_id: str) -> Response:
+        auth.director()
+        return json_response(await series.get_series(g, path_id(series_id, "series")))
+
     routes = [
         ("/v1/shows", create_show, "POST"),
+        ("/v1/shows/<show_id>/series", create_series, "POST"),
+        ("/v1/series/<series_id>", get_series, "GET"),
         ("/v1/shows/<show_id>/episodes", create_episode, "POST"),
         ("/v1/episodes/<episode_id>/interactions", create_interaction, "POST"),
         ("/v1/interactions/<interaction_id>/open", open_interaction, "POST"),

@@ -5,7 +5,8 @@ firing path (it runs in its own task; a slow store query here never delays a tim
 - trim the channel history of ended episodes (late reconnects need little of it);
 - expire the hot Redis state of ended episodes (viewer sets, leaderboards: rebuilt from the store if read);
 - rebuild missing leaderboards of live episodes from the store (after Redis lost its memory);
-- re-enqueue follow-up jobs (scoring, episode end) that Redis lost (reliability.md #16).
+- re-enqueue follow-up jobs (scoring, episode end) that Redis lost (reliability.md #16);
+- create the upcoming episodes of recurring series (``gameplay.series``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import trio
 
 from playtotv import keys
 from playtotv.broker.base import BrokerUnavailable
-from playtotv.gameplay import leaderboard, schema
+from playtotv.gameplay import leaderboard, schema, series
 from playtotv.gameplay.documents import EpisodeDoc, from_docs
 from playtotv.gameplay.service import Gameplay
 from playtotv.gameplay.sweeper import requeue_lost_jobs
@@ -35,6 +36,7 @@ PRUNE_REGISTRY_EVERY = 10.0
 ENDED_EPISODES_EVERY = 60.0
 LEADERBOARDS_EVERY = 15.0
 REQUEUE_LOST_JOBS_EVERY = 30.0
+SERIES_TOP_UP_EVERY = 60.0
 #: History kept on an ended episode's channel: enough for a viewer reconnecting to the final results.
 ENDED_HISTORY_KEEP = 50
 #: Hot state of an ended episode lives on this long for the results screens, then expires.
@@ -70,6 +72,7 @@ async def housekeeping(ctx: "NodeContext", leadership: "Leadership") -> None:
         (ENDED_EPISODES_EVERY, lambda: wind_down_ended_episodes(g)),
         (LEADERBOARDS_EVERY, lambda: rebuild_missing_leaderboards(g)),
         (REQUEUE_LOST_JOBS_EVERY, lambda: requeue_lost_jobs(g, time.time())),
+        (SERIES_TOP_UP_EVERY, lambda: series.top_up_all(g)),
     ]
     async with trio.open_nursery() as nursery:
         for period, duty in duties:
