@@ -34,8 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("playtotv.scheduler")
 
-#: Full reload of the agenda from the store: a safety net for a lost notice, not the main path.
-RELOAD_INTERVAL = 10.0
+#: Full reload of the agenda from the store: a safety net for a lost notice, not the main path. It runs
+#: in a task of its own and merges into the agenda, so a large reload never delays a due entry.
+RELOAD_INTERVAL = 30.0
 #: After a failed job (store or broker down), retry it this much later rather than spinning.
 RETRY_DELAY = 0.5
 #: Jobs in flight at once: a fire is a dozen store and broker round trips, so entries due close together
@@ -85,9 +86,19 @@ class Scheduler:
             return False
 
     async def _reload(self) -> None:
-        self.agenda.clear()
+        """Merge everything the store says is due into the agenda. Jobs already done that linger are
+        harmless: every job is idempotent."""
         for job in await timeline.all_jobs(self.g):
             self.agenda.add(job)
+        self._wake()
+
+    async def _reload_forever(self) -> None:
+        while True:
+            try:
+                await self._reload()
+                await trio.sleep(RELOAD_INTERVAL)
+            except (StoreUnavailable, BrokerUnavailable):
+                await trio.sleep(RETRY_DELAY)
 
     async def _listen_for_notices(self) -> None:
         while True:
@@ -116,18 +127,11 @@ class Scheduler:
                 await trio.sleep(RETRY_DELAY)
 
     async def _run_agenda(self, token: int, jobs: trio.Nursery) -> None:
-        next_reload = 0.0
+        self.agenda.clear()  # a new term: what the previous one knew may be stale; the reload refills it
+        jobs.start_soon(self._reload_forever)
         while True:
-            now = self.g.clock()
-            if now >= next_reload:
-                try:
-                    await self._reload()
-                    next_reload = now + RELOAD_INTERVAL
-                except (StoreUnavailable, BrokerUnavailable):
-                    next_reload = now + RETRY_DELAY
             due = self.agenda.next_due()
-            wake_at = min(next_reload, due if due is not None else next_reload)
-            with trio.move_on_after(max(0.0, wake_at - self.g.clock())):
+            with trio.move_on_after(RELOAD_INTERVAL if due is None else max(0.0, due - self.g.clock())):
                 await self.wake.wait()
             self.wake = trio.Event()
             for job in self.agenda.pop_due(self.g.clock()):

@@ -112,6 +112,9 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
         if record.get("token") == token:
             return record["outcome"]  # decided (and acted on) by us already: nothing to redo
         outcome, late_by = record["outcome"], record.get("late_by", late_by)
+        current = await g.interaction(job.interaction_id, fresh=True)
+        if current is not None and current.status != "draft" and current.announced_at is not None:
+            return outcome  # a predecessor fired and announced it: repeating would only duplicate
     if outcome == "skipped":
         if decided_here:
             event(log, "timeline entry skipped: too late", interaction=job.interaction_id,
