@@ -2,6 +2,9 @@
 
     playtotv serve [--role ROLES] [--config FILE] [--log-format text|json]
     playtotv schema [push|openapi]
+    playtotv cluster up [--gatekeepers N --cores N --pushes N --workers N --schedulers N --store URL
+                         --base-port P]                      (a local multi-process cluster: playtotv.cluster)
+    playtotv warmup --gatekeeper URL --clients N --seconds S  (ramp synthetic sessions: playtotv.warmup)
     playtotv --version
 
 Wrong input exits with status 2 and one line naming the key and the problem, never a traceback.
@@ -40,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     schema = sub.add_parser("schema", help="print the JSON Schema of push messages or the OpenAPI document")
     schema.add_argument("which", nargs="?", choices=("push", "openapi"), default="openapi")
+    from playtotv import cluster, warmup
+
+    cluster.add_arguments(sub.add_parser("cluster", help="run a local cluster of separate processes"))
+    warmup.add_arguments(sub.add_parser("warmup", help="ramp synthetic sessions through a gatekeeper"))
     return parser
 
 
@@ -95,6 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args)
     if args.command == "schema":
         return print_schema(args.which)
+    if args.command == "cluster":
+        from playtotv import cluster
+
+        return cluster.run_cli(args)
+    if args.command == "warmup":
+        from playtotv import warmup
+
+        return warmup.run_cli(args)
     _parser().print_help()
     return EXIT_USAGE
 

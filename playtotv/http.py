@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from playtotv.logs import event
 from playtotv.protocol.errors import ApiError, bad_request
+from playtotv.signals import track_inflight
 
 if TYPE_CHECKING:
     from playtotv.node import NodeContext
@@ -68,6 +69,7 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
     app = QuartTrio(f"playtotv.{role}", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    track_inflight(app, ctx, role)  # autoscaling signal (playtotv.signals)
 
     @app.get("/healthz")
     async def healthz() -> Response:

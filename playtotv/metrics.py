@@ -42,6 +42,15 @@ class Metrics:
         )
         self.admitted = Gauge("playtotv_admitted_sessions", "Admitted sessions (gatekeeper view)", registry=r)
         self.capacity = Gauge("playtotv_capacity", "Current admission capacity (gatekeeper view)", registry=r)
+        # Autoscaling signals (playtotv.signals mirrors the node's registry load and QoS into these).
+        self.load = Gauge("playtotv_load", "Load this node reports to the registry", ["signal"], registry=r)
+        self.qos = Gauge("playtotv_qos", "Quality of service this node reports to the registry", ["signal"],
+                         registry=r)
+        self.inflight = Gauge("playtotv_http_inflight", "HTTP requests being served", ["role"], registry=r)
+        self.queue_backlog = Gauge(
+            "playtotv_queue_backlog", "Queue items waiting or claimed (cluster-wide, read by workers)",
+            ["queue", "state"], registry=r,
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -30,6 +30,7 @@ from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
 from playtotv.registry.base import NodeInfo, Registry
 from playtotv.settings import Settings
+from playtotv.signals import export_forever as export_signals
 from playtotv.store import open_store
 from playtotv.store.base import Store, StoreUnavailable
 
@@ -242,6 +243,7 @@ async def run_node(
         async with trio.open_nursery() as background:
             background.start_soon(_health_loop, ctx)
             background.start_soon(_loop_lag_loop, ctx)
+            background.start_soon(export_signals, ctx)
             if handle_signals:
                 background.start_soon(_watch_signals, drain)
             if settings.node.ops_bind:

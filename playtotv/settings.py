@@ -236,6 +236,8 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
             f"{','.join(roles)} on their own (the embedded broker only works inside one process "
             "holding every role; set PLAYTOTV_REDIS_URL or use --role all)"
         )
+    if settings.redis.url is not None:
+        check_redis_url(settings.redis.url)
     if not settings.embedded and not settings.auth.secret:
         raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
     from playtotv.auth import check_secret
@@ -250,6 +252,18 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
                 raise ConfigError(f"{key}: {e}") from None
     if not settings.embedded and "core" in roles and not settings.auth.director_keys:
         raise ConfigError("auth.director_keys: required for the core role in a cluster")
+
+
+def check_redis_url(url: str) -> None:
+    from playtotv.redis_client import SCHEMES, SENTINEL_SCHEME, is_redis_url, parse_sentinel_url
+
+    if not is_redis_url(url):
+        raise ConfigError(f"redis.url: expected one of {', '.join(s + '://' for s in SCHEMES)}")
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        try:
+            parse_sentinel_url(url)
+        except ValueError as e:
+            raise ConfigError(f"redis.url: {e}") from None
 
 
 def split_bind(bind: str) -> tuple[str, int]:

@@ -19,6 +19,7 @@ from .base import (
     Subscription,
     SubscriptionReset,
 )
+from ..redis_client import is_redis_url
 from .memory import MemoryBroker
 from .redis import RedisBroker
 
@@ -36,12 +37,11 @@ __all__ = [
     "open_broker",
 ]
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
 
 @asynccontextmanager
 async def open_broker(url: str | None, **options: Any) -> AsyncIterator[Broker]:
-    """The broker for ``url``: None for the in-process memory broker, a Redis URL for Redis.
+    """The broker for ``url``: None for the in-process memory broker, a Redis URL (``redis://``,
+    ``rediss://``, ``unix://`` or ``redis+sentinel://``, see ``playtotv.redis_client``) for Redis.
 
     ``options`` (history_size, visibility_timeout, max_deliveries, subscriber_buffer) go to the
     broker's constructor. Entering does not wait for Redis: calls raise BrokerUnavailable until it
@@ -50,8 +50,8 @@ async def open_broker(url: str | None, **options: Any) -> AsyncIterator[Broker]:
     """
     if url is None:
         yield MemoryBroker(**options)
-    elif url.startswith(_REDIS_SCHEMES):
+    elif is_redis_url(url):
         async with RedisBroker.open(url, **options) as broker:
             yield broker
     else:
-        raise ValueError(f"unsupported broker URL {url!r}: expected redis://, rediss:// or unix://")
+        raise ValueError(f"unsupported broker URL {url!r}: expected redis://, rediss://, unix:// or redis+sentinel://")

@@ -11,14 +11,15 @@ the pool, and runs blocking commands (XREADGROUP BLOCK, WAIT) and subscriptions 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
-import coredis
 import trio
 from coredis.connection import BaseConnection
-from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import ConnectionError as RedisConnectionError, SentinelError
 from coredis.typing import ResponseType
 
+from ..redis_client import RedisEndpoint
 from .base import BrokerUnavailable
 
 #: Idle connections kept for blocking commands: enough for the waiting claims of a busy worker node;
@@ -27,22 +28,33 @@ MAX_IDLE_BLOCKING_CONNECTIONS = 16
 
 
 class DedicatedConnections:
-    def __init__(self, client: coredis.Redis[Any], nursery: trio.Nursery) -> None:
-        self._pool = client.connection_pool
+    def __init__(self, endpoint: RedisEndpoint, nursery: trio.Nursery) -> None:
+        self._endpoint = endpoint
         self._nursery = nursery
         self._idle: list[BaseConnection] = []
+        #: Every connection made here and still referenced, so a failover can invalidate them all.
+        self._made: weakref.WeakSet[BaseConnection] = weakref.WeakSet()
+        endpoint.on_primary_lost(self.drop_all)
 
     async def open(self) -> BaseConnection:
         """A new connection, running in the broker's nursery until invalidated or the broker closes."""
-        connection = self._pool.connection_class(self._pool.location, **self._pool.connection_kwargs)
         try:
+            # SentinelError: no Sentinel knows a primary, or the node named is not one (any more).
+            connection = await self._endpoint.new_connection()
             await self._nursery.start(connection.run)
-        except (RedisConnectionError, TimeoutError) as exc:
+        except (RedisConnectionError, TimeoutError, SentinelError) as exc:
             # coredis reports a cancellation during the handshake as a ConnectionError (6.9): let the
             # cancellation win, or the caller's cancel scope would see an outage instead.
             await trio.lowlevel.checkpoint_if_cancelled()
             raise BrokerUnavailable(f"redis: {exc}") from exc
+        self._made.add(connection)
         return connection
+
+    def drop_all(self) -> None:
+        """The primary changed: no connection made so far may serve another command."""
+        self._idle.clear()
+        for connection in list(self._made):
+            connection.invalidate("redis primary changed")
 
     async def execute_blocking(self, timeout: float, command: bytes, *args: Any) -> ResponseType:
         """Run a blocking command on a connection of its own, reused only if the command completed.

@@ -7,6 +7,10 @@ over shared connections; blocking reads and subscriptions use connections of the
 can report not-ready; nothing here needs a restart once Redis is back, because broken connections are
 replaced on the next call, and a connection that saw a cancelled command is invalidated, never reused.
 
+The client comes from ``playtotv.redis_client`` (plain or Sentinel URL). A reply that only a demoted
+primary gives (READONLY, ...) means the command was refused, not applied: the broker drops its
+connections, which makes the next one go to the primary the Sentinels name now, and tries once more.
+
 Channel history is a capped stream whose entry ids are the offsets; a Redis restart loses it along with
 the epoch, so the next publish starts a new epoch at offset 1 (reliability.md #16).
 """
@@ -26,9 +30,9 @@ from coredis.exceptions import (
     ResponseError,
     StalePrimaryError,
 )
-from coredis.retry import NoRetryPolicy
 
 from .. import keys as redis_keys
+from ..redis_client import RedisEndpoint, is_failover_error, open_redis
 from . import _redis_scripts as scripts
 from ._redis_connections import DedicatedConnections
 from ._redis_subscription import RedisSubscription
@@ -72,22 +76,35 @@ def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], 
     A ``retry_safe`` call (repeating it cannot apply anything twice) is tried once more when its
     connection turns out to be broken: right after an outage the pool may hand out a connection whose
     loss it has not noticed yet, and the second try runs on a fresh one. Calls that could apply twice
-    (publish, incr, enqueue, ...) are never retried: their caller decides.
+    (publish, incr, enqueue, ...) are never retried after a broken connection: their caller decides.
+    Any call is tried once more after a failover reply (``redis_client.is_failover_error``): Redis
+    refused it, so it was not applied, and the retry goes to the new primary.
     """
 
     def decorate(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
         @functools.wraps(method)
         async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            if retry_safe:
-                try:
-                    return await method(*args, **kwargs)
-                except RedisConnectionError:
-                    await trio.lowlevel.checkpoint_if_cancelled()  # see below
+            endpoint: RedisEndpoint = args[0].endpoint  # type: ignore[attr-defined]
             try:
                 return await method(*args, **kwargs)
+            except (ResponseError, StalePrimaryError) as exc:
+                if not is_failover_error(exc):
+                    raise
+                endpoint.primary_lost(f"{type(exc).__name__}: {str(exc)[:80]}")
             except _UNAVAILABLE as exc:
                 # coredis turns a cancellation that lands while it sets up a connection into a
                 # ConnectionError (6.9); let the cancellation win, or cancel scopes would not work.
+                await trio.lowlevel.checkpoint_if_cancelled()
+                if not (retry_safe and isinstance(exc, RedisConnectionError)):
+                    raise BrokerUnavailable(f"redis: {exc}") from exc
+            try:
+                return await method(*args, **kwargs)
+            except (ResponseError, StalePrimaryError) as exc:
+                if not is_failover_error(exc):
+                    raise
+                endpoint.primary_lost(f"{type(exc).__name__}: {str(exc)[:80]}")
+                raise BrokerUnavailable(f"redis: failing over ({exc})") from exc
+            except _UNAVAILABLE as exc:
                 await trio.lowlevel.checkpoint_if_cancelled()
                 raise BrokerUnavailable(f"redis: {exc}") from exc
 
@@ -120,7 +137,7 @@ class RedisBroker:
 
     def __init__(
         self,
-        client: coredis.Redis[bytes],
+        endpoint: RedisEndpoint,
         nursery: trio.Nursery,
         *,
         history_size: int = DEFAULT_HISTORY_SIZE,
@@ -134,9 +151,10 @@ class RedisBroker:
         self.visibility_timeout = check_ttl(visibility_timeout)
         self.max_deliveries = max_deliveries
         self.subscriber_buffer = subscriber_buffer
-        self._client = client
+        self.endpoint = endpoint
+        self._client = client = endpoint.client
         self._nursery = nursery
-        self._dedicated = DedicatedConnections(client, nursery)
+        self._dedicated = DedicatedConnections(endpoint, nursery)
         self._publish = client.register_script(scripts.PUBLISH)
         self._read_history = client.register_script(scripts.READ_HISTORY)
         self._enqueue = client.register_script(scripts.ENQUEUE)
@@ -155,16 +173,9 @@ class RedisBroker:
     async def open(cls, url: str, **options: Any) -> AsyncIterator["RedisBroker"]:
         """Connect lazily: entering succeeds while Redis is down (calls raise BrokerUnavailable until it
         is back), so a node can start, report not-ready and wait (reliability.md #19)."""
-        client = coredis.Redis.from_url(
-            url,
-            stream_timeout=COMMAND_TIMEOUT,
-            connect_timeout=CONNECT_TIMEOUT,
-            # coredis would retry any command after a connection error, but a retried publish or incr
-            # could apply twice; ``_redis_call`` retries only what is safe to repeat.
-            retry_policy=NoRetryPolicy(),
-        )
-        async with client, trio.open_nursery() as nursery:
-            yield cls(client, nursery, **options)
+        async with open_redis(url, connect_timeout=CONNECT_TIMEOUT, stream_timeout=COMMAND_TIMEOUT) as endpoint, \
+                trio.open_nursery() as nursery:
+            yield cls(endpoint, nursery, **options)
             nursery.cancel_scope.cancel()  # subscription relays end with the broker
 
     @_redis_call(retry_safe=True)

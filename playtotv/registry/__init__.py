@@ -20,8 +20,8 @@ REDIS_COMMAND_TIMEOUT = 5.0
 
 @asynccontextmanager
 async def open_registry(redis: str | Any | None = None) -> AsyncIterator[Registry]:
-    """``None`` → a ``MemoryRegistry`` (one process). A ``redis://`` URL → a ``RedisRegistry`` over a
-    coredis client of its own, closed on exit. A coredis client (already entered) → a
+    """``None`` → a ``MemoryRegistry`` (one process). A Redis URL (``redis://``, ``redis+sentinel://``,
+    see ``playtotv.redis_client``) → a ``RedisRegistry`` over a client of its own, closed on exit. A coredis client (already entered) → a
     ``RedisRegistry`` over it; the caller keeps owning the client.
 
     Opening does not require Redis to be up: the first call that cannot reach it raises
@@ -39,10 +39,10 @@ async def open_registry(redis: str | Any | None = None) -> AsyncIterator[Registr
         yield RedisRegistry(redis)
         return
 
-    import coredis
+    from playtotv.redis_client import open_redis
 
     # Entering the client does not connect: a Redis that is down now is reported by the first call.
-    async with coredis.Redis.from_url(
+    async with open_redis(
         redis, connect_timeout=REDIS_CONNECT_TIMEOUT, stream_timeout=REDIS_COMMAND_TIMEOUT
-    ) as client:
-        yield RedisRegistry(client)
+    ) as endpoint:
+        yield RedisRegistry(endpoint.client, on_primary_lost=endpoint.primary_lost)

@@ -13,7 +13,9 @@ index entry is written just before the node key, so the index never outlives the
 stops showing a node, ``prune()`` removes its entry. Each script touches one key, and the node keys are
 read with MGET, so the layout also works on Redis Cluster.
 
-Connection-level failures raise ``playtotv.broker.base.BrokerUnavailable``, like the broker's.
+Connection-level failures raise ``playtotv.broker.base.BrokerUnavailable``, like the broker's. A reply
+that only a demoted primary gives (READONLY, ...) also tells the client's owner (``on_primary_lost``), so
+the next call reconnects to the primary the Sentinels name now; the next heartbeat repairs the rest.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import msgspec
 
 from playtotv import keys
 from playtotv.broker.base import BrokerUnavailable
+from playtotv.redis_client import is_failover_error
 from playtotv.registry.base import DEFAULT_TTL, NodeInfo
 from playtotv.registry.memory import check_ttl
 
@@ -41,6 +44,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis_errors.ClusterDownError,
     redis_errors.TryAgainError,
     redis_errors.PrimaryNotFoundError,
+    redis_errors.StalePrimaryError,  # connected to a node the Sentinels no longer call the primary
+    redis_errors.UnblockedError,
     TimeoutError,
     OSError,
 )
@@ -60,10 +65,15 @@ _decode_node = msgspec.json.Decoder(NodeInfo).decode
 
 
 @contextmanager
-def translate_errors() -> Iterator[None]:
+def translate_errors(on_primary_lost: Callable[[str], None] | None = None) -> Iterator[None]:
     try:
         yield
-    except UNAVAILABLE as exc:
+    except (*UNAVAILABLE, redis_errors.ResponseError) as exc:
+        failover = is_failover_error(exc)
+        if not failover and not isinstance(exc, UNAVAILABLE):
+            raise  # a bug in a call, not an outage
+        if failover and on_primary_lost is not None:
+            on_primary_lost(f"registry: {type(exc).__name__}")
         raise BrokerUnavailable(f"registry: Redis unavailable: {exc}") from exc
 
 
@@ -74,8 +84,12 @@ def ttl_ms(ttl: float) -> int:
 class RedisRegistry:
     """Over a coredis client the caller owns (and has entered: ``async with client:``)."""
 
-    def __init__(self, client: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: Any, *, clock: Callable[[], float] = time.time,
+        on_primary_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self._redis = client
+        self._on_primary_lost = on_primary_lost
         self._clock = clock  # only for NodeInfo.updated_at, which is informational
         self._heartbeat_script = client.register_script(_INDEX_HEARTBEAT)
         self._live_script = client.register_script(_INDEX_LIVE)
@@ -85,7 +99,7 @@ class RedisRegistry:
         keys.validate_id(node.id)
         px = ttl_ms(ttl)
         data = _encode(msgspec.structs.replace(node, updated_at=self._clock()))
-        with translate_errors():
+        with translate_errors(self._on_primary_lost):
             # One round trip. Index first, so its expiry is never later than the key's (module docstring).
             async with self._redis.pipeline(transaction=False) as pipe:
                 self._heartbeat_script(keys=[keys.REGISTRY_INDEX], args=[node.id, px], client=pipe)
@@ -93,13 +107,13 @@ class RedisRegistry:
 
     async def deregister(self, node_id: str) -> None:
         keys.validate_id(node_id)
-        with translate_errors():
+        with translate_errors(self._on_primary_lost):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.delete([keys.registry_node(node_id)])
                 pipe.zrem(keys.REGISTRY_INDEX, [node_id])
 
     async def nodes(self) -> list[NodeInfo]:
-        with translate_errors():
+        with translate_errors(self._on_primary_lost):
             raw_ids = await self._live_script(keys=[keys.REGISTRY_INDEX])
             ids = [i.decode() if isinstance(i, bytes) else i for i in raw_ids]
             if not ids:
@@ -119,5 +133,5 @@ class RedisRegistry:
         return live
 
     async def prune(self) -> int:
-        with translate_errors():
+        with translate_errors(self._on_primary_lost):
             return int(await self._prune_script(keys=[keys.REGISTRY_INDEX]))
