@@ -238,6 +238,8 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
         )
     if settings.redis.url is not None:
         check_redis_url(settings.redis.url)
+    if settings.embedded and settings.answers.durability == "replicated":
+        raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
     if not settings.embedded and not settings.auth.secret:
         raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
     from playtotv.auth import check_secret

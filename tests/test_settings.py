@@ -88,3 +88,9 @@ def test_short_secret_is_refused():
     s = load_settings(None, environ={"PLAYTOTV_REDIS_URL": "redis://127.0.0.1:1/0", "PLAYTOTV_AUTH_SECRET": "short"})
     with pytest.raises(ConfigError, match="auth.secret: must be at least"):
         check_deployment(s, ["push"])
+
+
+def test_replicated_durability_needs_redis():
+    s = load_settings(None, environ={"PLAYTOTV_ANSWERS_DURABILITY": "replicated"})
+    with pytest.raises(ConfigError, match="answers.durability"):
+        check_deployment(s, parse_roles("all"))

@@ -32,8 +32,10 @@ log = logging.getLogger("playtotv.worker")
 #: A claim waits this long for items when the queue is empty; also bounds how long a drain waits for an
 #: idle consumer to notice.
 CLAIM_WAIT = 0.5
-#: Retries of a batch on transient failures before leaving it to redelivery.
-TRANSIENT_RETRIES = 5
+#: How long a batch is retried through transient failures before it is left to redelivery: longer than
+#: a Redis Sentinel failover (a few seconds), so a batch held across one is finished, not left to wait
+#: for its visibility timeout.
+TRANSIENT_WINDOW = 15.0
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 2.0
 
@@ -121,7 +123,8 @@ class Consumer:
 
     async def _process(self, items: list[QueueItem]) -> list[str]:
         delay = BACKOFF_MIN
-        for _ in range(TRANSIENT_RETRIES):
+        give_up_at = trio.current_time() + TRANSIENT_WINDOW
+        while trio.current_time() < give_up_at:
             try:
                 return await self.handler(items)
             except Exception as exc:
