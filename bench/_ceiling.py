@@ -2,7 +2,8 @@
 
 Same Hypercorn configuration, same QuartTrio app factory (ops routes, metrics hooks, error handlers),
 same path shape and body: it reads the body and answers 202 with ``received_at``, and does nothing else
-(no ticket check, no validation, no Redis). ``python -m bench._ceiling`` prints
+(no ticket check, no validation, no Redis). ``bench admission`` uses ``POST /v1/session`` the same way:
+the gatekeeper's path, read the body, answer 200 with a small JSON object. ``python -m bench._ceiling`` prints
 ``ceiling listening on <url>`` and ``ready``, and serves until SIGTERM.
 """
 
@@ -39,7 +40,12 @@ async def main() -> None:
             await request.get_data()
             return json_response({"accepted": True, "received_at": time.time()}, 202)
 
+        async def session() -> Response:
+            await request.get_data()
+            return json_response({"server_time": time.time()})
+
         app.add_url_rule("/v1/interactions/<interaction_id>/answers", "answer", answer, methods=["POST"])
+        app.add_url_rule("/v1/session", "session", session, methods=["POST"])
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_http, ctx, app, "127.0.0.1:0", "ceiling")
             print("ready", flush=True)

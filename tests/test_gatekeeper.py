@@ -145,3 +145,38 @@ async def test_qos_breach_stops_capacity_growth_and_it_recovers(nursery):
         for _ in range(4):
             gk._apply(await node.ctx.registry.nodes(), time.time())
         assert (await http.get("/v1/status")).json()["qos_capacity"] > stopped["qos_capacity"]
+
+
+async def test_refusals_answered_beneath_quart_match_the_route(nursery):
+    # roles/gatekeeper/fastpath.py answers refusals without Quart: same status, headers, body and metrics,
+    # and it leaves everything else (bad bodies, oversized bodies) to the route.
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
+                                  gatekeeper_licensed_capacity="1")
+    async with http:
+        r = await http.post("/v1/session", json={"name": "Ann"})
+        assert r.status_code == 503 and r.headers["content-type"] == "application/json"
+        assert r.headers["Access-Control-Allow-Origin"] == "*" and int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "at_capacity" and r.json()["queue"]
+        assert node.ctx.tickets.verify(r.json()["queue"]).role == "queue"
+        assert (await http.post("/v1/session", content='{"name": 5}')).status_code == 400
+        assert (await http.post("/v1/session", content=b"{" + b" " * 20_000 + b"}")).status_code == 413
+        metrics = (await http.get("/metrics")).text
+        assert 'playtotv_http_requests_total{method="POST",role="gatekeeper",route="/v1/session",status="503"} 1.0' \
+            in metrics
+        assert 'playtotv_admissions_total{outcome="rejected"} 1.0' in metrics
+
+
+async def test_a_flooded_gatekeepers_own_lag_does_not_cut_capacity(nursery):
+    # Admitted clients never talk to a gatekeeper again: its loop lag under a thundering herd is not the
+    # platform's QoS (bench admission saw capacity collapse to the floor when it counted).
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=90)],
+                                  gatekeeper_qos_initial_capacity="100")
+    gk = node.ctx.extras["gatekeeper"]
+    async with http:
+        await node.ctx.registry.heartbeat(NodeInfo(id="gk-2", roles=["gatekeeper"], qos={"loop_lag_ms": 900}),
+                                          ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert (await http.get("/v1/status")).json()["qos_capacity"] >= 100
+        await node.ctx.registry.heartbeat(core_node(1, loop_lag_ms=900), ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert (await http.get("/v1/status")).json()["qos_capacity"] < 100

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from playtotv.registry.base import NodeInfo
-from playtotv.roles.gatekeeper.capacity import MIN_CAPACITY, RECOVERY_TICKS, CapacityController, Slo
+from playtotv.roles.gatekeeper.admissions import Admissions
+from playtotv.roles.gatekeeper.capacity import GROW_UNTIL, MIN_CAPACITY, RECOVERY_TICKS, CapacityController, Slo
 from playtotv.roles.gatekeeper.placement import order_core, order_push
 from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
 
@@ -82,3 +83,40 @@ def test_push_order_prefers_free_capacity_but_spreads():
             for i in range(6)]
     assert len({order_push(many, rng)[0].id for _ in range(100)}) > 3  # equal nodes: randomised
     assert sorted(n.id for n in order_push(many, rng)) == sorted(n.id for n in many)
+
+
+def test_capacity_growth_slows_near_the_slo_and_stops_short_of_it():
+    def grown(pressure: float) -> int:
+        c = CapacityController(initial=1000, ceiling=100_000)
+        for _ in range(RECOVERY_TICKS):
+            c.update(admitted=1000, breaches=[], pressure=pressure)
+        return c.value - 1000
+
+    assert grown(0.0) > grown(0.4) > grown(0.7) > 0  # the nearer the limit, the smaller the step
+    assert grown(GROW_UNTIL) == 0 and grown(0.95) == 0  # close to the SLO: hold, do not overshoot
+    slo = Slo({"fanout_p99_ms": 1000, "loop_lag_ms": 100})
+    assert slo.pressure([{"fanout_p99_ms": 500}, {"loop_lag_ms": 80}]) == 0.8
+    assert slo.pressure([{}, {"other": 5.0}]) == 0.0
+
+
+def test_capacity_grows_on_sessions_in_use_not_on_admissions_still_connecting():
+    c = CapacityController(initial=100, ceiling=10_000)
+    for _ in range(RECOVERY_TICKS):
+        c.update(admitted=100, breaches=[], in_use=20)  # admitted, but most have not connected yet
+    assert c.value == 100
+    c.update(admitted=100, breaches=[], in_use=90)
+    assert c.value > 100
+
+
+def test_admissions_pending_are_those_not_yet_seen_connected():
+    a = Admissions(window=10)
+    a.observe(99.0, {"p1": 50})
+    for _ in range(30):
+        a.add(100.5)
+    assert a.pending(101.0, a.recent(101.0), {"p1": 50}) == 30  # none connected yet
+    a.observe(102.0, {"p1": 70})
+    assert a.pending(102.0, a.recent(102.0), {"p1": 70}) == 10  # 20 of them have connected
+    # a node (re)appearing brings no gain; departures hide arrivals: count more, never fewer
+    assert a.pending(103.0, a.recent(103.0), {"p1": 70, "p2": 500}) == 10
+    assert a.pending(103.0, a.recent(103.0), {"p1": 40}) == 30
+    assert a.pending(111.0, a.recent(111.0), {"p1": 70}) == 0  # out of the window

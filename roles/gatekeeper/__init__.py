@@ -2,7 +2,8 @@
 
 Every decision is taken from a registry snapshot cached in memory and refreshed about once a second
 (design.md §5.3), never a database call per request. A rejection does less work than an admission: no
-ticket is signed and no endpoint list is built.
+ticket is signed and no endpoint list is built, and it is answered beneath the web framework
+(``fastpath.py``), so it costs less than any endpoint on the same stack.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -33,7 +33,10 @@ from playtotv.protocol.rest import (
     session_request_decoder,
 )
 from playtotv.registry.base import NodeInfo
+from playtotv.roles.gatekeeper.admissions import Admissions
 from playtotv.roles.gatekeeper.capacity import CapacityController, Slo
+from playtotv.roles.gatekeeper.fastpath import FastRefusals
+from playtotv.roles.gatekeeper.outcome import Place, Refusal
 from playtotv.roles.gatekeeper.placement import order_core, order_push
 from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
 
@@ -43,8 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("playtotv.gatekeeper")
 
 SNAPSHOT_INTERVAL = 1.0
-#: An admitted client normally connects to push within this long; until then it counts as "recent".
-ADMISSION_WINDOW = 10
 #: Rejected clients are told to come back after a jittered delay in this range (no lockstep return).
 RETRY_AFTER_RANGE = (2.0, 6.0)
 #: A queue token is honoured this long after its holder's last try.
@@ -52,29 +53,9 @@ QUEUE_TTL = 30.0
 #: Queue tokens are tickets with this role, so they can never be used as a viewer ticket.
 QUEUE_ROLE = "queue"
 QUEUE_USER_PREFIX = "q_"
-
-
-class Admissions:
-    """Admissions per second over the last ADMISSION_WINDOW seconds (bounded: one counter a second)."""
-
-    def __init__(self) -> None:
-        self._buckets: deque[list[int]] = deque()  # [second, count]
-
-    def add(self, now: float) -> None:
-        second = int(now)
-        if self._buckets and self._buckets[-1][0] == second:
-            self._buckets[-1][1] += 1
-        else:
-            self._buckets.append([second, 1])
-        self._trim(second)
-
-    def recent(self, now: float) -> int:
-        self._trim(int(now))
-        return sum(count for _, count in self._buckets)
-
-    def _trim(self, second: int) -> None:
-        while self._buckets and self._buckets[0][0] <= second - ADMISSION_WINDOW:
-            self._buckets.popleft()
+#: Session request bodies are small JSON objects (a resume ticket is the largest field).
+MAX_BODY = 16 * 1024
+AT_CAPACITY_MESSAGE = "the platform is full; retry later with the queue token"
 
 
 @dataclass
@@ -83,6 +64,7 @@ class Snapshot:
     push: list[NodeInfo] = field(default_factory=list)
     counts: NodeCounts = field(default_factory=NodeCounts)
     connected: int = 0  # sessions push nodes hold
+    sessions: dict[str, float] = field(default_factory=dict)  # the same, per push node id
     others_recent: int = 0  # recent admissions by other gatekeepers
     fresh: bool = False
 
@@ -109,8 +91,9 @@ class Gatekeeper:
 
     # -- the numbers -------------------------------------------------------------------------------------
     def admitted(self, now: float) -> int:
+        """Sessions the push nodes hold + admissions (ours and other gatekeepers') not connected yet."""
         recent = self.admissions.recent(now) + self.snapshot.others_recent
-        return self.snapshot.connected + recent
+        return self.snapshot.connected + self.admissions.pending(now, recent, self.snapshot.sessions)
 
     def capacity(self) -> int:
         return min(self.licensed, self.controller.value)
@@ -132,15 +115,19 @@ class Gatekeeper:
                                for role in ("core", "push", "worker", "scheduler")})
         core = [n for n in nodes if "core" in n.endpoints]
         push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
-        connected = int(sum(n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in push))
+        sessions = {n.id: n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in push}
+        connected = int(sum(sessions.values()))
         others = int(sum(n.load.get("recent_admissions", 0) for n in nodes if n.id != self.ctx.node_id))
-        self.snapshot = Snapshot(core=core, push=push, counts=counts, connected=connected,
+        self.snapshot = Snapshot(core=core, push=push, counts=counts, connected=connected, sessions=sessions,
                                  others_recent=others, fresh=True)
+        self.admissions.observe(now, sessions)
         own_recent = self.admissions.recent(now)
         self.ctx.load["recent_admissions"] = own_recent
-        breaches = self.slo.breaches([n.qos for n in nodes])
+        signals = [n.qos for n in nodes if _serves_admitted(n)]
+        breaches = self.slo.breaches(signals)
         before = self.controller.value
-        capacity = self.controller.update(self.admitted(now), breaches)
+        capacity = self.controller.update(self.admitted(now), breaches, self.slo.pressure(signals),
+                                          in_use=self.snapshot.connected)
         if breaches and capacity != before:
             event(log, "qos breach: capacity backs off", capacity=capacity, breaches=";".join(breaches[:5]))
         self.room.expire(now)
@@ -168,17 +155,30 @@ class Gatekeeper:
                 pass  # a forged or stale token just means a place at the back
         return f"{QUEUE_USER_PREFIX}{secrets.token_urlsafe(9)}", now, None
 
-    def _reject(self, queue_id: str, first_arrival: float, token: str | None, now: float) -> Response:
+    def _refuse(self, queue_id: str, first_arrival: float, token: str | None, now: float) -> Refusal:
         self.room.wait(queue_id, first_arrival, now)
         if token is None:
             token, _ = self.ctx.tickets.issue(queue_id, ttl=QUEUE_TTL * 10, role=QUEUE_ROLE, now=first_arrival)
         retry_after = round(self.rng.uniform(*RETRY_AFTER_RANGE), 2)
         self.ctx.metrics.admissions.labels("rejected").inc()
-        err = ApiError("at_capacity", "the platform is full; retry later with the queue token",
-                       retry_after=retry_after)
-        body = {"error": {"code": "at_capacity", "message": err.message, "retry_after": retry_after},
+        body = {"error": {"code": "at_capacity", "message": AT_CAPACITY_MESSAGE, "retry_after": retry_after},
                 "queue": token}
-        return json_response(body, status=503, headers={"Retry-After": str(max(1, round(retry_after)))})
+        return Refusal(msgspec.json.encode(body), str(max(1, round(retry_after))))
+
+    def decide(self, body: bytes, now: float) -> Refusal | Place:
+        """Refuse (503 at_capacity) or make a place for one ``POST /v1/session`` body.
+
+        Shared by the route and the fast path (``fastpath.py``). Deciding a place has no side effect, so
+        the fast path may decide again what the route will decide for real. A malformed body raises
+        msgspec's errors (→ 400), a draining gatekeeper ``ApiError`` (→ 503 unavailable)."""
+        req = session_request_decoder.decode(body) if body.strip() else SessionRequest()
+        if self.ctx.draining.is_set():
+            raise ApiError("unavailable", "this gatekeeper is shutting down", retry_after=1.0)
+        queue_id, first_arrival, token = self._queue_position(_queue_token_of(body), now)
+        free = self.capacity() - self.admitted(now)
+        if free - self.room.ahead_of(first_arrival) <= 0:
+            return self._refuse(queue_id, first_arrival, token, now)
+        return Place(req, queue_id)
 
     def _resolve_user(self, req: SessionRequest, now: float) -> str:
         if req.resume:
@@ -194,20 +194,16 @@ class Gatekeeper:
         return f"u_{secrets.token_urlsafe(9)}"
 
     async def session(self) -> Response:
-        body = await request.get_data()
-        req = session_request_decoder.decode(body) if body.strip() else SessionRequest()
-        queue_token = _queue_token_of(body)
         now = time.time()
-        if self.ctx.draining.is_set():
-            raise ApiError("unavailable", "this gatekeeper is shutting down", retry_after=1.0)
-        queue_id, first_arrival, token = self._queue_position(queue_token, now)
-        free = self.capacity() - self.admitted(now)
-        if free - self.room.ahead_of(first_arrival) <= 0:
-            return self._reject(queue_id, first_arrival, token, now)
+        outcome = self.decide(await request.get_data(), now)
+        if isinstance(outcome, Refusal):
+            return Response(outcome.body, status=503, headers={"Retry-After": outcome.retry_after},
+                            content_type="application/json")
+        req = outcome.request
         core, push = self.snapshot.core, self.snapshot.push
         if not core or not push:
             raise ApiError("unavailable", "no core or push node is up yet", retry_after=2.0)
-        self.room.leave(queue_id)
+        self.room.leave(outcome.queue_id)
         user_id = self._resolve_user(req, now)
         ticket, claims = self.ctx.tickets.issue(user_id, ttl=self.ctx.settings.auth.ticket_ttl, now=now)
         self.admissions.add(now)
@@ -240,6 +236,14 @@ def _queue_token_of(body: bytes) -> str | None:
     return value if value and len(value) <= 1024 else None
 
 
+def _serves_admitted(node: NodeInfo) -> bool:
+    """Whether a node's QoS is the service admitted clients get. A gatekeeper-only node's is not: once
+    in, clients never talk to it again. Counting it made a thundering herd cut capacity by itself (the
+    flooded gatekeeper's own loop lag read as a platform breach; bench admission saw capacity fall to
+    the floor)."""
+    return any(role != "gatekeeper" for role in node.roles)
+
+
 def _healthy_core(nodes: list[NodeInfo], slo: Slo) -> list[NodeInfo]:
     healthy = [n for n in nodes if not slo.breaches([n.qos])]
     return healthy or nodes  # all overloaded: still list them rather than none
@@ -255,7 +259,7 @@ def _push_endpoints(node: NodeInfo, wanted: list[str]) -> PushEndpoints:
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     gatekeeper = Gatekeeper(ctx)
     ctx.extras["gatekeeper"] = gatekeeper  # tests and in-process tools read its numbers
-    app = create_app(ctx, "gatekeeper", max_body=16 * 1024)
+    app = create_app(ctx, "gatekeeper", max_body=MAX_BODY)
     app.add_url_rule("/v1/session", "session", gatekeeper.session, methods=["POST"])
 
     async def status() -> Response:
@@ -263,7 +267,9 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
 
     app.add_url_rule("/v1/status", "status", status, methods=["GET"])
     async with trio.open_nursery() as nursery:
-        url = await nursery.start(serve_http, ctx, app, ctx.settings.gatekeeper.bind, "gatekeeper")
+        # Refusals are answered beneath Quart (fastpath.py); everything else reaches the routes above.
+        front = FastRefusals(app, gatekeeper, max_body=MAX_BODY)
+        url = await nursery.start(serve_http, ctx, front, ctx.settings.gatekeeper.bind, "gatekeeper")
         ctx.endpoints["gatekeeper"] = ctx.public_url(url)
         await ctx.announce()
         # First snapshot before we say ready, so the first client is not refused for lack of one.

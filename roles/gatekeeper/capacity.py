@@ -5,6 +5,18 @@ QoS signal is within its SLO, capacity grows with admissions (it only grows when
 idle platform does not talk itself into a huge number it never tested); when a signal breaches, capacity
 stops at the current level and backs off; after a few healthy ticks it grows again.
 
+Two brakes, because admitted clients show in the signals only once they have connected, and an overshoot
+cannot be taken back (the gatekeeper never disconnects anyone):
+
+- growth waits for sessions *in use* (connected, as push nodes report), not for admissions still
+  connecting, whose cost the signals do not show yet;
+- growth slows as the worst signal nears its limit (its *pressure*, value / limit) and stops at
+  ``GROW_UNTIL`` of it, like Gradient2's gradient.
+
+``bench overload`` motivated both: each growth step's clients connect at once, and a WebSocket handshake
+costs a push node as much CPU as a few hundred fan-out deliveries, so full-speed steps made bursts that
+breached the SLO well before the steady-state limit.
+
 The controller is fed once per registry snapshot (about every second) by the gatekeeper.
 """
 
@@ -12,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Grow only when admissions use at least this share of the current capacity.
+#: Grow only when sessions in use (connected) fill at least this share of the current capacity.
 GROW_WHEN_USED = 0.75
 #: Multiplicative growth per healthy tick (plus a floor so small capacities grow too).
 GROWTH_FACTOR = 1.25
@@ -23,6 +35,9 @@ SUSTAINED_BACKOFF = 0.98
 #: Healthy ticks needed after a breach before growth resumes (one good sample is not a recovery).
 RECOVERY_TICKS = 3
 MIN_CAPACITY = 10
+#: Growth stops when the worst signal reaches this share of its SLO; below it, growth is proportional to
+#: the room left (full speed at pressure 0). The margin covers the signals' lag and a growth step's burst.
+GROW_UNTIL = 0.8
 
 
 @dataclass
@@ -40,6 +55,11 @@ class Slo:
                     found.append(f"{name}={value:g}>{limit:g}")
         return found
 
+    def pressure(self, signals: list[dict[str, float]]) -> float:
+        """The highest signal as a share of its limit: 0 idle, 1 at the SLO, above 1 in breach."""
+        return max((node_signals[name] / limit for node_signals in signals
+                    for name, limit in self.limits.items() if node_signals.get(name) is not None), default=0.0)
+
 
 @dataclass
 class CapacityController:
@@ -53,7 +73,14 @@ class CapacityController:
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
 
-    def update(self, admitted: int, breaches: list[str]) -> int:
+    def update(self, admitted: int, breaches: list[str], pressure: float = 0.0, in_use: int | None = None) -> int:
+        """One tick. ``admitted``: sessions counted against capacity (connected + recently admitted);
+        ``breaches``: the signals over their limit; ``pressure``: the worst signal's share of its limit (0:
+        unknown or idle, full-speed growth); ``in_use``: the sessions the nodes report holding (default
+        ``admitted``). Growth waits for ``in_use``, not for admissions still connecting: their cost is not
+        in the signals yet, and growing on it is growing blind (bench overload: capacity raced ahead of
+        a slow push node's handshakes and the backlog breached the SLO)."""
+        in_use = admitted if in_use is None else in_use
         self.last_breaches = breaches
         if breaches:
             if not self.breached:
@@ -66,8 +93,10 @@ class CapacityController:
         else:
             self.breached = False
             self.healthy_ticks += 1
-            if self.healthy_ticks >= RECOVERY_TICKS and admitted >= self.capacity * GROW_WHEN_USED:
-                self.capacity = min(float(self.ceiling), self.capacity * GROWTH_FACTOR + GROWTH_MIN)
+            if self.healthy_ticks >= RECOVERY_TICKS and in_use >= self.capacity * GROW_WHEN_USED:
+                room = max(0.0, 1.0 - pressure / GROW_UNTIL)
+                step = self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN
+                self.capacity = min(float(self.ceiling), self.capacity + room * step)
         return self.value
 
     @property

@@ -1,0 +1,362 @@
+"""Overload: a push node with a small CPU budget, clients arriving faster than it can serve them.
+
+    python -m bench overload [--cpus 0.1] [--slo-ms 200] [--rate 5] [--step 100] [--seconds 80] [--knee N]
+
+What runs (loopback only; all started and stopped here, about three minutes in all):
+
+- a ``redis-server``; the driver publishes an ``interaction.opened``-sized message to ``episode:bench``
+  ``--rate`` times a second through ``RedisBroker`` for the whole run, as core would;
+- one push node (``playtotv serve --role push``) inside a cgroup holding ``--cpus`` CPUs
+  (``bench/_cpu_budget.py``: a kernel-enforced quota, so the budget is the limit whatever the
+  neighbours run, and it costs nobody anything while the node idles; needs root);
+- one load generator (``bench/_overload_load.py``: epoll, no task per client) holding the WebSocket
+  clients; latency is ``sent_at`` → the generator's ``recv`` for every (message, client).
+
+1. **Ramp, no gatekeeper.** Clients join in steps of ``--step`` (tickets signed by the driver); once a
+   step's clients are all subscribed, the deliveries of the next ``--step-seconds`` give that step's p99
+   (steady state: the handshakes' own cost is left out). The ramp stops after ``CONFIRM_STEPS`` steps in a
+   row over ``--slo-ms``; the *knee* is the last client count within it.
+2. **Through the gatekeeper.** A fresh push node (its fan-out window must not carry the ramp's samples),
+   a core node (admissions need one) and a gatekeeper with ``gatekeeper.slo_fanout_p99_ms`` = ``--slo-ms``
+   (and ``slo_loop_lag_ms`` the same: on this node a fan-out pass is the loop's longest step, so the two
+   say the same thing) and a small ``qos_initial_capacity``. Clients arrive at ``--arrival-rate`` a
+   second, up to ``--arrivals`` in all, each through ``POST /v1/session``: admitted, it connects to the
+   push node the session lists first; refused, it waits the ``retry_after`` it was given and returns
+   with its ``queue`` token, until the phase ends. Every second the driver records the gatekeeper's
+   capacity and admitted count, what the push node reports (fan-out p99, loop lag) and the p99 of that
+   second's deliveries.
+
+Reported: the knee, the capacity the gatekeeper settled on (median of the last ``SETTLED_SECONDS``), and
+the p99 admitted clients saw over the seconds in which arrivals were being refused (with the worst
+second). Targets (issue 5): knee × 0.8 ≤ settled ≤ knee, and admitted p99 ≤ SLO throughout. Prints one
+JSON object on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
+
+import trio
+
+from bench._cpu_budget import BudgetUnavailable, CpuBudget, open_budget
+from bench._fanout_load import raise_fd_limit
+from bench._play import SECRET, LineReader, Process, cpu_seconds, node_env, percentile, start_node
+from bench._sessions import Arrivals, SessionPool
+from bench.fanout import CHANNEL, PAYLOAD
+from playtotv.auth import KeyRing
+from playtotv.broker import open_broker
+from playtotv.registry import open_registry
+
+#: Bounds: a step that cannot connect its clients in time goes on with those it has; a generator that
+#: does not answer fails the run rather than hang it.
+CONNECT_TIMEOUT = 30.0
+GENERATOR_TIMEOUT = 10.0
+#: After a step's clients are subscribed, deliveries this long are not counted (handshakes settle).
+SETTLE_SECONDS = 0.5
+#: Bound on the ramp and the start-ups (the whole run is bounded by this plus ``--seconds``).
+RAMP_TIMEOUT = 180.0
+#: The ramp ends after this many steps in a row over the SLO: one noisy step on a shared machine is not
+#: the knee, and a step over the SLO followed by one within it means the first was noise.
+CONFIRM_STEPS = 2
+#: The ramp never goes past this many clients (a budget so large the SLO is never crossed).
+RAMP_MAX_CLIENTS = 5000
+#: The settled capacity is the median of the gatekeeper's capacity over the last seconds of phase 2.
+SETTLED_SECONDS = 10
+TICKET_TTL = 3600.0
+#: Arrivals in all, per client the node can serve: enough that many wait, few enough that their retries
+#: (one every 2–6 s each, as the gatekeeper asks) do not take the shared machine's CPU from the push node.
+ARRIVALS_PER_KNEE = 1.5
+
+
+class LoadGenerator:
+    """The ``bench/_overload_load.py`` process: ``connect`` clients, ``report`` latencies."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        assert proc.stdout is not None and proc.stdin is not None
+        self.lines = LineReader(proc.stdout)
+        self.stdin = proc.stdin
+        self.lock = trio.Lock()  # one writer and one request-reply at a time
+
+    @classmethod
+    async def start(cls) -> "LoadGenerator":
+        cmd = [sys.executable, "-m", "bench._overload_load", "--channel", CHANNEL]
+        return cls(await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+
+    async def connect(self, url: str, ticket: str) -> None:
+        async with self.lock:
+            await self.stdin.send_all(f"connect {url} {ticket}\n".encode())
+
+    async def report(self) -> dict[str, Any]:
+        async with self.lock:
+            await self.stdin.send_all(b"report\n")
+            with trio.fail_after(GENERATOR_TIMEOUT):
+                return json.loads(await self.lines.line())
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            with trio.move_on_after(2):
+                await self.stdin.send_all(b"stop\n")
+                await self.proc.wait()
+            if self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def summary(latencies: list[float]) -> dict[str, Any]:
+    values = sorted(latencies)
+    return {"deliveries": len(values), "p50_ms": _ms(percentile(values, 0.5)), "p99_ms": _ms(percentile(values, 0.99))}
+
+
+def _ms(value: float | None) -> float | None:
+    return round(value, 1) if value is not None else None
+
+
+async def publish_forever(redis_url: str, rate: float) -> None:
+    """A steady message rate: each message is fanned out to every client of the node."""
+    async with open_broker(redis_url) as broker:
+        while True:
+            await broker.publish(CHANNEL, PAYLOAD)
+            await trio.sleep(1.0 / rate)
+
+
+async def start_push(redis_url: str, db_path: str, budget: CpuBudget, name: str) -> Process:
+    """A push node, moved under the CPU budget once it is ready (start-up itself is not what we measure)."""
+    env = node_env(redis_url, db_path, name, push_bind="127.0.0.1:0", push_polling_bind="127.0.0.1:0",
+                   push_max_connections=str(RAMP_MAX_CLIENTS * 2))
+    node = await start_node("push", env, f"overload-{name}.log")
+    budget.add(node.proc.pid)
+    return node
+
+
+async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
+    """Reports until ``target`` clients are subscribed (or nothing is connecting any more)."""
+    with trio.move_on_after(CONNECT_TIMEOUT):
+        while True:
+            report = await gen.report()
+            if report["ready"] >= target or not report["connecting"]:
+                return report
+            await trio.sleep(0.25)
+    return await gen.report()
+
+
+# -- phase 1: the ramp ----------------------------------------------------------------------------------------
+
+async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget) -> dict[str, Any]:
+    ring = KeyRing.from_secrets(SECRET)
+    push = await start_push(redis_url, db_path, budget, "ramp-push")
+    gen = await LoadGenerator.start()
+    steps: list[dict[str, Any]] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_forever, redis_url, args.rate)
+            url = push.listening["push"]
+            target = 0
+            while target < RAMP_MAX_CLIENTS:
+                for i in range(target, target + args.step):
+                    await gen.connect(url, ring.issue(f"ramp-{i}", ttl=TICKET_TTL)[0])
+                target += args.step
+                began = trio.current_time()
+                ready = (await wait_subscribed(gen, target))["ready"]
+                connect_s = trio.current_time() - began
+                await trio.sleep(SETTLE_SECONDS)
+                await gen.report()  # drop the deliveries made while clients were still connecting
+                cpu_before = cpu_seconds(push.proc.pid)
+                await trio.sleep(args.step_seconds)
+                report = await gen.report()
+                used = (cpu_seconds(push.proc.pid) - cpu_before) / args.step_seconds
+                steps.append({"clients": ready, **summary(report["latencies_ms"]),
+                              "connect_s": round(connect_s, 2),
+                              # share of the budget the node used while steady: near 1.0 it is saturated
+                              "budget_used": round(used / budget.cpus, 2),
+                              "generator_busy": round(report["busy_s"] / args.step_seconds, 2),
+                              "dropped": report["closed"]})
+                if ready < target:
+                    break  # the node could not even take the step's clients
+                over = [s["p99_ms"] is None or s["p99_ms"] > args.slo_ms for s in steps]
+                if over[-CONFIRM_STEPS:] == [True] * CONFIRM_STEPS:
+                    break
+            nursery.cancel_scope.cancel()
+    finally:
+        await gen.stop()
+        await push.stop()
+    return {"knee": knee_of(steps, args.slo_ms), "steps": steps}
+
+
+def knee_of(steps: list[dict[str, Any]], slo_ms: float) -> int:
+    """The clients of the last step within the SLO before the ramp's final run of steps over it
+    (0: not even the first step was within it)."""
+    for step in reversed(steps):
+        if step["p99_ms"] is not None and step["p99_ms"] <= slo_ms:
+            return int(step["clients"])
+    return 0
+
+
+# -- phase 2: through the gatekeeper ------------------------------------------------------------------------------
+
+@dataclass
+class Second:
+    """One second of phase 2, as the driver saw it."""
+
+    t: int
+    capacity: int | None
+    admitted: int | None
+    connected: int
+    refused: int
+    fanout_p99_ms: float | None
+    loop_lag_ms: float | None
+    latencies: list[float] = field(repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {"t": self.t, "capacity": self.capacity, "admitted": self.admitted, "connected": self.connected,
+                "refused": self.refused, "node_fanout_p99_ms": self.fanout_p99_ms,
+                "node_loop_lag_ms": self.loop_lag_ms, "p99_ms": summary(self.latencies)["p99_ms"]}
+
+
+async def node_qos(redis_url: str) -> dict[str, float]:
+    async with open_registry(redis_url) as registry:
+        for node in await registry.nodes():
+            if "push" in node.roles:
+                return dict(node.qos)
+    return {}
+
+
+async def gated(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget,
+                knee: int) -> dict[str, Any]:
+    push = await start_push(redis_url, db_path, budget, "gated-push")
+    env = node_env(redis_url, db_path, "gated-gatekeeper", gatekeeper_bind="127.0.0.1:0",
+                   gatekeeper_slo_fanout_p99_ms=str(args.slo_ms),
+                   gatekeeper_slo_loop_lag_ms=str(args.loop_lag_slo_ms or args.slo_ms),
+                   gatekeeper_qos_initial_capacity=str(args.initial_capacity))
+    front = await start_node("gatekeeper", env, "overload-gatekeeper.log")
+    # Core on its own: admissions need a live core node, and the gatekeeper's own load is not the
+    # platform's QoS (a gatekeeper-only node's signals do not count, a shared process's would).
+    core = await start_node("core", node_env(redis_url, db_path, "gated-core"), "overload-core.log")
+    gen = await LoadGenerator.start()
+    seconds: list[Second] = []
+    try:
+        pool = SessionPool(front.listening["gatekeeper"])
+        arrivals = Arrivals(pool, gen.connect)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_forever, redis_url, args.rate)
+            total = args.arrivals or int(ARRIVALS_PER_KNEE * max(knee, args.step))
+            nursery.start_soon(arrivals.run, args.arrival_rate, total, nursery)
+            start = trio.current_time()
+            refused_before = 0
+            for t in range(1, int(args.seconds) + 1):
+                await trio.sleep_until(start + t)
+                refused, refused_before = arrivals.refused - refused_before, arrivals.refused
+                status = await pool.status()
+                report = await gen.report()
+                qos = await node_qos(redis_url)
+                seconds.append(Second(t, status.get("capacity"), status.get("admitted"), report["ready"],
+                                      refused, qos.get("fanout_p99_ms"),
+                                      qos.get("loop_lag_ms"), report["latencies_ms"]))
+            nursery.cancel_scope.cancel()
+        final = await gen.report()
+    finally:
+        await gen.stop()
+        await core.stop()
+        await front.stop()
+        await push.stop()
+    return judge(args, seconds, arrivals, final)
+
+
+def judge(args: argparse.Namespace, seconds: list[Second], arrivals: Arrivals, final: dict[str, Any]) -> dict[str, Any]:
+    # "While extra arrivals were refused": from the first second with a refusal to the end.
+    first_refusal = next((s.t for s in seconds if s.refused), None)
+    refusing = [s for s in seconds if first_refusal is not None and s.t >= first_refusal]
+    capacities = [s.capacity for s in seconds[-SETTLED_SECONDS:] if s.capacity is not None]
+    worst = max(refusing, key=lambda s: summary(s.latencies)["p99_ms"] or 0.0, default=None)
+    return {
+        "settled_capacity": median(capacities) if capacities else None,
+        "connected": final["ready"],
+        "admitted_p99_ms": summary([x for s in refusing for x in s.latencies])["p99_ms"],
+        "worst_second_p99_ms": summary(worst.latencies)["p99_ms"] if worst else None,
+        "seconds_over_slo": sum(1 for s in refusing if (summary(s.latencies)["p99_ms"] or 0) > args.slo_ms),
+        "refusing_seconds": len(refusing),
+        "first_refusal_s": first_refusal,
+        "arrived": arrivals.arrived,
+        "admissions": arrivals.admitted,
+        "refusals": arrivals.refused,
+        "session_errors": arrivals.errors,
+        "dropped": final["closed"],
+        "gaps": final["gaps"],
+        "timeline": [s.row() for s in seconds],
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget) -> dict[str, Any]:
+    with trio.fail_after(args.seconds + RAMP_TIMEOUT):
+        found = await ramp(args, redis_url, db_path, budget) if not args.knee else {"knee": args.knee, "steps": []}
+        throttled = budget.stats()
+        through = await gated(args, redis_url, db_path, budget, found["knee"])
+        throttled = {k: round(v - throttled[k], 2) for k, v in budget.stats().items()}
+    knee, settled = found["knee"], through["settled_capacity"]
+    return {
+        "benchmark": "overload",
+        "cpus": budget.cpus,
+        "slo_ms": args.slo_ms,
+        "rate": args.rate,
+        "knee": knee,
+        "settled_capacity": settled,
+        "settled_to_knee": round(settled / knee, 3) if knee and settled else None,
+        "admitted_p99_ms": through["admitted_p99_ms"],
+        "worst_second_p99_ms": through["worst_second_p99_ms"],
+        "capacity_target_met": bool(knee and settled and 0.8 * knee <= settled <= knee),
+        "p99_target_met": through["admitted_p99_ms"] is not None and through["admitted_p99_ms"] <= args.slo_ms,
+        "budget_gated": throttled,  # CFS periods of the gated phase, how many throttled, time held
+        "ramp": found["steps"],
+        "gated": through,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench overload", description=__doc__.split("\n")[0])
+    parser.add_argument("--cpus", type=float, default=0.1, help="the push node's CPU budget (CPUs)")
+    parser.add_argument("--slo-ms", type=float, default=200.0, help="push fan-out p99 SLO")
+    parser.add_argument("--loop-lag-slo-ms", type=float, default=None,
+                        help="gatekeeper.slo_loop_lag_ms in phase 2 (default: --slo-ms)")
+    parser.add_argument("--rate", type=float, default=5.0, help="messages published per second")
+    parser.add_argument("--step", type=int, default=100, help="clients added per ramp step")
+    parser.add_argument("--step-seconds", type=float, default=2.5, help="measured seconds per ramp step")
+    parser.add_argument("--seconds", type=float, default=80.0, help="length of the gated phase")
+    parser.add_argument("--arrival-rate", type=float, default=50.0, help="new clients per second (gated)")
+    parser.add_argument("--arrivals", type=int, default=0, help="clients arriving in all (default: 1.5 × knee)")
+    parser.add_argument("--initial-capacity", type=int, default=20, help="gatekeeper.qos_initial_capacity")
+    parser.add_argument("--knee", type=int, default=0,
+                        help="skip the ramp and take this knee (from an earlier run on the same machine)")
+    args = parser.parse_args(argv)
+    try:
+        from tests.redis_server import RedisServer  # run from the repository root
+    except ImportError:
+        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
+        return 2
+    raise_fd_limit()
+    try:
+        with open_budget(args.cpus) as budget:
+            redis = RedisServer().start()
+            try:
+                with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
+                    result = trio.run(bench, args, redis.url, os.path.join(tmp, "bench.db"), budget)
+            finally:
+                redis.close()
+    except BudgetUnavailable as e:
+        print(f"bench overload: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
