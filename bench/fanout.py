@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import trio
 
+from bench._play import LineReader
 from playtotv.broker import open_broker
 from playtotv.registry import open_registry
 
@@ -64,23 +65,6 @@ SETTLE_SECONDS = 1.0
 #: Long enough for a node's heartbeat to carry the fan-out p99 of the run.
 QOS_REPORT_WAIT = 1.6
 OUT_DIR = os.path.join("bench", "out")
-
-
-class LineReader:
-    """Lines from a subprocess's stdout."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self.stream = stream
-        self.buffer = b""
-
-    async def line(self) -> str:
-        while b"\n" not in self.buffer:
-            chunk = await self.stream.receive_some(1 << 20)
-            if not chunk:
-                raise EOFError("process closed its output")
-            self.buffer += chunk
-        line, _, self.buffer = self.buffer.partition(b"\n")
-        return line.decode(errors="replace").strip()
 
 
 @dataclass
