@@ -120,3 +120,21 @@ def test_admissions_pending_are_those_not_yet_seen_connected():
     assert a.pending(103.0, a.recent(103.0), {"p1": 70, "p2": 500}) == 10
     assert a.pending(103.0, a.recent(103.0), {"p1": 40}) == 30
     assert a.pending(111.0, a.recent(111.0), {"p1": 70}) == 0  # out of the window
+
+
+def test_capacity_grows_additively_once_a_breach_has_found_the_limit():
+    from playtotv.roles.gatekeeper.capacity import ADDITIVE_STEP
+
+    c = CapacityController(initial=1000, ceiling=100_000)
+    for _ in range(RECOVERY_TICKS):
+        c.update(admitted=1000, breaches=[])
+    assert c.value - 1000 > ADDITIVE_STEP  # before any breach: multiplicative
+    c.update(admitted=c.value, breaches=["fanout_p99_ms=1500>1000"])
+    for _ in range(RECOVERY_TICKS - 1):
+        c.update(admitted=c.value, breaches=[])
+    before = c.value
+    for _ in range(5):
+        previous = c.value
+        c.update(admitted=c.value, breaches=[])
+        assert 0 < c.value - previous <= ADDITIVE_STEP
+    assert c.value > before

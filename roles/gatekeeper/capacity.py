@@ -31,13 +31,20 @@ GROWTH_FACTOR = 1.25
 GROWTH_MIN = 50
 #: First breach: stop at the current level, backed off by this factor; later breach ticks back off gently.
 BREACH_BACKOFF = 0.95
-SUSTAINED_BACKOFF = 0.98
+#: Gentle, because a push node's fan-out p99 is a max-like figure over its 10 s window: one bad second
+#: stays "in breach" for ten ticks, and at 2 % a tick that alone cost 18 % of the capacity.
+SUSTAINED_BACKOFF = 0.99
 #: Healthy ticks needed after a breach before growth resumes (one good sample is not a recovery).
 RECOVERY_TICKS = 3
 MIN_CAPACITY = 10
 #: Growth stops when the worst signal reaches this share of its SLO; below it, growth is proportional to
 #: the room left (full speed at pressure 0). The margin covers the signals' lag and a growth step's burst.
 GROW_UNTIL = 0.8
+#: Once a breach has shown where the limit is, growth is additive (AIMD): at most this many sessions a
+#: tick, scaled by the room left (5-10 a tick at 40-60 % of the SLO). Each growth step's clients all
+#: handshake at once, and near the limit multiplicative steps (50-70 sessions) breached the SLO every
+#: time in bench overload; a small step is a burst the node absorbs, at a known, gentle pace.
+ADDITIVE_STEP = 20
 
 
 @dataclass
@@ -69,6 +76,7 @@ class CapacityController:
     breached: bool = field(default=False, init=False)
     healthy_ticks: int = field(default=RECOVERY_TICKS, init=False)
     last_breaches: list[str] = field(default_factory=list, init=False)
+    limit_found: bool = field(default=False, init=False)  # a breach has been seen: grow additively
 
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
@@ -89,13 +97,17 @@ class CapacityController:
                 self.capacity *= SUSTAINED_BACKOFF
             self.capacity = max(float(MIN_CAPACITY), self.capacity)
             self.breached = True
+            self.limit_found = True
             self.healthy_ticks = 0
         else:
             self.breached = False
             self.healthy_ticks += 1
             if self.healthy_ticks >= RECOVERY_TICKS and in_use >= self.capacity * GROW_WHEN_USED:
                 room = max(0.0, 1.0 - pressure / GROW_UNTIL)
-                step = self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN
+                if self.limit_found:
+                    step = float(ADDITIVE_STEP)
+                else:
+                    step = self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN
                 self.capacity = min(float(self.ceiling), self.capacity + room * step)
         return self.value
 

@@ -11,6 +11,7 @@ request head is bounded by h11's own limit (16 KiB), past which wsproto reports 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -73,14 +74,50 @@ async def accept(
     verify: Callable[[str], Ticket],
     *,
     at_capacity: Callable[[], bool],
+    limiter: trio.CapacityLimiter | None = None,
 ) -> Accepted:
     """Read the upgrade request, check path, capacity and ticket, and answer it.
 
     ``verify`` raises ``InvalidTicket`` (or a subclass) for a ticket that must be refused. Returns the
-    open wsproto connection and the ticket; raises Refused after answering anything else."""
-    handshake = H11Handshake(ConnectionType.SERVER)
+    open wsproto connection and the ticket; raises Refused after answering anything else.
+
+    ``limiter`` bounds the handshakes *processed* at once (see ``listener.MAX_CONCURRENT_HANDSHAKES``).
+    It is taken only once the request head is in (a cheap byte search, no parsing), so a slowloris client
+    still trickling its head holds no slot, and held through parsing, ticket check and answer: the
+    CPU-heavy part of a handshake."""
+    head = await _read_head(stream)
+    if limiter is None:
+        return await _answer(stream, head, verify, at_capacity)
+    async with limiter:
+        return await _answer(stream, head, verify, at_capacity)
+
+
+#: The end of a request head as h11 finds it (it accepts bare LF line endings too).
+_HEAD_END = re.compile(rb"\n\r?\n")
+#: Past this, stop looking for the end of the head and let h11 refuse it (its own limit is 16 KiB).
+HEAD_SCAN_LIMIT = 16 * 1024
+
+
+async def _read_head(stream: trio.SocketStream) -> bytes:
+    """The bytes received up to the end of the request head (or HEAD_SCAN_LIMIT of them)."""
+    buffer = b""
     while True:
         data = await stream.receive_some(HANDSHAKE_RECEIVE_BYTES)
+        if not data:
+            raise Refused("closed during the handshake")
+        # Search only the new bytes (plus two before them, for an end split across receives).
+        start = max(0, len(buffer) - 2)
+        buffer += data
+        if _HEAD_END.search(buffer, start) or len(buffer) > HEAD_SCAN_LIMIT:
+            return buffer
+
+
+async def _answer(
+    stream: trio.SocketStream, head: bytes, verify: Callable[[str], Ticket], at_capacity: Callable[[], bool]
+) -> Accepted:
+    handshake = H11Handshake(ConnectionType.SERVER)
+    data = head
+    while True:
         if not data:
             raise Refused("closed during the handshake")
         try:
@@ -99,6 +136,7 @@ async def accept(
             await stream.send_all(handshake.send(AcceptConnection()))
             assert handshake.connection is not None
             return Accepted(handshake.connection, verdict)
+        data = await stream.receive_some(HANDSHAKE_RECEIVE_BYTES)  # h11 wants more (rare: see _read_head)
 
 
 def _check(request: Request, verify: Callable[[str], Ticket], at_capacity: Callable[[], bool]) -> Ticket | ApiError:

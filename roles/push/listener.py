@@ -35,6 +35,13 @@ DRAIN_RECONNECT_SPREAD = 3.0
 #: Longest the drain waits for clients to close after being told to reconnect (it also never takes
 #: more than half of node.drain_seconds, leaving the rest of the node time to stop).
 DRAIN_GRACE_MAX = 5.0
+#: Handshakes a node processes at once (parse, ticket check, answer); the rest wait, request head in,
+#: within ``push.handshake_timeout``. A handshake costs a node as much CPU as a few hundred fan-out
+#: deliveries (~3 ms vs ~16 µs, bench overload), so unbounded, a burst of admissions puts dozens of them
+#: in one trio scheduler batch ahead of the fan-out task (at 0.1 CPU, ~3 ms of CPU is 30 ms of delay
+#: each). Bounded, a fan-out waits behind two at most. It does not make handshakes cheaper: a node whose
+#: CPU is saturated by fan-out plus handshakes still delays deliveries (the gatekeeper's pace prevents that).
+MAX_CONCURRENT_HANDSHAKES = 2
 
 
 class Connections:
@@ -73,6 +80,7 @@ class WebSocketServer:
         self.keepalive_interval = keepalive_interval
         self.connections = Connections()
         self.draining = False
+        self.handshakes = trio.CapacityLimiter(MAX_CONCURRENT_HANDSHAKES)
 
     def at_capacity(self) -> bool:
         return self.draining or len(self.connections) >= self.max_connections
@@ -82,7 +90,8 @@ class WebSocketServer:
         accepted: handshake.Accepted | None = None
         with trio.move_on_after(self.handshake_timeout):  # slowloris: a slow head is just hung up on
             try:
-                accepted = await handshake.accept(stream, self.verify_ticket, at_capacity=self.at_capacity)
+                accepted = await handshake.accept(stream, self.verify_ticket, at_capacity=self.at_capacity,
+                                                  limiter=self.handshakes)
             except (handshake.Refused, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
         if accepted is None:
