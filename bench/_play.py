@@ -7,12 +7,14 @@ server process and the figures measure the server, not the client.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import trio
@@ -179,3 +181,19 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def redis_and_workdir() -> Iterator[tuple[Any, str]]:
+    """A private redis-server on a free port and a temporary SQLite path, for one benchmark run.
+
+    Benchmarks run from the repository root (``python -m bench ...``), where ``tests.redis_server`` is
+    importable."""
+    from tests.redis_server import RedisServer
+
+    redis = RedisServer().start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
+            yield redis, os.path.join(tmp, "bench.db")
+    finally:
+        redis.close()

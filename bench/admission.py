@@ -36,7 +36,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from statistics import median
 from typing import Any, Callable
@@ -44,7 +43,7 @@ from typing import Any, Callable
 import msgspec
 import trio
 
-from bench._play import OUT_DIR, RawClient, cpu_seconds, node_env, percentile, start_node, start_process
+from bench._play import redis_and_workdir, OUT_DIR, RawClient, cpu_seconds, node_env, percentile, start_node, start_process
 
 WARMUP_SECONDS = 1.0
 BODY = b'{"name":"bench","transports":["websocket","polling"]}'
@@ -233,17 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--clients, --seconds and --rounds must be positive")
-    try:
-        from tests.redis_server import RedisServer  # run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
-        return 2
-    redis = RedisServer().start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
-            result = trio.run(bench, args, redis.url, os.path.join(tmp, "bench.db"))
-    finally:
-        redis.close()
+    with redis_and_workdir() as (redis, db):
+        result = trio.run(bench, args, redis.url, db)
     print(json.dumps(result))
     return 0
 

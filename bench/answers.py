@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from statistics import median
 from typing import Any, Iterator
 
@@ -33,6 +32,7 @@ import trio
 
 from playtotv.auth import KeyRing
 from bench._play import (
+    redis_and_workdir,
     SECRET,
     Director,
     cpu_seconds,
@@ -191,18 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1, help="alternate ceiling and answers runs; medians")
     args = parser.parse_args(argv)
-    try:
-        from tests.redis_server import RedisServer  # run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
-        return 2
-    redis = RedisServer().start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
-            assert redis.proc is not None
-            result = trio.run(bench, args, redis.url, redis.proc.pid, os.path.join(tmp, "bench.db"))
-    finally:
-        redis.close()
+    with redis_and_workdir() as (redis, db):
+        assert redis.proc is not None
+        result = trio.run(bench, args, redis.url, redis.proc.pid, db)
     print(json.dumps(result))
     return 0
 

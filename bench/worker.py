@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -34,7 +32,7 @@ from playtotv import keys
 from playtotv.auth import KeyRing
 from playtotv.broker import open_broker
 from playtotv.gameplay.answers import DEDUPE_MARGIN, AnswerItem, encode_item
-from bench._play import SECRET, Director, RawClient, node_env, percentile, post_request, start_node
+from bench._play import redis_and_workdir, SECRET, Director, RawClient, node_env, percentile, post_request, start_node
 
 #: Answers enqueued per broker call while pre-filling the queue.
 FILL_CHUNK = 1000
@@ -170,17 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=200.0, help="background answers per second (lag phase)")
     args = parser.parse_args(argv)
-    try:
-        from tests.redis_server import RedisServer  # run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
-        return 2
-    redis = RedisServer().start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
-            result = trio.run(bench, args, redis.url, os.path.join(tmp, "bench.db"))
-    finally:
-        redis.close()
+    with redis_and_workdir() as (redis, db):
+        result = trio.run(bench, args, redis.url, db)
     print(json.dumps(result))
     return 0
 
