@@ -40,19 +40,28 @@ class LineReader:
         return line.decode(errors="replace").strip()
 
 
+#: A benchmark's server gets this long to drain after SIGTERM before it is killed.
+STOP_GRACE = 15.0
+
+
+async def stop_process(proc: trio.Process) -> None:
+    """SIGTERM, wait up to STOP_GRACE for the drain, then SIGKILL."""
+    if proc.returncode is None:
+        proc.terminate()
+        with trio.move_on_after(STOP_GRACE):
+            await proc.wait()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
 @dataclass
 class Process:
     proc: trio.Process
     listening: dict[str, str] = field(default_factory=dict)
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            with trio.move_on_after(15):
-                await self.proc.wait()
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 def node_env(redis_url: str, db_path: str, node_id: str, **extra: str) -> dict[str, str]:

@@ -39,7 +39,7 @@ from typing import Any
 import msgspec
 import trio
 
-from bench._play import LineReader
+from bench._play import LineReader, stop_process
 from playtotv.broker import open_broker
 from playtotv.registry import open_registry
 
@@ -90,13 +90,7 @@ class Server:
         return 0
 
     async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-            with trio.move_on_after(15):
-                await self.proc.wait()
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
+        await stop_process(self.proc)
 
 
 def raise_fd_limit() -> None:
