@@ -209,6 +209,23 @@ async def test_claim_and_ack(broker: Broker) -> None:
         assert await broker.claim("jobs", "worker-1", count=5) == []
 
 
+async def test_large_batches_and_acks_out_of_order(broker: Broker) -> None:
+    with trio.fail_after(TEST_BOUND):
+        await broker.enqueue("bulk", [b"%d" % i for i in range(2500)])
+        first = await broker.claim("bulk", "worker-1", count=1200)
+        second = await broker.claim("bulk", "worker-2", count=1200)
+        assert [int(i.data) for i in first + second] == list(range(2400))
+        # The later batch finishes first: the earlier one is still pending and counted as such.
+        await broker.ack("bulk", [i.id for i in second])
+        assert await broker.queue_stats("bulk") == {"pending": 1200, "waiting": 100, "dead": 0}
+        await broker.ack("bulk", [i.id for i in first])
+        assert await broker.queue_stats("bulk") == {"pending": 0, "waiting": 100, "dead": 0}
+        rest = await broker.claim("bulk", "worker-1", count=1200)
+        assert [int(i.data) for i in rest] == list(range(2400, 2500))
+        await broker.ack("bulk", [i.id for i in rest] + [first[0].id])  # acking twice is harmless
+        assert await broker.queue_stats("bulk") == {"pending": 0, "waiting": 0, "dead": 0}
+
+
 async def test_claim_waits_for_an_arrival(broker: Broker) -> None:
     claimed = []
 
@@ -338,6 +355,21 @@ async def test_sorted_sets(broker: Broker) -> None:
         assert await broker.zscores("board", ["bob", "nobody", "erin"]) == [10.0, None, 1.0]
         assert await broker.zcard("board") == 5
         assert await broker.zcard("empty") == 0
+
+
+async def test_zadd_many_updates_several_sets_in_one_call(broker: Broker) -> None:
+    # Scores keep full precision (answer timestamps), members any text, and sets longer than one of the
+    # Redis script's chunks (1000 arguments) arrive whole.
+    stamp = 1764187000.123456
+    many = {f"user-{i}": stamp + i / 1000 for i in range(1500)}
+    with trio.fail_after(TEST_BOUND):
+        await broker.zadd("choice-a", {"zoë": 1.0})
+        await broker.zadd_many({"choice-a": {"ünïcode ✓": stamp, "zoë": 2.5}, "choice-b": many, "untouched": {}})
+        assert await broker.zscores("choice-a", ["ünïcode ✓", "zoë"]) == [stamp, 2.5]
+        assert await broker.zcard("choice-b") == 1500
+        assert await broker.zscores("choice-b", ["user-0", "user-1499"]) == [stamp, stamp + 1.499]
+        assert not await broker.exists("untouched")
+        await broker.zadd_many({})
 
 
 # -- leases ------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ the Redis implementation's calls are) and a cancelled call has no effect.
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from typing import Mapping, Sequence, TypeVar
 
 import trio
 
@@ -127,6 +127,10 @@ class MemoryKeyspace:
         await trio.lowlevel.checkpoint()
         self._container(key).update({member: float(score) for member, score in scores.items()})
         self._drop_if_empty(key)
+
+    async def zadd_many(self, sets: Mapping[str, Mapping[str, float]]) -> None:
+        for key, scores in sets.items():
+            await self.zadd(key, dict(scores))
 
     def _ranked(self, key: str) -> list[tuple[str, float]]:
         # Redis ZREVRANGE order: score descending, ties by member descending (byte order; for UTF-8 the

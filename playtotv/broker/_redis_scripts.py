@@ -87,10 +87,12 @@ return enqueued
 """
 
 #: KEYS[1] stream, KEYS[2] dead letters; ARGV: group, consumer, count, visibility timeout in ms,
-#: max deliveries, dead letter cap -> {{id, data, deliveries}, ...}.
-#: Redeliveries first (XAUTOCLAIM counts the delivery), then new items. An item whose delivery count
-#: would pass max deliveries goes to the dead letters and leaves the stream instead.
-CLAIM = """
+#: max deliveries, dead letter cap -> {{id, data, deliveries}, ...}: the claims whose visibility timeout
+#: passed, taken over by ``consumer`` (XAUTOCLAIM counts the delivery). An item whose delivery count
+#: would pass max deliveries goes to the dead letters and leaves the stream instead. Creates the consumer
+#: group when it is missing. New items are read with a plain XREADGROUP, outside any script: inside one,
+#: Redis would convert every entry to Lua and back, which cost more than the read itself (bench worker).
+REDELIVER = """
 local group, consumer = ARGV[1], ARGV[2]
 local count, max_deliveries = tonumber(ARGV[3]), tonumber(ARGV[5])
 
@@ -108,7 +110,7 @@ if claimed.err then
   -- The first claim of this queue (or Redis lost the group): start at 0 so that items enqueued before
   -- the group existed are delivered too.
   redis.call('XGROUP', 'CREATE', KEYS[1], group, '0', 'MKSTREAM')
-  claimed = {'0-0', {}}
+  return {}
 end
 
 local items = {}
@@ -125,38 +127,91 @@ for _, entry in ipairs(claimed[2]) do
     items[#items + 1] = {id, data, deliveries}
   end
 end
-
-if #items < count then
-  local fresh = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count - #items,
-                           'STREAMS', KEYS[1], '>')
-  if fresh then
-    for _, entry in ipairs(fresh[1][2]) do
-      items[#items + 1] = {entry[1], data_of(entry[2]), 1}
-    end
-  end
-end
 return items
 """
 
-#: KEYS[1] stream; ARGV[1] group, ARGV[2..n] ids. Acked items also leave the stream, so the stream holds
-#: only unfinished work and XLEN - pending is the number waiting.
-ACK = """
-for i = 2, #ARGV do
-  -- pcall: after a Redis restart the group is gone (NOGROUP) and there is nothing left to ack.
-  redis.pcall('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
+#: Arguments per command when a script spreads a long list over several calls (Lua's unpack has a limit
+#: of a few thousand values).
+_CHUNK = """
+local CHUNK = 1000
+local function chunks(list, step, fn)
+  for i = 1, #list, step do
+    fn(unpack(list, i, math.min(i + step - 1, #list)))
+  end
 end
 """
 
-#: KEYS[1] stream, KEYS[2] dead letters; ARGV[1] group -> {pending, waiting, dead}.
+#: The group's first unfinished entry: its oldest pending claim, or else the entry after the last one
+#: delivered. Everything before it was acknowledged (XREADGROUP delivers in id order).
+_FIRST_UNFINISHED = """
+local function first_unfinished(stream, group)
+  local pending = redis.call('XPENDING', stream, group)
+  if pending[1] > 0 then
+    return pending[2]
+  end
+  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local fields = {}
+    for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+    if fields['name'] == group then
+      local ms, seq = string.match(fields['last-delivered-id'], '^(%d+)-(%d+)$')
+      return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+    end
+  end
+end
+"""
+
+#: KEYS[1] stream; ARGV[1] group, ARGV[2] the ids as a msgpack array (one argument instead of one per id:
+#: the client's cost per argument is what a batch of hundreds pays). Acknowledged entries then leave the
+#: stream by one XTRIM up to the first unfinished entry (removing whole stream nodes costs far less than
+#: XDEL of each id), so the stream holds unfinished work plus at most the acknowledged entries that
+#: follow a claim still pending.
+ACK = _CHUNK + _FIRST_UNFINISHED + """
+local ids = cmsgpack.unpack(ARGV[2])
+-- After a Redis restart the stream or its group is gone (NOGROUP) and there is nothing left to ack.
+local probe = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if type(probe) == 'table' and probe.err then
+  return 0
+end
+chunks(ids, CHUNK, function(...) redis.call('XACK', KEYS[1], ARGV[1], ...) end)
+local first = first_unfinished(KEYS[1], ARGV[1])
+if first then
+  redis.call('XTRIM', KEYS[1], 'MINID', first)
+end
+return 1
+"""
+
+#: KEYS[1] stream, KEYS[2] dead letters; ARGV[1] group -> {pending, waiting, dead}. Waiting is the group's
+#: lag (entries added but not yet delivered); Redis cannot tell it after an XDEL inside the undelivered
+#: range (a dead letter), and then XLEN - pending stands in (it counts the few acknowledged entries not
+#: yet trimmed, see ACK).
 QUEUE_STATS = """
 local length = redis.call('XLEN', KEYS[1])
-local pending = 0
-local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
-if not summary.err then
-  pending = summary[1]
+local pending, waiting = 0, length
+local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
+if not groups.err then
+  for _, info in ipairs(groups) do
+    local fields = {}
+    for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+    if fields['name'] == ARGV[1] then
+      pending = fields['pending']
+      if fields['lag'] then
+        waiting = fields['lag']
+      else
+        waiting = math.max(0, length - pending)
+      end
+    end
+  end
 end
-return {pending, length - pending, redis.call('XLEN', KEYS[2])}
+return {pending, waiting, redis.call('XLEN', KEYS[2])}
+"""
+
+#: KEYS: sorted sets; ARGV[1] a msgpack array holding, for each key in order, a flat array
+#: ``[score, member, score, member, ...]``. One round trip and one argument for a whole batch of sets.
+ZADD_MANY = _CHUNK + """
+local sets = cmsgpack.unpack(ARGV[1])
+for k = 1, #KEYS do
+  chunks(sets[k], CHUNK, function(...) redis.call('ZADD', KEYS[k], ...) end)
+end
 """
 
 # -- leases ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ Leases
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, Sequence
+from typing import AsyncIterator, Mapping, Protocol, Sequence
 
 import msgspec
 
@@ -179,6 +179,10 @@ class Broker(Protocol):
     async def zincrby(self, key: str, increments: dict[str, float]) -> None: ...
 
     async def zadd(self, key: str, scores: dict[str, float]) -> None: ...
+
+    async def zadd_many(self, sets: Mapping[str, Mapping[str, float]]) -> None:
+        """``zadd`` on several sorted sets in one round trip (the worker counts a batch of answers with
+        it). Not atomic across the sets; each set's own update is."""
 
     async def ztop(self, key: str, start: int, stop: int) -> list[tuple[str, float]]:
         """Members by descending score, ranks ``start..stop`` inclusive (Redis ZREVRANGE semantics);

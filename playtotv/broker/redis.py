@@ -18,10 +18,12 @@ the epoch, so the next publish starts a new epoch at offset 1 (reliability.md #1
 from __future__ import annotations
 
 import functools
+import math
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, ParamSpec, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, ParamSpec, Sequence, TypeVar
 
 import coredis
+import msgspec
 import trio
 from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
@@ -29,6 +31,7 @@ from coredis.exceptions import (
     ReadOnlyError,
     ResponseError,
     StalePrimaryError,
+    StreamConsumerGroupError,
 )
 
 from .. import keys as redis_keys
@@ -62,6 +65,9 @@ CONNECT_TIMEOUT = 2.0
 #: A waiting ``claim`` blocks in Redis at most this long at a time, then looks for expired claims again:
 #: the upper bound on how late a redelivery is noticed by an idle consumer. Below COMMAND_TIMEOUT.
 CLAIM_BLOCK_SLICE = 1.0
+
+#: Longest time between two looks for expired claims (see ``claim``): a redelivery is at most this late.
+REDELIVERY_SCAN_PERIOD = 1.0
 
 #: Errors that mean "Redis is not reachable (as a primary) right now", as opposed to a bug in a call.
 _UNAVAILABLE = (RedisConnectionError, TimeoutError, ReadOnlyError, PrimaryNotFoundError, StalePrimaryError)
@@ -113,6 +119,10 @@ def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], 
     return decorate
 
 
+#: Long lists travel to scripts as one msgpack argument (scripts decode it with ``cmsgpack``).
+_pack = msgspec.msgpack.Encoder().encode
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -123,6 +133,13 @@ def _field(fields: list[bytes], name: bytes) -> bytes:
         if fields[index] == name:
             return fields[index + 1]
     raise ValueError(f"stream entry without field {name!r}: not written by this broker")
+
+
+def _new_items(answer: Any) -> list[QueueItem]:
+    """Items from an XREADGROUP reply (RESP3: ``{stream: [[id, [field, value, ...]], ...]}``, or null when
+    there was nothing to read)."""
+    entries = next(iter(answer.values()), []) if answer else []
+    return [QueueItem(entry_id.decode(), _field(fields, b"d"), 1) for entry_id, fields in entries]
 
 
 def _decode_history_entry(channel: str, epoch: str, entry: list[Any]) -> ChannelMessage:
@@ -159,7 +176,7 @@ class RedisBroker:
         self._read_history = client.register_script(scripts.READ_HISTORY)
         self._enqueue = client.register_script(scripts.ENQUEUE)
         self._enqueue_unique = client.register_script(scripts.ENQUEUE_UNIQUE)
-        self._claim = client.register_script(scripts.CLAIM)
+        self._redeliver = client.register_script(scripts.REDELIVER)
         self._ack = client.register_script(scripts.ACK)
         self._queue_stats = client.register_script(scripts.QUEUE_STATS)
         self._acquire_lease = client.register_script(scripts.ACQUIRE_LEASE)
@@ -167,6 +184,11 @@ class RedisBroker:
         self._hincrby_many = client.register_script(scripts.HINCRBY_MANY)
         self._zincrby_many = client.register_script(scripts.ZINCRBY_MANY)
         self._zrank_desc = client.register_script(scripts.ZRANK_DESC)
+        self._zadd_many = client.register_script(scripts.ZADD_MANY)
+        #: How often this broker looks for expired claims to redeliver, per queue, while claims keep
+        #: finding new items (a claim that finds nothing always looks).
+        self._redelivery_period = min(REDELIVERY_SCAN_PERIOD, self.visibility_timeout / 4)
+        self._next_redelivery_scan: dict[str, float] = {}
 
     @classmethod
     @asynccontextmanager
@@ -286,7 +308,30 @@ class RedisBroker:
                 return items
 
     async def _claim_ready(self, queue: str, consumer: str, count: int) -> list[QueueItem]:
-        raw = await self._claim(
+        """Expired claims first, then new items. Two commands rather than one script (see
+        ``scripts.REDELIVER``); expired claims are looked for at most every ``_redelivery_period`` while
+        new items keep coming, and whenever there are none."""
+        now = trio.current_time()
+        items: list[QueueItem] = []
+        scanned = now >= self._next_redelivery_scan.get(queue, -math.inf)
+        if scanned:
+            self._next_redelivery_scan[queue] = now + self._redelivery_period
+            items = await self._take_expired(queue, consumer, count)
+            if len(items) >= count:
+                return items
+        try:
+            fresh = await self._read_new(queue, consumer, count - len(items))
+        except StreamConsumerGroupError:  # NOGROUP
+            # Redis lost the group (a restart) since the last scan: the scan recreates it (a new group has
+            # no claims to redeliver), then read again.
+            await self._take_expired(queue, consumer, count)
+            fresh = await self._read_new(queue, consumer, count - len(items))
+        if not fresh and not scanned:
+            items = await self._take_expired(queue, consumer, count)
+        return items + fresh
+
+    async def _take_expired(self, queue: str, consumer: str, count: int) -> list[QueueItem]:
+        raw = await self._redeliver(
             keys=[redis_keys.queue_stream(queue), redis_keys.queue_dead(queue)],
             args=[
                 redis_keys.QUEUE_GROUP, consumer, count, _ms(self.visibility_timeout), self.max_deliveries,
@@ -294,6 +339,14 @@ class RedisBroker:
             ],
         )
         return [QueueItem(item_id.decode(), data, deliveries) for item_id, data, deliveries in raw]
+
+    async def _read_new(self, queue: str, consumer: str, count: int) -> list[QueueItem]:
+        answer = await self._dedicated.execute_blocking(
+            COMMAND_TIMEOUT,
+            b"XREADGROUP", b"GROUP", redis_keys.QUEUE_GROUP, consumer, b"COUNT", count,
+            b"STREAMS", redis_keys.queue_stream(queue), b">",
+        )
+        return _new_items(answer)
 
     async def _claim_next_arrival(
         self, queue: str, consumer: str, count: int, block: float
@@ -305,18 +358,14 @@ class RedisBroker:
                 b"XREADGROUP", b"GROUP", redis_keys.QUEUE_GROUP, consumer, b"COUNT", count,
                 b"BLOCK", _ms(block), b"STREAMS", redis_keys.queue_stream(queue), b">",
             )
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                return []  # Redis lost the group (a restart); the next scripted claim recreates it
-            raise
-        # RESP3: {stream: [[id, [field, value, ...]], ...]}, or null when the block time passed.
-        entries = next(iter(answer.values()), []) if answer else []
-        return [QueueItem(entry_id.decode(), _field(fields, b"d"), 1) for entry_id, fields in entries]
+        except StreamConsumerGroupError:  # NOGROUP
+            return []  # Redis lost the group (a restart); the next claim recreates it
+        return _new_items(answer)
 
     @_redis_call(retry_safe=True)
     async def ack(self, queue: str, ids: Sequence[str]) -> None:
         if ids:
-            await self._ack(keys=[redis_keys.queue_stream(queue)], args=[redis_keys.QUEUE_GROUP, *ids])
+            await self._ack(keys=[redis_keys.queue_stream(queue)], args=[redis_keys.QUEUE_GROUP, _pack(list(ids))])
 
     @_redis_call(retry_safe=True)
     async def dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
@@ -386,6 +435,14 @@ class RedisBroker:
     async def zadd(self, key: str, scores: dict[str, float]) -> None:
         if scores:
             await self._client.zadd(redis_keys.user_key(key), dict(scores))
+
+    @_redis_call(retry_safe=True)
+    async def zadd_many(self, sets: Mapping[str, Mapping[str, float]]) -> None:
+        sets = {key: scores for key, scores in sets.items() if scores}
+        if not sets:
+            return
+        flat = [[part for member, score in scores.items() for part in (float(score), member)] for scores in sets.values()]
+        await self._zadd_many(keys=[redis_keys.user_key(key) for key in sets], args=[_pack(flat)])
 
     @_redis_call(retry_safe=True)
     async def ztop(self, key: str, start: int, stop: int) -> list[tuple[str, float]]:
