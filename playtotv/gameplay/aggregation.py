@@ -108,11 +108,10 @@ async def aggregate(g: Gameplay, items: list[QueueItem], now: float) -> BatchOut
         if interaction.status == "revealed" and interaction.scored:
             rescore[interaction.episode_id].add(interaction.id)
 
-    # 3. count: set unions, idempotent.
-    for (interaction_id, choice), users in members.items():
-        await g.broker.zadd(keys.answer_set(interaction_id, choice), users)
-    for episode_id, users in viewers.items():
-        await g.broker.zadd(keys.episode_viewers(episode_id), users)
+    # 3. count: set unions, idempotent; one round trip for the whole batch.
+    sets = {keys.answer_set(interaction_id, choice): users for (interaction_id, choice), users in members.items()}
+    sets.update((keys.episode_viewers(episode_id), users) for episode_id, users in viewers.items())
+    await g.broker.zadd_many(sets)
 
     # 4. follow-ups, off this path.
     follow_ups: list[jobs.Job] = [
