@@ -28,6 +28,10 @@ VIEWERS = 100
 CONCURRENCY = 20
 
 
+RELAXED_SLOS = {"gatekeeper_slo_core_p95_ms": "60000", "gatekeeper_slo_loop_lag_ms": "60000",
+                "gatekeeper_slo_fanout_p99_ms": "60000", "gatekeeper_slo_queue_lag_s": "600"}
+
+
 def cluster_env(redis_url: str, db: str, node_id: str, **extra: str) -> dict[str, str]:
     return {
         "PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{db}",
@@ -43,7 +47,9 @@ async def test_episode_across_a_cluster(redis_url: str, tmp_path, nursery) -> No
     db = str(tmp_path / "cluster.db")
     with trio.fail_after(TEST_BOUND):
         processes = [
-            NodeProcess("gatekeeper,core,push", env=cluster_env(redis_url, db, "front")),
+            # This test is about the episode, not QoS: SLOs a loaded machine cannot breach, so the
+            # gatekeeper never refuses the test's viewers (QoS admission has tests of its own).
+            NodeProcess("gatekeeper,core,push", env=cluster_env(redis_url, db, "front", **RELAXED_SLOS)),
             NodeProcess("core", env=cluster_env(redis_url, db, "core2")),
             NodeProcess("worker", env=cluster_env(redis_url, db, "worker1")),
             NodeProcess("scheduler", env=cluster_env(redis_url, db, "sched1")),

@@ -122,6 +122,19 @@ def test_admissions_pending_are_those_not_yet_seen_connected():
     assert a.pending(111.0, a.recent(111.0), {"p1": 70}) == 0  # out of the window
 
 
+def test_a_breach_with_nobody_admitted_does_not_slow_later_growth():
+    from playtotv.roles.gatekeeper.capacity import ADDITIVE_STEP, MIN_CAPACITY
+
+    c = CapacityController(initial=1000, ceiling=100_000)
+    c.update(admitted=0, breaches=["loop_lag_ms=120>100"])  # a node starting up
+    assert c.value == MIN_CAPACITY
+    for _ in range(RECOVERY_TICKS):
+        c.update(admitted=c.value, breaches=[])
+    previous = c.value
+    c.update(admitted=c.value, breaches=[])
+    assert c.value - previous > ADDITIVE_STEP  # multiplicative (plus its floor), not additive
+
+
 def test_capacity_grows_additively_once_a_breach_has_found_the_limit():
     from playtotv.roles.gatekeeper.capacity import ADDITIVE_STEP
 

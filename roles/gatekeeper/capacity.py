@@ -97,7 +97,9 @@ class CapacityController:
                 self.capacity *= SUSTAINED_BACKOFF
             self.capacity = max(float(MIN_CAPACITY), self.capacity)
             self.breached = True
-            self.limit_found = True
+            # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
+            # how many sessions the platform holds: keep growing multiplicatively after it.
+            self.limit_found = self.limit_found or admitted >= MIN_CAPACITY
             self.healthy_ticks = 0
         else:
             self.breached = False
