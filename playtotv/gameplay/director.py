@@ -12,7 +12,7 @@ after a 503 heals a half-done transition. Subscribers tolerate a repeated state 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from playtotv.gameplay import ids, jobs, publish, results, schema
 from playtotv.gameplay.documents import (
@@ -126,17 +126,9 @@ async def open_interaction(g: Gameplay, interaction_id: str, duration: float | N
         episode = await g.episode(doc.episode_id, fresh=True)
         if episode is None or episode.status != "live":
             raise ApiError("invalid_state", "the episode is not live")
-        now = g.clock()
-        length = duration if duration is not None else doc.duration
-        opened = await _transition(g, doc, "draft", {
-            "status": "open", "opens_at": now, "closes_at": now + length, "duration": length})
+        await results.mark_complete(g, doc.id)
+        opened = await open_draft(g, doc, duration, late_by=late_by)
         if opened is not None:
-            # The sets are complete from the first answer on; set before anyone can see the interaction open.
-            await results.mark_complete(g, opened.id)
-            await g.store.update(schema.EPISODES, opened.episode_id, set={"current": opened.id})
-            await g.invalidate("interaction", [opened.id])
-            await g.invalidate("episode", [opened.episode_id])
-            await _announce_opened(g, opened, late_by)
             await publish.notify_scheduler(g.broker, opened.episode_id, opened.id)  # its deadline joins the agenda
             return interaction_view(opened, with_correct=True)
         doc = await _interaction_or_404(g, interaction_id)
@@ -146,11 +138,69 @@ async def open_interaction(g: Gameplay, interaction_id: str, duration: float | N
     raise ApiError("invalid_state", f"the interaction is {doc.status}")
 
 
+async def open_draft(g: Gameplay, doc: InteractionDoc, duration: float | None = None, *, late_by: float = 0.0,
+                     finish: Callable[[InteractionDoc], None] | None = None) -> InteractionDoc | None:
+    """The ``draft`` → ``open`` compare-and-set and its effects; the opened document, or None when someone
+    else changed the status first (nothing done). The director's click and the scheduler's fire both come
+    here; the caller has checked that the episode is live and set the answer-set marker
+    (``results.mark_complete``): the sets must be complete from the first answer on, and setting the
+    marker while the interaction is still a draft is harmless (a draft counts zero answers anyway).
+
+    The message goes out as soon as the open is stored, before the secondary writes (``finish_opened``):
+    it is what the audience waits for (fire jitter is measured on it), and each write is a round trip.
+    Only the interaction's cache invalidation precedes it (answers must find it open). ``current`` lags
+    the message by a few milliseconds: a viewer reading the episode in that window sees
+    the previous interaction and gets the new one from the channel. Should the process die in between,
+    ``announced_at`` is missing and whoever repeats the open redoes these writes. ``finish``: hand the
+    secondary writes to the caller (the scheduler batches those of fires due close together) instead of
+    doing them here.
+    """
+    now = g.clock()
+    length = duration if duration is not None else doc.duration
+    opened = await _transition(g, doc, "draft", {
+        "status": "open", "opens_at": now, "closes_at": now + length, "duration": length})
+    if opened is None:
+        return None
+    # Before the message: a core holding the draft in its cache would refuse the first answers as "not
+    # open" until the invalidation arrived.
+    await g.invalidate("interaction", [opened.id])
+    await publish.to_episode(g.broker, opened.episode_id, InteractionOpened(
+        interaction=interaction_view(opened, with_correct=False), late_by=round(late_by, 3)))
+    if finish is None:
+        await finish_opened(g, [opened])
+    else:
+        finish(opened)
+    return opened
+
+
 async def _announce_opened(g: Gameplay, doc: InteractionDoc, late_by: float) -> None:
+    """Repeat ``interaction.opened`` (a retried click, a successor finishing a dead leader's fire). Without
+    ``announced_at`` the first attempt stopped somewhere after the open: redo what follows the message."""
     await publish.to_episode(g.broker, doc.episode_id, InteractionOpened(
         interaction=interaction_view(doc, with_correct=False), late_by=round(late_by, 3)))
     if doc.announced_at is None:
+        await finish_opened(g, [doc])
+
+
+async def finish_opened(g: Gameplay, docs: list[InteractionDoc]) -> None:
+    """What follows ``interaction.opened`` for interactions just opened (and announced): the cache
+    invalidation, the episode's ``current``, ``announced_at``. For several at once, each write is done once
+    per batch where it can be (one invalidation message per kind, ``current`` once per episode: the
+    latest opened), which is what keeps a busy scheduler's cost per fire down."""
+    if not docs:
+        return
+    await g.invalidate("interaction", [d.id for d in docs])  # first: a core must not keep refusing answers
+    latest: dict[str, InteractionDoc] = {}
+    for doc in docs:
+        known = latest.get(doc.episode_id)
+        if known is None or (doc.opens_at or 0.0) >= (known.opens_at or 0.0):
+            latest[doc.episode_id] = doc
+    for doc in latest.values():
+        await g.store.update(schema.EPISODES, doc.episode_id, set={"current": doc.id})
+    # Recorded once current is set: whoever finds announced_at knows the effects are complete.
+    for doc in docs:
         await g.store.update(schema.INTERACTIONS, doc.id, set={"announced_at": g.clock()})
+    await g.invalidate("episode", list(latest))
 
 
 async def close_interaction(g: Gameplay, interaction_id: str, *, at: float | None = None) -> InteractionDoc:

@@ -3,6 +3,11 @@ one instead of polling the store every tick. Sans-io: times are passed in; tests
 
 A job is identified by its ``key``; adding a key already present moves it to the new due time (an
 episode restarted with another ``at``, an interaction re-read with its deadline).
+
+The heap is ordered by when the leader must *start* on a job, not by when it is due: a fire job comes out
+``fire_lead`` seconds before its timecode so its reads and the answer-set marker are done ahead, and only
+the open itself waits for the timecode (the fire never happens early: the task sleeps until ``due``).
+Other jobs come out at their due time (a close job taken early would find nothing due yet).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ class Job:
 
 @dataclass
 class Agenda:
+    #: Seconds before its due time a fire job comes out (0: at its due time, like every other job).
+    fire_lead: float = 0.0
     _heap: list[tuple[float, int, Job]] = field(default_factory=list)
     _current: dict[str, Job] = field(default_factory=dict)  # key → the live version of that job
     _seq: itertools.count = field(default_factory=itertools.count)
@@ -41,7 +48,10 @@ class Agenda:
         if existing == job:
             return
         self._current[job.key] = job
-        heapq.heappush(self._heap, (job.due, next(self._seq), job))  # an older version becomes stale
+        heapq.heappush(self._heap, (self._start_at(job), next(self._seq), job))  # an older version becomes stale
+
+    def _start_at(self, job: Job) -> float:
+        return job.due - self.fire_lead if job.kind == "fire" else job.due
 
     def discard_episode(self, episode_id: str) -> None:
         """Forget every job of an episode (it ended: what remains is cancelled)."""
@@ -57,11 +67,12 @@ class Agenda:
             heapq.heappop(self._heap)
 
     def next_due(self) -> float | None:
+        """When the next job must be started on (see the module docstring), or None when empty."""
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
     def pop_due(self, now: float) -> list[Job]:
-        """Every job due at ``now`` or earlier, earliest first, removed from the agenda."""
+        """Every job to start on at ``now`` or earlier, earliest first, removed from the agenda."""
         due: list[Job] = []
         while True:
             self._drop_stale()

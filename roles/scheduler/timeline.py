@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Awaitable, Callable
 
-from playtotv.gameplay import director, schema
+from playtotv.gameplay import director, results, schema
 from playtotv.gameplay.documents import EpisodeDoc, InteractionDoc, from_doc, from_docs
 from playtotv.gameplay.service import Gameplay
 from playtotv.logs import event
@@ -94,13 +94,33 @@ async def deadline_of(g: Gameplay, interaction_id: str) -> list[Job]:
     return [Job("close", interaction.episode_id, interaction.id, interaction.closes_at)]
 
 
-async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: int, fence: Fence) -> str:
-    """Fire one timeline entry; returns "fired", "skipped", "cancelled" or "deposed"."""
+async def prepare_fire(g: Gameplay, job: Job) -> InteractionDoc | None:
+    """What a fire can do ahead of its timecode (the agenda hands fire jobs out ``fire_lead`` early): read
+    the interaction and, while it is a draft, set its answer-set marker (harmless on a draft, see
+    ``director.open_draft``). Writes nothing the fire's exactly-once rests on. Returns the document read,
+    or None when it is gone."""
+    assert job.interaction_id is not None
+    doc = await g.interaction(job.interaction_id, fresh=True)
+    if doc is not None and doc.status == "draft":
+        await results.mark_complete(g, doc.id)
+    return doc
+
+
+async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: int, fence: Fence,
+                     prepared: InteractionDoc | None = None,
+                     finish: Callable[[InteractionDoc], None] | None = None) -> tuple[str, list[Job]]:
+    """Fire one timeline entry; returns the outcome ("fired", "skipped", "cancelled" or "deposed") and the
+    jobs it creates (the deadline of the interaction it opened).
+
+    ``prepared``: the draft read by ``prepare_fire``. Then the fire is the shortest path to the message: the
+    fencing check, the fire record, a cheap is-the-episode-live check, the compare-and-set, the message
+    (``director.open_draft``; ``finish`` takes the writes that follow the message). Anything else (no preparation, a repeat after a dead leader, a status that
+    changed since) takes the director's full path."""
     assert job.interaction_id is not None
     late_by = max(0.0, now - job.due)
     record_id = f"{job.episode_id}:{job.interaction_id}"
     if not await fence():
-        return "deposed"
+        return "deposed", []
     outcome = "skipped" if job.skip_if_late and late_by > grace else "fired"
     decided_here = await g.store.insert(TIMELINE_LOG, {
         "_id": record_id, "episode_id": job.episode_id, "interaction_id": job.interaction_id,
@@ -110,25 +130,35 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
         record = await g.store.get(TIMELINE_LOG, record_id)  # an earlier decision stands
         assert record is not None
         if record.get("token") == token:
-            return record["outcome"]  # decided (and acted on) by us already: nothing to redo
+            return record["outcome"], []  # decided (and acted on) by us already: nothing to redo
         outcome, late_by = record["outcome"], record.get("late_by", late_by)
         current = await g.interaction(job.interaction_id, fresh=True)
         if current is not None and current.status != "draft" and current.announced_at is not None:
-            return outcome  # a predecessor fired and announced it: repeating would only duplicate
+            return outcome, []  # a predecessor fired and announced it: repeating would only duplicate
     if outcome == "skipped":
         if decided_here:
             event(log, "timeline entry skipped: too late", interaction=job.interaction_id,
                   late_by=round(late_by, 3))
-        return "skipped"
+        return "skipped", []
+    if decided_here and prepared is not None and prepared.status == "draft":
+        # The episode check counts in the store instead of reading the episode: its document carries the
+        # whole timeline (500 entries, ~24 KB of JSON to decode), and all we need is its status.
+        if not await g.store.count(schema.EPISODES, {"_id": job.episode_id, "status": "live"}):
+            return "cancelled", []  # the episode ended: an interaction of an ended episode cannot open
+        opened = await director.open_draft(g, prepared, late_by=late_by, finish=finish)
+        if opened is not None:
+            # The director's path tells the leader through a notice; we are the leader: add it directly.
+            return "fired", [Job("close", opened.episode_id, opened.id, opened.closes_at or now)]
+        # someone else changed it since prepare_fire read it: the full path sorts out what is left to do
     try:
         # a successor repeating a dead leader's fire: the open is a compare-and-set (done once), and an
         # interaction it left open but unannounced is announced now
         await director.open_interaction(g, job.interaction_id, late_by=late_by)
     except ApiError as e:
         if e.code.value in ("invalid_state", "not_found"):
-            return "cancelled"  # the episode ended (or the interaction vanished): nothing left to do
+            return "cancelled", []  # the episode ended (or the interaction vanished): nothing left to do
         raise
-    return "fired"
+    return "fired", []
 
 
 async def start_episode(g: Gameplay, job: Job) -> None:
