@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-import sys
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import msgspec
@@ -66,10 +65,6 @@ IDS_PER_QUERY = 500
 #: executemany (one step per row) ran a batch of 500 answers 16 times slower when the trio thread was
 #: busy than when it was idle. One statement per batch takes the GIL back once.
 ROWS_PER_INSERT = 5000
-#: The GIL switch interval while a file store is open (Python's default is 5 ms): each store call hands
-#: the GIL between its thread and the trio thread several times, and at 5 ms per handoff a call that
-#: SQLite answers in a millisecond could take tens of them whenever the trio thread is busy.
-SWITCH_INTERVAL_S = 0.0005
 #: Primary result codes that mean "the database cannot be used right now", not "your query is wrong".
 UNAVAILABLE_CODES = frozenset(
     {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL}
@@ -136,8 +131,6 @@ class SqliteStore:
         self._closed = False
         if self._memory:
             self._idle.append(self._connect())  # no I/O for :memory:, so not worth a thread
-        elif sys.getswitchinterval() > SWITCH_INTERVAL_S:
-            sys.setswitchinterval(SWITCH_INTERVAL_S)
 
     # -- plumbing -----------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
