@@ -51,8 +51,8 @@ MAX_CONCURRENT_JOBS = 32
 FIRE_LEAD = 1.0
 #: The writes that follow ``interaction.opened`` wait this long for the next fires' to share their
 #: messages and the episode's ``current``: at 50 entries a second, ~4 calls per fire become ~2, on a
-#: machine where each call costs a millisecond of CPU. Short against a viewer's reaction to the message
-#: (the interaction's cache invalidation is one of these writes).
+#: machine where each call costs a millisecond of CPU. Short against a viewer's reaction to the message;
+#: the interaction's own cache invalidation is not deferred (``director.open_draft`` sends it first).
 FINISH_BATCH_WINDOW = 0.05
 
 
