@@ -325,7 +325,10 @@ class RedisBroker:
             # Redis lost the group (a restart) since the last scan: the scan recreates it (a new group has
             # no claims to redeliver), then read again.
             await self._take_expired(queue, consumer, count)
-            fresh = await self._read_new(queue, consumer, count - len(items))
+            try:
+                fresh = await self._read_new(queue, consumer, count - len(items))
+            except StreamConsumerGroupError as again:  # lost again at once: Redis is restarting
+                raise BrokerUnavailable(f"redis: consumer group of {queue} keeps vanishing") from again
         if not fresh and not scanned:
             items = await self._take_expired(queue, consumer, count)
         return items + fresh
