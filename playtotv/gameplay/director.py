@@ -161,11 +161,7 @@ async def open_draft(g: Gameplay, doc: InteractionDoc, duration: float | None = 
         "status": "open", "opens_at": now, "closes_at": now + length, "duration": length})
     if opened is None:
         return None
-    # Before the message: a core holding the draft in its cache would refuse the first answers as "not
-    # open" until the invalidation arrived.
-    await g.invalidate("interaction", [opened.id])
-    await publish.to_episode(g.broker, opened.episode_id, InteractionOpened(
-        interaction=interaction_view(opened, with_correct=False), late_by=round(late_by, 3)))
+    await _announce(g, opened, late_by)
     if finish is None:
         await finish_opened(g, [opened])
     else:
@@ -173,23 +169,30 @@ async def open_draft(g: Gameplay, doc: InteractionDoc, duration: float | None = 
     return opened
 
 
+async def _announce(g: Gameplay, doc: InteractionDoc, late_by: float) -> None:
+    """``interaction.opened``, preceded by the interaction's cache invalidation: a core holding the draft
+    in its cache would refuse the first answers as "not open" until the invalidation arrived."""
+    await g.invalidate("interaction", [doc.id])
+    await publish.to_episode(g.broker, doc.episode_id, InteractionOpened(
+        interaction=interaction_view(doc, with_correct=False), late_by=round(late_by, 3)))
+
+
 async def _announce_opened(g: Gameplay, doc: InteractionDoc, late_by: float) -> None:
     """Repeat ``interaction.opened`` (a retried click, a successor finishing a dead leader's fire). Without
     ``announced_at`` the first attempt stopped somewhere after the open: redo what follows the message."""
-    await publish.to_episode(g.broker, doc.episode_id, InteractionOpened(
-        interaction=interaction_view(doc, with_correct=False), late_by=round(late_by, 3)))
+    await _announce(g, doc, late_by)
     if doc.announced_at is None:
         await finish_opened(g, [doc])
 
 
 async def finish_opened(g: Gameplay, docs: list[InteractionDoc]) -> None:
-    """What follows ``interaction.opened`` for interactions just opened (and announced): the cache
-    invalidation, the episode's ``current``, ``announced_at``. For several at once, each write is done once
-    per batch where it can be (one invalidation message per kind, ``current`` once per episode: the
-    latest opened), which is what keeps a busy scheduler's cost per fire down."""
+    """What follows ``interaction.opened`` for interactions just opened and announced (``_announce``
+    already invalidated their cache entries): the episode's ``current``, ``announced_at``, the episode's
+    invalidation. For several at once, each write is done once per batch where it can be (``current`` once
+    per episode: the latest opened; one invalidation message), which is what keeps a busy scheduler's cost
+    per fire down."""
     if not docs:
         return
-    await g.invalidate("interaction", [d.id for d in docs])  # first: a core must not keep refusing answers
     latest: dict[str, InteractionDoc] = {}
     for doc in docs:
         known = latest.get(doc.episode_id)

@@ -49,8 +49,8 @@ MAX_CONCURRENT_JOBS = 32
 #: the message remain. Long enough to cover a prepare on a loaded machine, short enough that what was
 #: read is still current (the open is a compare-and-set anyway: a stale read costs the slow path only).
 FIRE_LEAD = 1.0
-#: The writes that follow ``interaction.opened`` wait this long for the next fires' to share their
-#: messages and the episode's ``current``: at 50 entries a second, ~4 calls per fire become ~2, on a
+#: The writes that follow ``interaction.opened`` wait this long for the next fires' to share the
+#: episode's invalidation message and ``current``: at 50 entries a second, ~4 calls per fire become ~2, on a
 #: machine where each call costs a millisecond of CPU. Short against a viewer's reaction to the message;
 #: the interaction's own cache invalidation is not deferred (``director.open_draft`` sends it first).
 FINISH_BATCH_WINDOW = 0.05
@@ -106,8 +106,8 @@ class Scheduler:
 
     async def _finish_opened(self) -> None:
         """The writes that follow each ``interaction.opened`` (``director.finish_opened``), done by this one
-        task for every fire announced meanwhile: fires due close together share the invalidation messages
-        and the episode's ``current`` (FINISH_BATCH_WINDOW), so the cost per fire falls as the rate rises
+        task for every fire announced meanwhile: fires due close together share the episode's invalidation
+        message and ``current`` (FINISH_BATCH_WINDOW), so the cost per fire falls as the rate rises
         instead of queueing on the leader's CPU. Leadership lost with some pending: they lack
         ``announced_at``, and the successor repeats their message and these writes (a repeated state
         message is harmless)."""
