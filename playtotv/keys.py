@@ -37,6 +37,10 @@ def channel_epoch(channel: str) -> str:
     return f"{PREFIX}epoch:{channel}"
 
 
+def publish_marker(marker: str) -> str:
+    return f"{PREFIX}pubonce:{marker}"
+
+
 # -- broker internals (queues, leases) -----------------------------------------------------------------
 def queue_stream(queue: str) -> str:
     return f"{PREFIX}q:{queue}"

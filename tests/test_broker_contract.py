@@ -69,6 +69,42 @@ async def test_offsets_are_gap_free_and_epoch_stable(broker: Broker) -> None:
         assert other.offset == 1  # offsets are per channel
 
 
+async def test_publish_once_publishes_one_message_per_marker(broker: Broker) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with broker.subscribe(["once"]) as subscription:
+            first = await broker.publish_once("once", b"opened", "interaction-1:opened", ttl=60)
+            # Concurrent repeats (a dead leader's successor, a retried click) send nothing.
+            repeats: list[object] = []
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(lambda: _append(repeats, broker.publish_once(
+                        "once", b"opened again", "interaction-1:opened", ttl=60)))
+            other = await broker.publish_once("once", b"other", "interaction-2:opened", ttl=60)
+            received = [await subscription.__anext__() for _ in range(2)]
+
+        assert first is not None and first.offset == 1 and first.data == b"opened"
+        assert repeats == [None] * 5
+        assert other is not None and other.offset == 2
+        assert [m.data for m in received] == [b"opened", b"other"]
+        history = await broker.history("once")
+        assert [m.data for m in history.messages] == [b"opened", b"other"]  # nothing else was appended
+
+
+async def test_publish_once_marker_expires_and_bad_ttl_is_refused(broker: Broker) -> None:
+    with trio.fail_after(TEST_BOUND):
+        assert await broker.publish_once("once", b"a", "m", ttl=0.05) is not None
+        with pytest.raises(ValueError):
+            await broker.publish_once("once", b"b", "m2", ttl=0)
+        assert await broker.position("once") == ((await broker.position("once"))[0], 1)  # refused: nothing sent
+        await trio.sleep(0.1)
+        again = await broker.publish_once("once", b"c", "m", ttl=60)
+        assert again is not None and again.offset == 2
+
+
+async def _append(results: list[object], call: Awaitable[object]) -> None:
+    results.append(await call)
+
+
 async def test_concurrent_publishers_stay_gap_free(broker: Broker) -> None:
     publishers, per_publisher = 5, 20
     offsets: list[int] = []

@@ -50,6 +50,16 @@ redis.call('PUBLISH', ARGV[3], epoch .. '\\n' .. offset_text .. '\\n' .. sent_at
 return {epoch, offset, sent_at}
 """
 
+#: PUBLISH behind a marker: KEYS[4] the marker, ARGV[5] its TTL in ms -> {epoch, offset, sent_at}, or an
+#: empty reply when the marker was already set (published before under it; nothing done). Marker and
+#: message are one write, so whoever repeats an announcement (a successor redoing a dead leader's fire)
+#: cannot send it twice, however far the first attempt got.
+PUBLISH_ONCE = _CURRENT_EPOCH + """
+if not redis.call('SET', KEYS[4], 1, 'NX', 'PX', ARGV[5]) then
+  return {}
+end
+""" + PUBLISH[len(_CURRENT_EPOCH):]
+
 #: ARGV[2] first stream id wanted (``<since + 1>-0``), ARGV[3] limit (0: position only)
 #: -> {epoch, offset, entries}. Reading creates the epoch if needed, so the epoch a reader sees before
 #: the first publish is the one that publish will use.

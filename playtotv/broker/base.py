@@ -119,6 +119,11 @@ class Broker(Protocol):
     async def publish(self, channel: str, data: bytes) -> ChannelMessage:
         """Append ``data`` to the channel's history and deliver it to subscribers; atomic."""
 
+    async def publish_once(self, channel: str, data: bytes, marker: str, ttl: float) -> ChannelMessage | None:
+        """``publish`` unless a message was already published under ``marker`` (within ``ttl`` seconds):
+        then nothing is done and None returned. Marker and message are one atomic write. ValueError for a
+        ttl that is not positive."""
+
     async def history(self, channel: str, since: int = 0, limit: int = 300) -> History:
         """Messages with offset > ``since`` (see History). ValueError if ``since`` < 0 or ``limit`` < 1."""
 

@@ -121,6 +121,15 @@ class MemoryBroker(MemoryKeyspace):
 
     async def publish(self, channel: str, data: bytes) -> ChannelMessage:
         await trio.lowlevel.checkpoint()
+        return self._append(channel, data)
+
+    async def publish_once(self, channel: str, data: bytes, marker: str, ttl: float) -> ChannelMessage | None:
+        # ``set`` checkpoints before it looks, never after: marker and message are one step for other tasks.
+        if not await self.set(f"publish-marker:{marker}", b"1", ttl=ttl, only_new=True):
+            return None
+        return self._append(channel, data)
+
+    def _append(self, channel: str, data: bytes) -> ChannelMessage:
         state = self._channel(channel)
         state.offset += 1
         message = ChannelMessage(channel, state.epoch, state.offset, time.time(), bytes(data))

@@ -173,6 +173,7 @@ class RedisBroker:
         self._nursery = nursery
         self._dedicated = DedicatedConnections(endpoint, nursery)
         self._publish = client.register_script(scripts.PUBLISH)
+        self._publish_once = client.register_script(scripts.PUBLISH_ONCE)
         self._read_history = client.register_script(scripts.READ_HISTORY)
         self._enqueue = client.register_script(scripts.ENQUEUE)
         self._enqueue_unique = client.register_script(scripts.ENQUEUE_UNIQUE)
@@ -218,6 +219,18 @@ class RedisBroker:
             keys=self._channel_keys(channel),
             args=[new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data],
         )
+        return ChannelMessage(channel, epoch.decode(), offset, float(sent_at), bytes(data))
+
+    @_redis_call(retry_safe=False)
+    async def publish_once(self, channel: str, data: bytes, marker: str, ttl: float) -> ChannelMessage | None:
+        reply = await self._publish_once(
+            keys=[*self._channel_keys(channel), redis_keys.publish_marker(marker)],
+            args=[new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data,
+                  int(check_ttl(ttl) * 1000)],
+        )
+        if not reply:
+            return None
+        epoch, offset, sent_at = reply
         return ChannelMessage(channel, epoch.decode(), offset, float(sent_at), bytes(data))
 
     @_redis_call(retry_safe=True)

@@ -46,6 +46,9 @@ from playtotv.protocol.rest import (
     check_interaction,
 )
 
+#: How long the marker that makes ``interaction.opened`` go out once is kept: an interaction opens once,
+#: so it only has to outlast any repeat of the open (a retried click, a successor's takeover: seconds).
+OPENED_MARKER_TTL = 24 * 3600.0
 #: Open interactions closed per scheduler tick; more wait for the next tick (0.2 s later).
 CLOSE_BATCH = 100
 
@@ -171,17 +174,22 @@ async def open_draft(g: Gameplay, doc: InteractionDoc, duration: float | None = 
 
 async def _announce(g: Gameplay, doc: InteractionDoc, late_by: float) -> None:
     """``interaction.opened``, preceded by the interaction's cache invalidation: a core holding the draft
-    in its cache would refuse the first answers as "not open" until the invalidation arrived."""
+    in its cache would refuse the first answers as "not open" until the invalidation arrived. Sent once
+    per interaction, however often it is repeated (an interaction opens once): the broker publishes it
+    behind a marker in the same atomic write, so a successor redoing a dead leader's fire, or a retried
+    click, cannot announce twice whether or not the first attempt got as far as ``announced_at``."""
     await g.invalidate("interaction", [doc.id])
-    await publish.to_episode(g.broker, doc.episode_id, InteractionOpened(
-        interaction=interaction_view(doc, with_correct=False), late_by=round(late_by, 3)))
+    await publish.to_episode_once(g.broker, doc.episode_id, InteractionOpened(
+        interaction=interaction_view(doc, with_correct=False), late_by=round(late_by, 3)),
+        marker=f"opened:{doc.id}", ttl=OPENED_MARKER_TTL)
 
 
 async def _announce_opened(g: Gameplay, doc: InteractionDoc, late_by: float) -> None:
-    """Repeat ``interaction.opened`` (a retried click, a successor finishing a dead leader's fire). Without
-    ``announced_at`` the first attempt stopped somewhere after the open: redo what follows the message."""
-    await _announce(g, doc, late_by)
+    """An open repeated on an open interaction (a retried click, a successor finishing a dead leader's
+    fire). Without ``announced_at`` the first attempt stopped somewhere after the compare-and-set: redo
+    what follows it (the message goes out only if it had not, see ``_announce``)."""
     if doc.announced_at is None:
+        await _announce(g, doc, late_by)
         await finish_opened(g, [doc])
 
 

@@ -29,6 +29,12 @@ async def to_episode(broker: Broker, episode_id: str, data: msgspec.Struct) -> C
     return await broker.publish(keys.episode_channel(episode_id), _encode(data))
 
 
+async def to_episode_once(broker: Broker, episode_id: str, data: msgspec.Struct, marker: str,
+                          ttl: float) -> ChannelMessage | None:
+    """``to_episode`` for a message that must go out once whoever repeats it (None: it already went)."""
+    return await broker.publish_once(keys.episode_channel(episode_id), _encode(data), marker, ttl)
+
+
 async def to_user(broker: Broker, user_id: str, data: msgspec.Struct) -> ChannelMessage:
     return await broker.publish(keys.user_channel(user_id), _encode(data))
 
