@@ -151,3 +151,25 @@ def test_capacity_grows_additively_once_a_breach_has_found_the_limit():
         c.update(admitted=c.value, breaches=[])
         assert 0 < c.value - previous <= ADDITIVE_STEP
     assert c.value > before
+
+
+def test_growth_steps_are_bounded_per_push_node():
+    # Every step's newcomers handshake at once: a large platform must not grow by a quarter in one tick
+    # on one push node, and the bound grows with the nodes that share the handshakes.
+    from playtotv.roles.gatekeeper.capacity import ADDITIVE_STEP, MAX_GROWTH_STEP
+
+    def step(push_nodes: int, limit_found: bool = False) -> int:
+        c = CapacityController(initial=10_000, ceiling=1_000_000)
+        if limit_found:
+            c.update(admitted=10_000, breaches=["fanout_p99_ms=1500>1000"])
+            for _ in range(RECOVERY_TICKS - 1):
+                c.update(admitted=c.value, breaches=[], push_nodes=push_nodes)
+        before = c.value
+        c.update(admitted=before, breaches=[], push_nodes=push_nodes)
+        return c.value - before
+
+    assert step(1) == MAX_GROWTH_STEP
+    assert step(4) == 4 * MAX_GROWTH_STEP
+    assert step(400) == 10_000 // 4 + 50  # multiplicative again when the nodes absorb more than that
+    assert step(1, limit_found=True) == ADDITIVE_STEP
+    assert step(3, limit_found=True) == 3 * ADDITIVE_STEP

@@ -127,7 +127,7 @@ class Gatekeeper:
         breaches = self.slo.breaches(signals)
         before = self.controller.value
         capacity = self.controller.update(self.admitted(now), breaches, self.slo.pressure(signals),
-                                          in_use=self.snapshot.connected)
+                                          in_use=self.snapshot.connected, push_nodes=len(push))
         if breaches and capacity != before:
             event(log, "qos breach: capacity backs off", capacity=capacity, breaches=";".join(breaches[:5]))
         self.room.expire(now)

@@ -5,13 +5,14 @@ QoS signal is within its SLO, capacity grows with admissions (it only grows when
 idle platform does not talk itself into a huge number it never tested); when a signal breaches, capacity
 stops at the current level and backs off; after a few healthy ticks it grows again.
 
-Two brakes, because admitted clients show in the signals only once they have connected, and an overshoot
+Three brakes, because admitted clients show in the signals only once they have connected, and an overshoot
 cannot be taken back (the gatekeeper never disconnects anyone):
 
 - growth waits for sessions *in use* (connected, as push nodes report), not for admissions still
   connecting, whose cost the signals do not show yet;
 - growth slows as the worst signal nears its limit (its *pressure*, value / limit) and stops at
-  ``GROW_UNTIL`` of it, like Gradient2's gradient.
+  ``GROW_UNTIL`` of it, like Gradient2's gradient;
+- no step is larger than a push node absorbs in handshakes in a tick (``MAX_GROWTH_STEP`` per node).
 
 ``bench overload`` motivated both: each growth step's clients connect at once, and a WebSocket handshake
 costs a push node as much CPU as a few hundred fan-out deliveries, so full-speed steps made bursts that
@@ -41,10 +42,17 @@ MIN_CAPACITY = 10
 #: the room left (full speed at pressure 0). The margin covers the signals' lag and a growth step's burst.
 GROW_UNTIL = 0.8
 #: Once a breach has shown where the limit is, growth is additive (AIMD): at most this many sessions a
-#: tick, scaled by the room left (5-10 a tick at 40-60 % of the SLO). Each growth step's clients all
-#: handshake at once, and near the limit multiplicative steps (50-70 sessions) breached the SLO every
-#: time in bench overload; a small step is a burst the node absorbs, at a known, gentle pace.
+#: tick per push node, scaled by the room left (5-10 a tick at 40-60 % of the SLO). Each growth step's
+#: clients all handshake at once, and near the limit multiplicative steps (50-70 sessions) breached the
+#: SLO every time in bench overload; a small step is a burst the node absorbs, at a known, gentle pace.
 ADDITIVE_STEP = 20
+#: Before any breach, a growth step is still at most this many sessions per push node (placement spreads
+#: the newcomers' handshakes over the push nodes): multiplicative growth gets a small platform going fast,
+#: but in bench overload one step of 140 sessions (584 -> 723) put ~70 handshakes a second on a node that
+#: absorbs ~40 at that load, breached the SLO at 0.4 of the knee, and the back-off and additive recovery
+#: that followed left capacity at 0.65 of the knee after 80 s. Capped, the same run grew steadily to 0.97
+#: of the knee without a breach.
+MAX_GROWTH_STEP = 50
 
 
 @dataclass
@@ -81,13 +89,15 @@ class CapacityController:
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
 
-    def update(self, admitted: int, breaches: list[str], pressure: float = 0.0, in_use: int | None = None) -> int:
+    def update(self, admitted: int, breaches: list[str], pressure: float = 0.0, in_use: int | None = None,
+               push_nodes: int = 1) -> int:
         """One tick. ``admitted``: sessions counted against capacity (connected + recently admitted);
         ``breaches``: the signals over their limit; ``pressure``: the worst signal's share of its limit (0:
         unknown or idle, full-speed growth); ``in_use``: the sessions the nodes report holding (default
-        ``admitted``). Growth waits for ``in_use``, not for admissions still connecting: their cost is not
-        in the signals yet, and growing on it is growing blind (bench overload: capacity raced ahead of
-        a slow push node's handshakes and the backlog breached the SLO)."""
+        ``admitted``); ``push_nodes``: how many push nodes share the newcomers (growth steps scale with
+        it). Growth waits for ``in_use``, not for admissions still connecting: their cost is not in the
+        signals yet, and growing on it is growing blind (bench overload: capacity raced ahead of a slow
+        push node's handshakes and the backlog breached the SLO)."""
         in_use = admitted if in_use is None else in_use
         self.last_breaches = breaches
         if breaches:
@@ -106,10 +116,11 @@ class CapacityController:
             self.healthy_ticks += 1
             if self.healthy_ticks >= RECOVERY_TICKS and in_use >= self.capacity * GROW_WHEN_USED:
                 room = max(0.0, 1.0 - pressure / GROW_UNTIL)
+                nodes = max(1, push_nodes)
                 if self.limit_found:
-                    step = float(ADDITIVE_STEP)
+                    step = float(ADDITIVE_STEP * nodes)
                 else:
-                    step = self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN
+                    step = min(self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN, float(MAX_GROWTH_STEP * nodes))
                 self.capacity = min(float(self.ceiling), self.capacity + room * step)
         return self.value
 
