@@ -173,3 +173,15 @@ def test_growth_steps_are_bounded_per_push_node():
     assert step(400) == 10_000 // 4 + 50  # multiplicative again when the nodes absorb more than that
     assert step(1, limit_found=True) == ADDITIVE_STEP
     assert step(3, limit_found=True) == 3 * ADDITIVE_STEP
+
+
+def test_a_breach_report_repeated_unchanged_holds_capacity_and_a_changing_one_backs_off():
+    c = CapacityController(initial=1000, ceiling=100_000)
+    c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"])
+    first = c.value
+    assert first < 1000
+    for _ in range(9):  # the same sample held in the node's 10 s window
+        c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"])
+    assert c.value == first
+    c.update(admitted=1000, breaches=["fanout_p99_ms=310>200"])  # a new, worse sample
+    assert c.value < first

@@ -31,9 +31,12 @@ GROW_WHEN_USED = 0.75
 GROWTH_FACTOR = 1.25
 GROWTH_MIN = 50
 #: First breach: stop at the current level, backed off by this factor; later breach ticks back off gently.
-BREACH_BACKOFF = 0.95
+#: Small, because the gatekeeper never disconnects anyone: the back-off only sets where growth resumes,
+#: and in bench overload each breach near the limit at 0.95 cost ~15 s of additive regrowth.
+BREACH_BACKOFF = 0.97
 #: Gentle, because a push node's fan-out p99 is a max-like figure over its 10 s window: one bad second
-#: stays "in breach" for ten ticks, and at 2 % a tick that alone cost 18 % of the capacity.
+#: stays "in breach" for ten ticks, and at 2 % a tick that alone cost 18 % of the capacity. Applied only
+#: when the breach report changes (new evidence), see ``update``.
 SUSTAINED_BACKOFF = 0.99
 #: Healthy ticks needed after a breach before growth resumes (one good sample is not a recovery).
 RECOVERY_TICKS = 3
@@ -99,12 +102,15 @@ class CapacityController:
         signals yet, and growing on it is growing blind (bench overload: capacity raced ahead of a slow
         push node's handshakes and the backlog breached the SLO)."""
         in_use = admitted if in_use is None else in_use
-        self.last_breaches = breaches
+        previous, self.last_breaches = self.last_breaches, breaches
         if breaches:
             if not self.breached:
                 self.capacity = min(self.capacity, float(admitted)) * BREACH_BACKOFF
-            else:
+            elif breaches != previous:
                 self.capacity *= SUSTAINED_BACKOFF
+            # else: the very values of the last tick, i.e. the same bad sample still in a node's window
+            # (fan-out p99 over 10 s at a few messages a second is close to the window's max), not a new
+            # one: hold. Backing off on it for ten ticks took 10 % off capacity for one bad second.
             self.capacity = max(float(MIN_CAPACITY), self.capacity)
             self.breached = True
             # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
