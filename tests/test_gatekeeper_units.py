@@ -173,6 +173,9 @@ def test_growth_steps_are_bounded_per_push_node():
     assert step(400) == 10_000 // 4 + 50  # multiplicative again when the nodes absorb more than that
     assert step(1, limit_found=True) == ADDITIVE_STEP
     assert step(3, limit_found=True) == 3 * ADDITIVE_STEP
+    bigger = CapacityController(initial=10_000, ceiling=1_000_000, max_step_per_node=300)  # whole-core nodes
+    bigger.update(admitted=10_000, breaches=[], push_nodes=2)
+    assert bigger.value == 10_600
 
 
 def test_a_breach_report_repeated_unchanged_holds_capacity_and_a_changing_one_backs_off():

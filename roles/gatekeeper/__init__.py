@@ -74,7 +74,8 @@ class Gatekeeper:
         self.ctx = ctx
         s = ctx.settings.gatekeeper
         self.licensed = s.licensed_capacity
-        self.controller = CapacityController(initial=s.qos_initial_capacity, ceiling=s.licensed_capacity)
+        self.controller = CapacityController(initial=s.qos_initial_capacity, ceiling=s.licensed_capacity,
+                                             max_step_per_node=s.qos_growth_per_push_node)
         self.slo = Slo({
             "fanout_p99_ms": s.slo_fanout_p99_ms,
             "core_p95_ms": s.slo_core_p95_ms,

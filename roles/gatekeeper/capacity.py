@@ -12,7 +12,7 @@ cannot be taken back (the gatekeeper never disconnects anyone):
   connecting, whose cost the signals do not show yet;
 - growth slows as the worst signal nears its limit (its *pressure*, value / limit) and stops at
   ``GROW_UNTIL`` of it, like Gradient2's gradient;
-- no step is larger than a push node absorbs in handshakes in a tick (``MAX_GROWTH_STEP`` per node).
+- no step is larger than the push nodes absorb in handshakes in a tick (``max_step_per_node`` each).
 
 ``bench overload`` motivated both: each growth step's clients connect at once, and a WebSocket handshake
 costs a push node as much CPU as a few hundred fan-out deliveries, so full-speed steps made bursts that
@@ -83,6 +83,10 @@ class Slo:
 class CapacityController:
     initial: int
     ceiling: int  # never grows past this (the licensed capacity: beyond it QoS capacity is moot)
+    #: The bound on a growth step per push node (``gatekeeper.qos_growth_per_push_node``): what a push node
+    #: absorbs in new WebSocket handshakes in a second. 50 suits small nodes (bench overload's 0.1 CPU);
+    #: a node with a whole core absorbs several times more.
+    max_step_per_node: int = MAX_GROWTH_STEP
     capacity: float = field(init=False)
     breached: bool = field(default=False, init=False)
     healthy_ticks: int = field(default=RECOVERY_TICKS, init=False)
@@ -123,10 +127,11 @@ class CapacityController:
             if self.healthy_ticks >= RECOVERY_TICKS and in_use >= self.capacity * GROW_WHEN_USED:
                 room = max(0.0, 1.0 - pressure / GROW_UNTIL)
                 nodes = max(1, push_nodes)
+                bound = float(self.max_step_per_node * nodes)
                 if self.limit_found:
-                    step = float(ADDITIVE_STEP * nodes)
+                    step = min(float(ADDITIVE_STEP * nodes), bound)
                 else:
-                    step = min(self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN, float(MAX_GROWTH_STEP * nodes))
+                    step = min(self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN, bound)
                 self.capacity = min(float(self.ceiling), self.capacity + room * step)
         return self.value
 
