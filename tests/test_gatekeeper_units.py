@@ -22,10 +22,10 @@ def test_capacity_grows_only_when_used_and_healthy():
 def test_capacity_stops_at_current_level_on_breach_and_recovers():
     c = CapacityController(initial=1000, ceiling=100_000)
     c.update(admitted=800, breaches=[])
-    at_breach = c.update(admitted=600, breaches=["fanout_p99_ms=1500>1000"])
+    at_breach = c.update(admitted=600, breaches=["fanout_p99_ms=1500>1000"], pressure=1.5)
     assert at_breach <= 600  # stopped at (below) the level where QoS broke
-    during = c.update(admitted=600, breaches=["fanout_p99_ms=1400>1000"])
-    assert during < at_breach  # keeps backing off while the breach lasts
+    during = c.update(admitted=600, breaches=["fanout_p99_ms=1600>1000"], pressure=1.6)
+    assert during < at_breach  # keeps backing off while the breach worsens
     for _ in range(RECOVERY_TICKS - 1):
         assert c.update(admitted=during, breaches=[]) == during  # not yet: one good sample is no recovery
     assert c.update(admitted=during, breaches=[]) > during
@@ -178,13 +178,33 @@ def test_growth_steps_are_bounded_per_push_node():
     assert bigger.value == 10_600
 
 
-def test_a_breach_report_repeated_unchanged_holds_capacity_and_a_changing_one_backs_off():
+def test_a_lingering_breach_holds_capacity_and_a_worsening_one_backs_off():
     c = CapacityController(initial=1000, ceiling=100_000)
-    c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"])
+    c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"], pressure=1.25)
     first = c.value
     assert first < 1000
-    for _ in range(9):  # the same sample held in the node's 10 s window
-        c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"])
+    for pressure in (1.25, 1.25, 1.2, 1.1):  # the same bad samples in the node's window, or fewer
+        c.update(admitted=1000, breaches=[f"fanout_p99_ms={pressure * 200:g}>200"], pressure=pressure)
     assert c.value == first
-    c.update(admitted=1000, breaches=["fanout_p99_ms=310>200"])  # a new, worse sample
+    c.update(admitted=1000, breaches=["fanout_p99_ms=310>200"], pressure=1.55)  # worse: back off
     assert c.value < first
+
+
+def test_push_fanout_window_keeps_enough_samples_for_a_p99():
+    # One channel at a few messages a second gives ~50 samples in 10 s, whose nearest-rank p99 is the
+    # maximum: one late message would read as the node's p99. The window keeps the last MIN_SAMPLES.
+    from playtotv.roles.push.qos import MAX_AGE_SECONDS, MIN_SAMPLES, SlidingWindow
+
+    w = SlidingWindow(window=10.0)
+    for i in range(MIN_SAMPLES):
+        w.record(i * 0.2, 0.5 if i == 50 else 0.05)  # one spike among 20 s of samples
+    now = MIN_SAMPLES * 0.2
+    assert w.percentile(now, 0.99) == 0.05  # the spike alone is not the p99
+    for i in range(MIN_SAMPLES // 10):
+        w.record(now + i * 0.01, 0.4)  # a real slowdown: many late messages
+    assert w.percentile(now + 1, 0.99) == 0.4  # seen at once
+    busy = SlidingWindow(window=10.0)
+    for i in range(2000):
+        busy.record(i * 0.01, 0.01)  # a busy node: 2,000 samples in 20 s
+    assert busy.percentile(20.0, 0.99) == 0.01 and len(busy._samples) <= 1001  # ten seconds of them
+    assert w.percentile(now + MAX_AGE_SECONDS + 1, 0.99) is None  # nothing older than the max age

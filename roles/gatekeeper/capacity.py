@@ -36,14 +36,14 @@ GROWTH_MIN = 50
 BREACH_BACKOFF = 0.97
 #: Gentle, because a push node's fan-out p99 is a max-like figure over its 10 s window: one bad second
 #: stays "in breach" for ten ticks, and at 2 % a tick that alone cost 18 % of the capacity. Applied only
-#: when the breach report changes (new evidence), see ``update``.
+#: while the breach worsens (the worst signal's pressure rises), see ``update``.
 SUSTAINED_BACKOFF = 0.99
 #: Healthy ticks needed after a breach before growth resumes (one good sample is not a recovery).
 RECOVERY_TICKS = 3
 MIN_CAPACITY = 10
 #: Growth stops when the worst signal reaches this share of its SLO; below it, growth is proportional to
 #: the room left (full speed at pressure 0). The margin covers the signals' lag and a growth step's burst.
-GROW_UNTIL = 0.8
+GROW_UNTIL = 0.9
 #: Once a breach has shown where the limit is, growth is additive (AIMD): at most this many sessions a
 #: tick per push node, scaled by the room left (5-10 a tick at 40-60 % of the SLO). Each growth step's
 #: clients all handshake at once, and near the limit multiplicative steps (50-70 sessions) breached the
@@ -91,6 +91,7 @@ class CapacityController:
     breached: bool = field(default=False, init=False)
     healthy_ticks: int = field(default=RECOVERY_TICKS, init=False)
     last_breaches: list[str] = field(default_factory=list, init=False)
+    last_pressure: float = field(default=0.0, init=False)
     limit_found: bool = field(default=False, init=False)  # a breach has been seen: grow additively
 
     def __post_init__(self) -> None:
@@ -106,15 +107,17 @@ class CapacityController:
         signals yet, and growing on it is growing blind (bench overload: capacity raced ahead of a slow
         push node's handshakes and the backlog breached the SLO)."""
         in_use = admitted if in_use is None else in_use
-        previous, self.last_breaches = self.last_breaches, breaches
+        self.last_breaches = breaches
+        worsening = pressure > self.last_pressure
+        self.last_pressure = pressure
         if breaches:
             if not self.breached:
                 self.capacity = min(self.capacity, float(admitted)) * BREACH_BACKOFF
-            elif breaches != previous:
+            elif worsening:
                 self.capacity *= SUSTAINED_BACKOFF
-            # else: the very values of the last tick, i.e. the same bad sample still in a node's window
-            # (fan-out p99 over 10 s at a few messages a second is close to the window's max), not a new
-            # one: hold. Backing off on it for ten ticks took 10 % off capacity for one bad second.
+            # else: the breach is not getting worse (the same bad samples still in a node's window, or
+            # fewer of them): hold. Backing off on a breach that only lingered in a window took 10 % off
+            # capacity for one bad second in bench overload.
             self.capacity = max(float(MIN_CAPACITY), self.capacity)
             self.breached = True
             # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
