@@ -67,7 +67,7 @@ class GatekeeperSettings(_Section):
     #: Where the QoS capacity starts; it grows with admissions while every signal is within its SLO.
     qos_initial_capacity: PositiveInt = 1000
     #: At most this many sessions a second per push node are added to the QoS capacity: every newcomer
-    #: handshakes at once, and a handshake costs a push node as much CPU as a few hundred deliveries.
+    #: handshakes at once, and a handshake costs a push node as much CPU as 80-200 deliveries.
     qos_growth_per_push_node: PositiveInt = 50
     slo_fanout_p99_ms: PositiveFloat = 1000.0
     slo_core_p95_ms: PositiveFloat = 200.0
