@@ -14,8 +14,8 @@ cannot be taken back (the gatekeeper never disconnects anyone):
   ``GROW_UNTIL`` of it, like Gradient2's gradient;
 - no step is larger than the push nodes absorb in handshakes in a tick (``max_step_per_node`` each).
 
-``bench overload`` motivated both: each growth step's clients connect at once, and a WebSocket handshake
-costs a push node as much CPU as a few hundred fan-out deliveries, so full-speed steps made bursts that
+``bench overload`` motivated all three: each growth step's clients connect at once, and a WebSocket
+handshake costs a push node as much CPU as 80-200 fan-out deliveries, so full-speed steps made bursts that
 breached the SLO well before the steady-state limit.
 
 The controller is fed once per registry snapshot (about every second) by the gatekeeper.
@@ -34,9 +34,9 @@ GROWTH_MIN = 50
 #: Small, because the gatekeeper never disconnects anyone: the back-off only sets where growth resumes,
 #: and in bench overload each breach near the limit at 0.95 cost ~15 s of additive regrowth.
 BREACH_BACKOFF = 0.97
-#: Gentle, because a push node's fan-out p99 is a max-like figure over its 10 s window: one bad second
-#: stays "in breach" for ten ticks, and at 2 % a tick that alone cost 18 % of the capacity. Applied only
-#: while the breach worsens (the worst signal's pressure rises), see ``update``.
+#: Gentle, because a push node's fan-out p99 is a tail figure over 10-20 s of messages: one bad second
+#: stays "in breach" for ten ticks or more, and at 2 % a tick that alone cost 18 % of the capacity.
+#: Applied only while the breach worsens (the worst signal's pressure rises), see ``update``.
 SUSTAINED_BACKOFF = 0.99
 #: Healthy ticks needed after a breach before growth resumes (one good sample is not a recovery).
 RECOVERY_TICKS = 3
@@ -55,8 +55,8 @@ ADDITIVE_STEP = 20
 #: the newcomers' handshakes over the push nodes): multiplicative growth gets a small platform going fast,
 #: but in bench overload one step of 140 sessions (584 -> 723) put ~70 handshakes a second on a node that
 #: absorbs ~40 at that load, breached the SLO at 0.4 of the knee, and the back-off and additive recovery
-#: that followed left capacity at 0.65 of the knee after 80 s. Capped, the same run grew steadily to 0.97
-#: of the knee without a breach.
+#: that followed left capacity at 0.65 of the knee after 80 s. Capped, one run grew steadily to 0.97 of
+#: the knee without a breach (across runs 0.69-0.98: the knee itself is noisy, see bench/RESULTS.md).
 MAX_GROWTH_STEP = 50
 
 
