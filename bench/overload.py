@@ -9,7 +9,9 @@ What runs (loopback only; all started and stopped here, four to six minutes in a
   ``--rate`` times a second through ``RedisBroker`` for the whole run, as core would;
 - one push node (``playtotv serve --role push``) inside a cgroup holding ``--cpus`` CPUs
   (``bench/_cpu_budget.py``: a kernel-enforced quota, so the budget is the limit whatever the
-  neighbours run, and it costs nobody anything while the node idles; needs root);
+  neighbours run, and it costs nobody anything while the node idles; needs root), alone on a core of
+  its own (everything else the bench starts runs on the other cores; ``--shared-core`` turns that off),
+  so its neighbours' load does not show in its latencies;
 - one load generator (``bench/_overload_load.py``: epoll, no task per client) holding the WebSocket
   clients; latency is ``sent_at`` → the generator's ``recv`` for every (message, client).
 
@@ -360,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arrival-rate", type=float, default=50.0, help="new clients per second (gated)")
     parser.add_argument("--arrivals", type=int, default=0, help="clients arriving in all (default: 1.5 × knee)")
     parser.add_argument("--initial-capacity", type=int, default=20, help="gatekeeper.qos_initial_capacity")
+    parser.add_argument("--shared-core", action="store_true",
+                        help="let the push node share cores with the rest (default: it gets one of its own)")
     parser.add_argument("--knee", type=int, default=0,
                         help="skip the ramp and take this knee (from an earlier run on the same machine)")
     args = parser.parse_args(argv)
@@ -371,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     try:
         with open_budget(args.cpus) as budget:
+            own_core = None if args.shared_core else budget.own_core()  # before anything else starts
             redis = RedisServer().start()
             try:
                 with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
@@ -380,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     except BudgetUnavailable as e:
         print(f"bench overload: {e}", file=sys.stderr)
         return 2
+    result["push_core"] = own_core
     print(json.dumps(result))
     return 0
 
