@@ -265,7 +265,7 @@ async def gated(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
             nursery.start_soon(arrivals.run, args.arrival_rate, total, nursery)
             start = trio.current_time()
             refused_before = 0
-            for t in range(1, int(args.max_seconds) + 1):
+            for t in range(1, int(max(args.seconds, args.max_seconds)) + 1):
                 if t > args.seconds and settled(seconds):
                     break
                 await trio.sleep_until(start + t)
