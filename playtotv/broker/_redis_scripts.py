@@ -39,7 +39,7 @@ end
 #: ARGV[2] history size, ARGV[3] pub/sub channel, ARGV[4] data -> {epoch, offset, sent_at}.
 #: The stream entry id is ``<offset>-0``, so history reads can start at an offset without scanning.
 #: The pub/sub envelope is ``epoch \\n offset \\n sent_at \\n data``: split once, data never re-encoded.
-PUBLISH = _CURRENT_EPOCH + """
+_PUBLISH_BODY = """
 local epoch = current_epoch()
 local offset = redis.call('INCR', KEYS[2])
 local now = redis.call('TIME')
@@ -49,6 +49,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], offset_text .. '-0', 'd', ARGV[4]
 redis.call('PUBLISH', ARGV[3], epoch .. '\\n' .. offset_text .. '\\n' .. sent_at .. '\\n' .. ARGV[4])
 return {epoch, offset, sent_at}
 """
+PUBLISH = _CURRENT_EPOCH + _PUBLISH_BODY
 
 #: PUBLISH behind a marker: KEYS[4] the marker, ARGV[5] its TTL in ms -> {epoch, offset, sent_at}, or an
 #: empty reply when the marker was already set (published before under it; nothing done). Marker and
@@ -58,7 +59,7 @@ PUBLISH_ONCE = _CURRENT_EPOCH + """
 if not redis.call('SET', KEYS[4], 1, 'NX', 'PX', ARGV[5]) then
   return {}
 end
-""" + PUBLISH[len(_CURRENT_EPOCH):]
+""" + _PUBLISH_BODY
 
 #: ARGV[2] first stream id wanted (``<since + 1>-0``), ARGV[3] limit (0: position only)
 #: -> {epoch, offset, entries}. Reading creates the epoch if needed, so the epoch a reader sees before
@@ -151,21 +152,35 @@ local function chunks(list, step, fn)
 end
 """
 
+#: The XINFO GROUPS fields of one consumer group, as a table (nil when the stream or the group is gone).
+_GROUP_INFO = """
+local function group_info(stream, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if groups.err then
+    return nil
+  end
+  for _, info in ipairs(groups) do
+    local fields = {}
+    for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
+    if fields['name'] == group then
+      return fields
+    end
+  end
+end
+"""
+
 #: The group's first unfinished entry: its oldest pending claim, or else the entry after the last one
 #: delivered. Everything before it was acknowledged (XREADGROUP delivers in id order).
-_FIRST_UNFINISHED = """
+_FIRST_UNFINISHED = _GROUP_INFO + """
 local function first_unfinished(stream, group)
   local pending = redis.call('XPENDING', stream, group)
   if pending[1] > 0 then
     return pending[2]
   end
-  for _, info in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local fields = {}
-    for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
-    if fields['name'] == group then
-      local ms, seq = string.match(fields['last-delivered-id'], '^(%d+)-(%d+)$')
-      return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
-    end
+  local fields = group_info(stream, group)
+  if fields then
+    local ms, seq = string.match(fields['last-delivered-id'], '^(%d+)-(%d+)$')
+    return ms .. '-' .. string.format('%d', tonumber(seq) + 1)
   end
 end
 """
@@ -194,23 +209,13 @@ return 1
 #: lag (entries added but not yet delivered); Redis cannot tell it after an XDEL inside the undelivered
 #: range (a dead letter), and then XLEN - pending stands in (it counts the few acknowledged entries not
 #: yet trimmed, see ACK).
-QUEUE_STATS = """
+QUEUE_STATS = _GROUP_INFO + """
 local length = redis.call('XLEN', KEYS[1])
 local pending, waiting = 0, length
-local groups = redis.pcall('XINFO', 'GROUPS', KEYS[1])
-if not groups.err then
-  for _, info in ipairs(groups) do
-    local fields = {}
-    for i = 1, #info, 2 do fields[info[i]] = info[i + 1] end
-    if fields['name'] == ARGV[1] then
-      pending = fields['pending']
-      if fields['lag'] then
-        waiting = fields['lag']
-      else
-        waiting = math.max(0, length - pending)
-      end
-    end
-  end
+local fields = group_info(KEYS[1], ARGV[1])
+if fields then
+  pending = fields['pending']
+  waiting = fields['lag'] or math.max(0, length - pending)
 end
 return {pending, waiting, redis.call('XLEN', KEYS[2])}
 """

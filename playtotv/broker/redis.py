@@ -213,25 +213,26 @@ class RedisBroker:
             redis_keys.channel_history(channel),
         ]
 
+    def _publish_args(self, channel: str, data: bytes) -> list[Any]:
+        return [new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data]
+
+    @staticmethod
+    def _published(channel: str, data: bytes, reply: list[Any]) -> ChannelMessage:
+        epoch, offset, sent_at = reply
+        return ChannelMessage(channel, epoch.decode(), offset, float(sent_at), bytes(data))
+
     @_redis_call(retry_safe=False)
     async def publish(self, channel: str, data: bytes) -> ChannelMessage:
-        epoch, offset, sent_at = await self._publish(
-            keys=self._channel_keys(channel),
-            args=[new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data],
-        )
-        return ChannelMessage(channel, epoch.decode(), offset, float(sent_at), bytes(data))
+        reply = await self._publish(keys=self._channel_keys(channel), args=self._publish_args(channel, data))
+        return self._published(channel, data, reply)
 
     @_redis_call(retry_safe=False)
     async def publish_once(self, channel: str, data: bytes, marker: str, ttl: float) -> ChannelMessage | None:
         reply = await self._publish_once(
             keys=[*self._channel_keys(channel), redis_keys.publish_marker(marker)],
-            args=[new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data,
-                  int(check_ttl(ttl) * 1000)],
+            args=[*self._publish_args(channel, data), int(check_ttl(ttl) * 1000)],
         )
-        if not reply:
-            return None
-        epoch, offset, sent_at = reply
-        return ChannelMessage(channel, epoch.decode(), offset, float(sent_at), bytes(data))
+        return self._published(channel, data, reply) if reply else None
 
     @_redis_call(retry_safe=True)
     async def history(self, channel: str, since: int = 0, limit: int = 300) -> History:

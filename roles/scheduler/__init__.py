@@ -109,8 +109,8 @@ class Scheduler:
         task for every fire announced meanwhile: fires due close together share the episode's invalidation
         message and ``current`` (FINISH_BATCH_WINDOW), so the cost per fire falls as the rate rises
         instead of queueing on the leader's CPU. Leadership lost with some pending: they lack
-        ``announced_at``, and the successor repeats their message and these writes (a repeated state
-        message is harmless)."""
+        ``announced_at``, and the successor redoes these writes (their message already went out, and
+        ``publish_once`` keeps it from going out again)."""
         while True:
             await self.opened_ready.wait()
             await trio.sleep(FINISH_BATCH_WINDOW)
