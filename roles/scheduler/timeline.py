@@ -114,8 +114,9 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
 
     ``prepared``: the draft read by ``prepare_fire``. Then the fire is the shortest path to the message: the
     fencing check, the fire record, a cheap is-the-episode-live check, the compare-and-set, the message
-    (``director.open_draft``; ``finish`` takes the writes that follow the message). Anything else (no preparation, a repeat after a dead leader, a status that
-    changed since) takes the director's full path."""
+    (``director.open_draft``; ``finish`` takes the writes that follow the message). Anything else (no
+    preparation, a repeat after a dead leader, a status that changed since) takes the director's full
+    path."""
     assert job.interaction_id is not None
     late_by = max(0.0, now - job.due)
     record_id = f"{job.episode_id}:{job.interaction_id}"
