@@ -8,6 +8,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 #: Buckets for HTTP latency: answers and admissions live in the low milliseconds, long polls in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+#: Buckets for garbage-collection pauses: young collections take well under a millisecond, a full one of
+#: a big heap tens of milliseconds, stretched by a CPU quota to the tenths of a second that breach SLOs.
+GC_PAUSE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -46,6 +50,10 @@ class Metrics:
         self.load = Gauge("playtotv_load", "Load this node reports to the registry", ["signal"], registry=r)
         self.qos = Gauge("playtotv_qos", "Quality of service this node reports to the registry", ["signal"],
                          registry=r)
+        self.gc_pause = Histogram(
+            "playtotv_gc_pause_seconds", "Garbage-collection pauses of this process (playtotv.gcpause)",
+            ["generation"], buckets=GC_PAUSE_BUCKETS, registry=r,
+        )
         self.inflight = Gauge("playtotv_http_inflight", "HTTP requests being served", ["role"], registry=r)
         self.queue_backlog = Gauge(
             "playtotv_queue_backlog", "Queue items waiting or claimed (cluster-wide, read by workers)",

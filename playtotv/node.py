@@ -26,6 +26,7 @@ from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker import open_broker
 from playtotv.broker.base import Broker, BrokerUnavailable
 from playtotv.logs import event
+from playtotv.gcpause import PauseTimer
 from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
 from playtotv.registry.base import NodeInfo, Registry
@@ -238,6 +239,7 @@ async def run_node(
             store=store, tickets=tickets, director_keys=director_keys, metrics=Metrics(),
         )
         ctx.extras["on_listening"] = on_listening or (lambda role, url: None)
+        stack.enter_context(PauseTimer(ctx.metrics.gc_pause))
         for key in generated_keys:
             (on_director_key or (lambda k: None))(key)
         async with trio.open_nursery() as background:
