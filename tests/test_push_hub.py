@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Sequence
 
 import httpx
+import pytest
 import trio
 import trio.testing
 
@@ -165,3 +166,56 @@ async def test_the_accept_loop_survives_emfile(monkeypatch) -> None:
                 await ws.send_message('{"type":"ping"}')
                 assert (await recv(ws))["type"] == "pong"
     assert failures == 2
+
+
+class _Clock:
+    """A fake wall clock that every write moves on by ``per_write`` seconds."""
+
+    def __init__(self, per_write: float) -> None:
+        self.now = 1000.0
+        self.per_write = per_write
+
+    def time(self) -> float:
+        return self.now
+
+
+class _TimedSubscriber:
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.frames: list[bytes] = []
+
+    def send_raw(self, ws_frame: bytes) -> None:
+        self.frames.append(ws_frame)
+        self.clock.now += self.clock.per_write
+
+    def send_json(self, payload: bytes) -> None:
+        self.send_raw(payload)
+
+
+def test_the_fanout_p99_is_a_p99_of_deliveries_sampled_along_the_pass(monkeypatch) -> None:
+    """One sample per message made the node's p99 the time to its *last* client; a pass over 100 clients
+    that takes 10 ms a write is now sampled at 20 points, so its p50 is the middle client's delay."""
+    from playtotv.roles.push import hub as hub_module
+
+    clock = _Clock(per_write=0.010)
+    monkeypatch.setattr(hub_module.time, "time", clock.time)
+    hub = hub_module.Hub(MemoryBroker(), recovery_limit=100)
+    subscribers = tuple(_TimedSubscriber(clock) for _ in range(100))
+    hub._send_timed(subscribers, b"frame", sent_at=clock.now)
+    assert all(s.frames == [b"frame"] for s in subscribers)
+    window = hub.fanout_delays
+    assert len(window._samples) == hub_module.FANOUT_SAMPLES
+    assert window.percentile(clock.now, 1.0) == pytest.approx(1.0)  # the last client: 100 writes
+    assert window.percentile(clock.now, 0.5) == pytest.approx(0.5)
+    assert window.percentile(clock.now, 0.05) == pytest.approx(0.05)  # after the first slice of 5
+
+
+def test_a_fanout_to_few_subscribers_takes_one_sample_each(monkeypatch) -> None:
+    from playtotv.roles.push import hub as hub_module
+
+    clock = _Clock(per_write=0.001)
+    monkeypatch.setattr(hub_module.time, "time", clock.time)
+    hub = hub_module.Hub(MemoryBroker(), recovery_limit=100)
+    subscribers = tuple(_TimedSubscriber(clock) for _ in range(3))
+    hub._send_timed(subscribers, b"frame", sent_at=clock.now - 0.5)
+    assert sorted(v for _, v in hub.fanout_delays._samples) == pytest.approx([0.501, 0.502, 0.503])

@@ -51,6 +51,8 @@ EARLY_MESSAGES_CAP = 256
 #: A join (or poll) waits this long for the broker to subscribe a new channel before failing; while the
 #: broker is down, clients get an error rather than a connection that silently receives nothing.
 JOIN_TIMEOUT = 10.0
+#: Delay samples per fan-out of one message (fewer for fewer subscribers): see ``Hub._send_timed``.
+FANOUT_SAMPLES = 20
 #: Back-off between attempts when the broker fails inside the hub's own tasks.
 RETRY_MIN = 0.05
 RETRY_MAX = 2.0
@@ -452,20 +454,47 @@ class Hub:
         payload = _encode(message)
         state.offset = message.offset
         state.recent.append(message.offset, payload)
+        sent_at = message.sent_at if math.isfinite(message.sent_at) else None
         subscribers = state.subscribers
         if subscribers:
             frame = wsframe.text(payload)
             # send_raw never awaits (no task switch per client). A client over its limit is only flagged
             # by it and leaves its channels from its own task; the snapshot (tens of microseconds for
             # 10k clients) keeps the loop correct even if a subscriber ever unsubscribed synchronously.
-            for subscriber in tuple(subscribers):
-                subscriber.send_raw(frame)
-            self.frames_delivered += len(subscribers)
+            snapshot = tuple(subscribers)
+            if sent_at is None:
+                for subscriber in snapshot:
+                    subscriber.send_raw(frame)
+            else:
+                self._send_timed(snapshot, frame, sent_at)
+            self.frames_delivered += len(snapshot)
+        elif sent_at is not None:
+            now = time.time()
+            self.fanout_delays.record(now, max(0.0, now - sent_at))
         if state.waiters:
             state.wake_waiters()
-        now = time.time()
-        if math.isfinite(message.sent_at):
-            self.fanout_delays.record(now, max(0.0, now - message.sent_at))
+
+    def _send_timed(self, snapshot: tuple[Subscriber, ...], frame: bytes, sent_at: float) -> None:
+        """Write ``frame`` to every subscriber, recording the delay at ``FANOUT_SAMPLES`` evenly spaced
+        points of the loop (each stands for the deliveries of its slice; the last is the slowest client).
+
+        The window's p99 is then a p99 of *deliveries*, what the SLO promises viewers, not of the time to
+        each message's last viewer: one sample per message made the node's "p99" the near-maximum of the
+        slowest client over ~100 messages, 30-50 % above the p99 its clients saw (bench overload: 147 ms
+        reported while they saw ~110 ms), and the gatekeeper stopped admitting well short of the SLO.
+        Under a CPU quota a pass over a few thousand clients spans several scheduling periods, so the
+        slices' delays differ by tens of milliseconds."""
+        count = len(snapshot)
+        slices = min(count, FANOUT_SAMPLES)
+        record = self.fanout_delays.record
+        start = 0
+        for i in range(1, slices + 1):
+            end = i * count // slices
+            for subscriber in snapshot[start:end]:
+                subscriber.send_raw(frame)
+            start = end
+            now = time.time()
+            record(now, max(0.0, now - sent_at))
 
     def _reset(self, state: ChannelState, epoch: str, offset: int, reason: str) -> None:
         """The channel's history cannot be continued: move to the new position and say so to everyone."""
