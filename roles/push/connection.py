@@ -21,6 +21,7 @@ Slow consumers (reliability.md #4)
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class ConnectionServices:
 class WsConnection:
     __slots__ = (
         "services", "stream", "ws", "user_id", "outbox", "channels", "last_heard", "last_ping",
-        "_closing", "_done", "_dropped", "_read_scope", "_close_deadline", "_parts", "_parts_bytes",
+        "_closing", "_done", "_dropped", "_read_scope", "_close_deadline", "_parts", "_parts_bytes", "_fd",
     )
 
     def __init__(self, services: ConnectionServices, stream: trio.SocketStream, ws: Connection,
@@ -83,7 +84,8 @@ class WsConnection:
         self.stream = stream
         self.ws = ws
         self.user_id = user_id
-        self.outbox = Outbox(stream.socket.fileno(), services.settings.max_outbox_bytes)
+        self._fd = stream.socket.fileno()
+        self.outbox = Outbox(self._fd, services.settings.max_outbox_bytes)
         self.channels: set[str] = set()
         self.last_heard = trio.current_time()
         self.last_ping = self.last_heard
@@ -175,10 +177,7 @@ class WsConnection:
         while not self._done:
             with trio.CancelScope(deadline=self._deadline()) as scope:
                 self._read_scope = scope
-                try:
-                    data = await self.stream.receive_some(RECEIVE_BYTES)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+                data = await self._read_some()
             self._read_scope = None
             if scope.cancelled_caught:
                 if self._done or self._closing:
@@ -188,6 +187,39 @@ class WsConnection:
             if not data:
                 return  # the client closed TCP (or reset it)
             await self._receive(data)
+
+    async def _read_some(self) -> bytes:
+        """What the client sent next, or b"" at its end (closed, reset, or the socket closed under us).
+
+        ``SocketStream.receive_some`` does the same through three more coroutines, a context manager and
+        a caught BlockingIOError per wait. A wait's objects are all new, and the young garbage collections
+        walk them (bench overload: young collections of 13k-24k objects, 50-250 ms at a 0.1 CPU quota,
+        many of them read waits of connections that had just heard a pong): with the idle deadline's
+        cancel scope, a parked read costs 15 tracked objects here instead of 20 (1,000 socket pairs).
+        One non-blocking read, and ``wait_readable`` on the descriptor only when it had nothing, as trio
+        does it."""
+        fd = self._fd
+        try:
+            data = os.read(fd, RECEIVE_BYTES)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return b""
+        else:
+            # Data was there at once: let the other tasks run, but never lose what was read to a cancel.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return data
+        while True:
+            try:
+                await trio.lowlevel.wait_readable(fd)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return b""
+            try:
+                return os.read(fd, RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # a spurious wake-up: wait again
+            except OSError:
+                return b""
 
     async def _receive(self, data: bytes) -> None:
         self.ws.receive_data(data)
