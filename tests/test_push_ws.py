@@ -190,6 +190,42 @@ async def test_a_client_answering_pings_outlives_the_idle_timeout() -> None:
             await raw.aclose()
 
 
+async def test_a_client_trickling_an_unfinished_frame_is_still_idle() -> None:
+    """Only complete frames count as heard: bytes of a frame that never ends do not hold the connection."""
+    with trio.fail_after(BOUND):
+        async with push_node(push_keepalive_interval="60", push_idle_timeout="0.5") as node:
+            raw = await RawClient.connect(node)
+            frame = raw.ws.send(TextMessage(data="x" * 100))  # a masked text frame, sent a byte at a time
+            started = trio.current_time()
+            closed = None
+            async with trio.open_nursery() as nursery:
+                async def trickle() -> None:
+                    for byte in frame[:-1]:
+                        await raw.stream.send_all(bytes([byte]))
+                        await trio.sleep(0.05)
+
+                nursery.start_soon(trickle)
+                while closed is None:
+                    closed = next((e for e in await raw.events() if isinstance(e, CloseConnection)), None)
+                nursery.cancel_scope.cancel()
+            assert closed.code == 1001 and trio.current_time() - started < 3
+            await raw.aclose()
+
+
+async def test_a_client_that_never_answers_our_close_frame_is_hung_up() -> None:
+    with trio.fail_after(BOUND):
+        async with push_node(push_keepalive_interval="60", push_idle_timeout="0.3") as node:
+            raw = await RawClient.connect(node)
+            closed = None
+            while closed is None:
+                closed = next((e for e in await raw.events() if isinstance(e, CloseConnection)), None)
+            assert closed.code == 1001
+            asked = trio.current_time()
+            assert await raw.stream.receive_some(1024) == b""  # never answered: the server hangs up
+            assert trio.current_time() - asked < 5  # CLOSE_HANDSHAKE_SECONDS (2) and a margin
+            await raw.aclose()
+
+
 # -- recovery (reliability.md #1, #2) ---------------------------------------------------------------------
 
 async def _received(ws, n: int) -> list[dict]:
