@@ -25,8 +25,8 @@ import trio
 from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker import open_broker
 from playtotv.broker.base import Broker, BrokerUnavailable
-from playtotv.logs import event
 from playtotv.gcpause import PauseTimer
+from playtotv.logs import event
 from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
 from playtotv.registry.base import NodeInfo, Registry
