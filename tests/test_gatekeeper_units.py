@@ -6,7 +6,14 @@ import random
 
 from playtotv.registry.base import NodeInfo
 from playtotv.roles.gatekeeper.admissions import Admissions
-from playtotv.roles.gatekeeper.capacity import GROW_UNTIL, MIN_CAPACITY, RECOVERY_TICKS, CapacityController, Slo
+from playtotv.roles.gatekeeper.capacity import (
+    GROW_UNTIL,
+    MIN_CAPACITY,
+    MIN_GROWTH_STEP,
+    RECOVERY_TICKS,
+    CapacityController,
+    Slo,
+)
 from playtotv.roles.gatekeeper.placement import order_core, order_push
 from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
 
@@ -94,6 +101,8 @@ def test_capacity_growth_slows_near_the_slo_and_stops_short_of_it():
 
     assert grown(0.0) > grown(0.4) > grown(0.7) > 0  # the nearer the limit, the smaller the step
     assert grown(GROW_UNTIL) == 0 and grown(0.95) == 0  # close to the SLO: hold, do not overshoot
+    # ...but short of the margin the step never dwindles to nothing (a probe, not a crawl)
+    assert grown(GROW_UNTIL * 0.99) == RECOVERY_TICKS * MIN_GROWTH_STEP  # one step a tick
     slo = Slo({"fanout_p99_ms": 1000, "loop_lag_ms": 100})
     assert slo.pressure([{"fanout_p99_ms": 500}, {"loop_lag_ms": 80}]) == 0.8
     assert slo.pressure([{}, {"other": 5.0}]) == 0.0

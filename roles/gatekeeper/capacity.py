@@ -58,6 +58,12 @@ ADDITIVE_STEP = 20
 #: that followed left capacity at 0.65 of the knee after 80 s. Capped, one run grew steadily to 0.97 of
 #: the knee without a breach (across runs 0.69-0.98: the knee itself is noisy, see bench/RESULTS.md).
 MAX_GROWTH_STEP = 50
+#: ...and below ``GROW_UNTIL`` a growth step is never smaller than this many sessions per push node. The
+#: step proportional to the room left otherwise shrinks towards nothing as the signal nears the margin:
+#: in bench overload capacity crawled at 1-2 sessions a second for a minute at 0.77-0.78 of the SLO,
+#: short of the limit it was probing for. Five newcomers a second cost a small node (0.1 CPU) ~4 % of
+#: its CPU in handshakes: a probe the signals answer within seconds, not a burst.
+MIN_GROWTH_STEP = 5
 
 
 @dataclass
@@ -137,7 +143,10 @@ class CapacityController:
                     step = min(float(ADDITIVE_STEP * nodes), bound)
                 else:
                     step = min(self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN, bound)
-                self.capacity = min(float(self.ceiling), self.capacity + room * step)
+                growth = room * step
+                if room > 0.0:
+                    growth = max(growth, min(float(MIN_GROWTH_STEP * nodes), step))
+                self.capacity = min(float(self.ceiling), self.capacity + growth)
         return self.value
 
     @property
