@@ -183,8 +183,8 @@ class WsConnection:
                 while not self._done:
                     data = await self._read_some()
                     if not data:
-                        self._read_scope = None
-                        return  # the client closed TCP (or reset it)
+                        self._done = True  # the client closed TCP (or reset it)
+                        break
                     await self._receive(data)
             self._read_scope = None
             if not scope.cancelled_caught or self._done or self._closing:
