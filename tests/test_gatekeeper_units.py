@@ -162,6 +162,30 @@ def test_capacity_grows_additively_once_a_breach_has_found_the_limit():
     assert c.value > before
 
 
+def test_growth_is_multiplicative_again_well_past_a_breach_that_was_not_the_limit():
+    # A growth step's handshakes breached at a low level: once capacity has grown healthy well past it,
+    # the platform evidently holds more, and crawling on additively would take minutes to find the limit.
+    from playtotv.roles.gatekeeper.capacity import ADDITIVE_STEP, FORGET_BREACH_BEYOND
+
+    c = CapacityController(initial=400, ceiling=100_000)
+    c.update(admitted=400, breaches=["fanout_p99_ms=250>200"], pressure=1.25)
+    breach_level = c.value
+    steps = []
+    while c.value < breach_level * FORGET_BREACH_BEYOND + 100:
+        previous = c.value
+        c.update(admitted=c.value, breaches=[], pressure=0.2)
+        steps.append((previous, c.value - previous))
+    below = [step for level, step in steps if level < breach_level * FORGET_BREACH_BEYOND]
+    beyond = [step for level, step in steps if level >= breach_level * FORGET_BREACH_BEYOND]
+    assert below and max(below) <= ADDITIVE_STEP
+    assert beyond and min(beyond) > ADDITIVE_STEP
+    c.update(admitted=c.value, breaches=["fanout_p99_ms=250>200"], pressure=1.25)  # a new breach: additive
+    for _ in range(RECOVERY_TICKS):
+        previous = c.value
+        c.update(admitted=c.value, breaches=[], pressure=0.2)
+    assert 0 < c.value - previous <= ADDITIVE_STEP
+
+
 def test_growth_steps_are_bounded_per_push_node():
     # Every step's newcomers handshake at once: a large platform must not grow by a quarter in one tick
     # on one push node, and the bound grows with the nodes that share the handshakes.

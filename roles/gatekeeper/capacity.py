@@ -64,6 +64,12 @@ MAX_GROWTH_STEP = 50
 #: short of the limit it was probing for. Five newcomers a second cost a small node (0.1 CPU) ~4 % of
 #: its CPU in handshakes: a probe the signals answer within seconds, not a burst.
 MIN_GROWTH_STEP = 5
+#: ...and additive growth lasts until capacity has passed the breach that found the limit by this factor,
+#: healthy all the way: then that breach was a burst, not the limit, and growth is multiplicative (still
+#: bounded per node, still slowing near the SLO) again, like CUBIC speeding up once well past the window
+#: of its last loss. In bench overload a growth step's handshakes breached once at ~400 clients (0.25 of
+#: the knee); additive growth from there took 60 s to reach 1,040 clients and the run ended at 0.65.
+FORGET_BREACH_BEYOND = 1.5
 
 
 @dataclass
@@ -101,6 +107,7 @@ class CapacityController:
     last_breaches: list[str] = field(default_factory=list, init=False)
     last_pressure: float = field(default=0.0, init=False)
     limit_found: bool = field(default=False, init=False)  # a breach has been seen: grow additively
+    limit_level: float = field(default=0.0, init=False)  # where that breach left capacity
 
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
@@ -130,7 +137,8 @@ class CapacityController:
             self.breached = True
             # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
             # how many sessions the platform holds: keep growing multiplicatively after it.
-            self.limit_found = self.limit_found or admitted >= MIN_CAPACITY
+            if admitted >= MIN_CAPACITY:
+                self.limit_found, self.limit_level = True, self.capacity
             self.healthy_ticks = 0
         else:
             self.breached = False
@@ -139,6 +147,8 @@ class CapacityController:
                 room = max(0.0, 1.0 - pressure / GROW_UNTIL)
                 nodes = max(1, push_nodes)
                 bound = float(self.max_step_per_node * nodes)
+                if self.limit_found and self.capacity >= self.limit_level * FORGET_BREACH_BEYOND:
+                    self.limit_found = False  # well past it, healthy: that breach was not the limit
                 if self.limit_found:
                     step = min(float(ADDITIVE_STEP * nodes), bound)
                 else:
