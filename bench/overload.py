@@ -1,9 +1,9 @@
 """Overload: a push node with a small CPU budget, clients arriving faster than it can serve them.
 
     python -m bench overload [--cpus 0.1] [--slo-ms 200] [--rate 5] [--step 100] [--seconds 80]
-                             [--max-seconds 160] [--knee N]
+                             [--max-seconds 160] [--ramps 3] [--knee N]
 
-What runs (loopback only; all started and stopped here, four to six minutes in all):
+What runs (loopback only; all started and stopped here, eight to eleven minutes in all):
 
 - a ``redis-server``; the driver publishes an ``interaction.opened``-sized message to ``episode:bench``
   ``--rate`` times a second through ``RedisBroker`` for the whole run, as core would;
@@ -19,7 +19,10 @@ What runs (loopback only; all started and stopped here, four to six minutes in a
    ``--arrival-rate`` a second, the pace of phase 2's arrivals); once a
    step's clients are all subscribed, the deliveries of the next ``--step-seconds`` give that step's p99
    (steady state: the handshakes' own cost is left out). The ramp stops after ``CONFIRM_STEPS`` steps in a
-   row over ``--slo-ms``; the *knee* is the last client count within it.
+   row over ``--slo-ms``; that ramp's knee is the last client count within it. The ramp runs
+   ``--ramps`` times, each on a fresh push node, and *the knee* is the median of theirs: one ramp's knee
+   moved by ±10 % between runs of the same tree (a step's p99 rests on its worst message or two), more
+   than the gatekeeper's settled capacity did, so a single ramp made the ratio of the two mostly noise.
 2. **Through the gatekeeper.** A fresh push node (its fan-out window must not carry the ramp's samples),
    a core node (admissions need one) and a gatekeeper with ``gatekeeper.slo_fanout_p99_ms`` = ``--slo-ms``
    (and ``slo_loop_lag_ms`` the same: on this node a fan-out pass is the loop's longest step, so the two
@@ -46,7 +49,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from statistics import median
+from statistics import median, median_low
 from typing import Any
 
 import trio
@@ -66,7 +69,7 @@ CONNECT_TIMEOUT = 30.0
 GENERATOR_TIMEOUT = 10.0
 #: After a step's clients are subscribed, deliveries this long are not counted (handshakes settle).
 SETTLE_SECONDS = 0.5
-#: Bound on the ramp and the start-ups (the whole run is bounded by this plus ``--max-seconds``): a ramp
+#: Bound on one ramp and the start-ups (the whole run: this per ramp plus ``--max-seconds``): a ramp
 #: to 2,200 clients in paced 5 s steps took ~200 s.
 RAMP_TIMEOUT = 360.0
 #: The ramp ends after this many steps in a row over the SLO: one noisy step on a shared machine is not
@@ -205,6 +208,14 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
     return {"knee": knee_of(steps, args.slo_ms), "steps": steps}
 
 
+async def ramps(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget) -> dict[str, Any]:
+    """``--ramps`` ramps; the knee is the median of their knees (the lower middle one for an even count:
+    a knee too high is the one that lets admitted clients down)."""
+    found = [await ramp(args, redis_url, db_path, budget) for _ in range(args.ramps)]
+    knees = [r["knee"] for r in found]
+    return {"knee": median_low(knees), "knees": knees, "steps": [r["steps"] for r in found]}
+
+
 def knee_of(steps: list[dict[str, Any]], slo_ms: float) -> int:
     """The clients of the last step within the SLO before the ramp's final run of steps over it
     (0: not even the first step was within it)."""
@@ -322,8 +333,9 @@ def judge(args: argparse.Namespace, seconds: list[Second], arrivals: Arrivals, f
 # -- the run ----------------------------------------------------------------------------------------------------
 
 async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget) -> dict[str, Any]:
-    with trio.fail_after(max(args.seconds, args.max_seconds) + RAMP_TIMEOUT):
-        found = await ramp(args, redis_url, db_path, budget) if not args.knee else {"knee": args.knee, "steps": []}
+    with trio.fail_after(max(args.seconds, args.max_seconds) + RAMP_TIMEOUT * args.ramps):
+        found = (await ramps(args, redis_url, db_path, budget) if not args.knee
+                 else {"knee": args.knee, "knees": [], "steps": []})
         throttled = budget.stats()
         through = await gated(args, redis_url, db_path, budget, found["knee"])
         throttled = {k: round(v - throttled[k], 2) for k, v in budget.stats().items()}
@@ -334,6 +346,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
         "slo_ms": args.slo_ms,
         "rate": args.rate,
         "knee": knee,
+        "ramp_knees": found["knees"],
         "settled_capacity": settled,
         "settled_to_knee": round(settled / knee, 3) if knee and settled else None,
         "admitted_p99_ms": through["admitted_p99_ms"],
@@ -365,9 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--initial-capacity", type=int, default=20, help="gatekeeper.qos_initial_capacity")
     parser.add_argument("--shared-core", action="store_true",
                         help="let the push node share cores with the rest (default: it gets one of its own)")
+    parser.add_argument("--ramps", type=int, default=3,
+                        help="ramps to run; the knee is the median of theirs")
     parser.add_argument("--knee", type=int, default=0,
                         help="skip the ramp and take this knee (from an earlier run on the same machine)")
     args = parser.parse_args(argv)
+    if args.ramps < 1:
+        parser.error("--ramps must be at least 1")
     try:
         from tests.redis_server import RedisServer  # run from the repository root
     except ImportError:
