@@ -30,8 +30,8 @@ What runs (loopback only; all started and stopped here, eight to eleven minutes 
    second, up to ``--arrivals`` in all, each through ``POST /v1/session``: admitted, it connects to the
    push node the session lists first; refused, it waits the ``retry_after`` it was given and returns
    with its ``queue`` token, until the phase ends. Every second the driver records the gatekeeper's
-   capacity and admitted count, what the push node reports (fan-out p99, loop lag) and the p99 of that
-   second's deliveries.
+   capacity and admitted count, what the push node reports (fan-out p99, loop lag, CPU share) and the
+   p99 of that second's deliveries.
 
 Phase 2 lasts ``--seconds``, longer (up to ``--max-seconds``) while the capacity still moves.
 Reported: the knee, the capacity the gatekeeper settled on (median of the last ``SETTLED_SECONDS``), and
@@ -238,12 +238,14 @@ class Second:
     refused: int
     fanout_p99_ms: float | None
     loop_lag_ms: float | None
+    cpu_busy: float | None
     latencies: list[float] = field(repr=False)
 
     def row(self) -> dict[str, Any]:
         return {"t": self.t, "capacity": self.capacity, "admitted": self.admitted, "connected": self.connected,
                 "refused": self.refused, "node_fanout_p99_ms": self.fanout_p99_ms,
-                "node_loop_lag_ms": self.loop_lag_ms, "p99_ms": summary(self.latencies)["p99_ms"]}
+                "node_loop_lag_ms": self.loop_lag_ms, "node_cpu_busy": self.cpu_busy,
+                "p99_ms": summary(self.latencies)["p99_ms"]}
 
 
 async def node_qos(redis_url: str) -> dict[str, float]:
@@ -286,7 +288,7 @@ async def gated(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
                 qos = await node_qos(redis_url)
                 seconds.append(Second(t, status.get("capacity"), status.get("admitted"), report["ready"],
                                       refused, qos.get("fanout_p99_ms"),
-                                      qos.get("loop_lag_ms"), report["latencies_ms"]))
+                                      qos.get("loop_lag_ms"), qos.get("cpu_busy"), report["latencies_ms"]))
             nursery.cancel_scope.cancel()
         final = await gen.report()
     finally:

@@ -25,6 +25,7 @@ import trio
 from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker import open_broker
 from playtotv.broker.base import Broker, BrokerUnavailable
+from playtotv.cpubusy import CpuBusy
 from playtotv.gcpause import PauseTimer
 from playtotv.logs import event
 from playtotv.metrics import Metrics
@@ -48,6 +49,8 @@ REGISTER_BACKOFF_MAX = 2.0
 START_ORDER = ("core", "push", "worker", "scheduler", "gatekeeper")
 #: Event-loop lag is sampled by sleeping this long and measuring the overshoot.
 LOOP_LAG_PROBE = 0.25
+#: The CPU share (``cpu_busy``) is sampled this often: the heartbeat's cadence.
+CPU_BUSY_INTERVAL = 1.0
 
 
 @dataclass
@@ -184,6 +187,16 @@ async def _loop_lag_loop(ctx: NodeContext) -> None:
         ctx.metrics.loop_lag.set(smoothed)
 
 
+async def _cpu_busy_loop(ctx: NodeContext) -> None:
+    """The share of its CPU the node uses (``playtotv/cpubusy.py``): how near its saturation cliff it is."""
+    busy = CpuBusy()
+    while True:
+        share = busy.sample()  # reads /proc and /sys: kernel memory, never a blocking disk read
+        if share is not None:
+            ctx.qos["cpu_busy"] = round(share, 3)
+        await trio.sleep(CPU_BUSY_INTERVAL)
+
+
 async def _watch_signals(drain: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -245,6 +258,7 @@ async def run_node(
         async with trio.open_nursery() as background:
             background.start_soon(_health_loop, ctx)
             background.start_soon(_loop_lag_loop, ctx)
+            background.start_soon(_cpu_busy_loop, ctx)
             background.start_soon(export_signals, ctx)
             if handle_signals:
                 background.start_soon(_watch_signals, drain)

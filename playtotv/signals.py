@@ -6,7 +6,8 @@ gatekeeper admits on them. An autoscaler (Kubernetes HPA through a Prometheus ad
 ``config/k8s``) should scale on the same numbers, so this module mirrors them into gauges:
 
     playtotv_load{signal="connections"}        push: WebSockets + waiting long polls of this process
-    playtotv_qos{signal="fanout_p99_ms"}       push / core_p95_ms core / queue_lag_s worker / loop_lag_ms all
+    playtotv_qos{signal="fanout_p99_ms"}       push / core_p95_ms core / queue_lag_s worker / loop_lag_ms,
+                                               cpu_busy all
     playtotv_http_inflight{role="core"}        requests being served now, per listener
     playtotv_queue_backlog{queue, state}       worker processes: items waiting and claimed-but-unacked
     playtotv_admitted_sessions, playtotv_capacity   gatekeeper (set by the gatekeeper itself)

@@ -11,6 +11,7 @@ from tests.inprocess import start_node
 EXPECTED = (
     'playtotv_load{signal="connections"}',  # push
     'playtotv_qos{signal="loop_lag_ms"}',  # every node
+    'playtotv_qos{signal="cpu_busy"}',  # every node
     'playtotv_queue_backlog{queue="answers",state="waiting"}',  # worker
     "playtotv_admitted_sessions",  # gatekeeper
     "playtotv_capacity",

@@ -81,6 +81,7 @@ class Gatekeeper:
             "core_p95_ms": s.slo_core_p95_ms,
             "loop_lag_ms": s.slo_loop_lag_ms,
             "queue_lag_s": s.slo_queue_lag_s,
+            "cpu_busy": s.slo_cpu_busy,
             # the scheduler's synthetic probes (roles/scheduler/probe.py) against the same limits
             "probe_push_delay_ms": s.slo_fanout_p99_ms,
             "probe_core_rtt_ms": s.slo_core_p95_ms,
