@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from playtotv.registry.base import NodeInfo
 from playtotv.roles.gatekeeper.admissions import Admissions
 from playtotv.roles.gatekeeper.capacity import (
@@ -184,6 +186,18 @@ def test_growth_is_multiplicative_again_well_past_a_breach_that_was_not_the_limi
         previous = c.value
         c.update(admitted=c.value, breaches=[], pressure=0.2)
     assert 0 < c.value - previous <= ADDITIVE_STEP
+
+
+def test_cpu_share_stops_growth_nearer_its_limit_than_a_latency_does():
+    from playtotv.roles.gatekeeper.capacity import GROW_UNTIL_BY_SIGNAL, Slo
+
+    slo = Slo({"fanout_p99_ms": 200.0, "cpu_busy": 1.0})
+    assert slo.pressure([{"fanout_p99_ms": 160.0}]) == pytest.approx(GROW_UNTIL)  # latency: stops at 0.8
+    stop = GROW_UNTIL_BY_SIGNAL["cpu_busy"]
+    assert slo.pressure([{"cpu_busy": stop}]) == pytest.approx(GROW_UNTIL)  # CPU: stops at its own share
+    assert slo.pressure([{"cpu_busy": GROW_UNTIL}]) < GROW_UNTIL  # still growing where a latency stops
+    assert slo.pressure([{"cpu_busy": 0.5, "fanout_p99_ms": 100.0}, {"cpu_busy": 0.9}]) > GROW_UNTIL
+    assert not slo.breaches([{"cpu_busy": 0.95}]) and slo.breaches([{"cpu_busy": 1.05}])
 
 
 def test_growth_steps_are_bounded_per_push_node():
