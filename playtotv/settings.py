@@ -74,7 +74,7 @@ class GatekeeperSettings(_Section):
     slo_loop_lag_ms: PositiveFloat = 100.0
     slo_queue_lag_s: PositiveFloat = 5.0
     #: The share of the CPU a node may use that it uses (``playtotv/cpubusy.py``): at 1 it is saturated.
-    #: Growth slows as it nears this and stops at 80 % of it, like every signal's; a node cannot read
+    #: Growth slows as it nears this and stops at 90 % of it (latency signals: at 85 %); a node cannot read
     #: much above 1, so this one brakes growth before the latency cliff and the latency signals back off.
     slo_cpu_busy: PositiveFloat = 1.0
 

@@ -192,11 +192,11 @@ def test_cpu_share_stops_growth_nearer_its_limit_than_a_latency_does():
     from playtotv.roles.gatekeeper.capacity import GROW_UNTIL_BY_SIGNAL, Slo
 
     slo = Slo({"fanout_p99_ms": 200.0, "cpu_busy": 1.0})
-    assert slo.pressure([{"fanout_p99_ms": 160.0}]) == pytest.approx(GROW_UNTIL)  # latency: stops at 0.8
+    assert slo.pressure([{"fanout_p99_ms": 200.0 * GROW_UNTIL}]) == pytest.approx(GROW_UNTIL)  # latency
     stop = GROW_UNTIL_BY_SIGNAL["cpu_busy"]
     assert slo.pressure([{"cpu_busy": stop}]) == pytest.approx(GROW_UNTIL)  # CPU: stops at its own share
     assert slo.pressure([{"cpu_busy": GROW_UNTIL}]) < GROW_UNTIL  # still growing where a latency stops
-    assert slo.pressure([{"cpu_busy": 0.5, "fanout_p99_ms": 100.0}, {"cpu_busy": 0.9}]) > GROW_UNTIL
+    assert slo.pressure([{"cpu_busy": 0.5, "fanout_p99_ms": 100.0}, {"cpu_busy": 0.95}]) > GROW_UNTIL
     assert not slo.breaches([{"cpu_busy": 0.95}]) and slo.breaches([{"cpu_busy": 1.05}])
 
 
