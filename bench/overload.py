@@ -3,7 +3,7 @@
     python -m bench overload [--cpus 0.1] [--slo-ms 200] [--rate 5] [--step 100] [--seconds 80]
                              [--max-seconds 160] [--ramps 3] [--knee N]
 
-What runs (loopback only; all started and stopped here, eight to eleven minutes in all):
+What runs (loopback only; all started and stopped here, eleven to thirteen minutes in all):
 
 - a ``redis-server``; the driver publishes an ``interaction.opened``-sized message to ``episode:bench``
   ``--rate`` times a second through ``RedisBroker`` for the whole run, as core would;
