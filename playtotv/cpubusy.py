@@ -2,7 +2,7 @@
 
 Why a CPU signal beside the latency ones: a node's delivery latency stays nearly flat as clients are added
 until its CPU is saturated, then leaps (bench overload at 0.1 CPU: push p99 of 100-170 ms from 1,100 to
-1,800 clients, 400-2,000 ms a hundred clients later). A tail latency in that flat stretch says little
+1,800 clients, 400-3,000 ms a hundred clients later). A tail latency in that flat stretch says little
 about how close the cliff is, and one garbage collection moves it more than a hundred clients do; the CPU
 used rises steadily with the clients and reaches 1 at the cliff. So the gatekeeper slows growth as this
 share nears its limit, as it does for every signal, and the latency signals still guard the promise.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from typing import Callable
 
 #: The share is taken over this many seconds of samples: long enough that one busy second (a burst of
 #: handshakes) does not read as saturation, short enough to follow growth within a few gatekeeper ticks.
@@ -66,7 +67,7 @@ def _is_hybrid(root: str) -> bool:
         os.path.join(root, "unified"))
 
 
-def _walk(mount: str, path: str, read_quota) -> list[float]:
+def _walk(mount: str, path: str, read_quota: Callable[[str], float | None]) -> list[float]:
     """Quotas from the process's cgroup up to the mount's root. Inside a container the path the kernel
     names may not exist under the container's mount (its own cgroup is the root there): then only the
     root is read."""
