@@ -72,14 +72,15 @@ def _walk(mount: str, path: str, read_quota: Callable[[str], float | None]) -> l
     names may not exist under the container's mount (its own cgroup is the root there): then only the
     root is read."""
     found = []
+    mount = os.path.normpath(mount)
     here = os.path.normpath(os.path.join(mount, path.lstrip("/")))
-    if not os.path.isdir(here):
+    if not os.path.isdir(here) or not here.startswith(mount):
         here = mount
     while True:
         quota = read_quota(here)
         if quota is not None:
             found.append(quota)
-        if os.path.normpath(here) == os.path.normpath(mount) or len(here) <= len(mount):
+        if len(here) <= len(mount):
             return found
         here = os.path.dirname(here)
 

@@ -189,7 +189,7 @@ def test_growth_is_multiplicative_again_well_past_a_breach_that_was_not_the_limi
 
 
 def test_cpu_share_stops_growth_nearer_its_limit_than_a_latency_does():
-    from playtotv.roles.gatekeeper.capacity import GROW_UNTIL_BY_SIGNAL, Slo
+    from playtotv.roles.gatekeeper.capacity import GROW_UNTIL_BY_SIGNAL
 
     slo = Slo({"fanout_p99_ms": 200.0, "cpu_busy": 1.0})
     assert slo.pressure([{"fanout_p99_ms": 200.0 * GROW_UNTIL}]) == pytest.approx(GROW_UNTIL)  # latency
