@@ -15,7 +15,6 @@ Standard output carries exactly the lines a supervisor or test waits for: ``<rol
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from typing import NoReturn, Sequence
 
@@ -61,27 +60,6 @@ def _announce_listener(role: str, url: str) -> None:
         _say(f"director console: {url}/console  viewer page: {url}/play")
 
 
-#: Generation-1 collections between full ones (CPython's default is 10).
-FULL_COLLECTION_EVERY = 100
-
-
-def _settle_heap() -> None:
-    """Keep full (generation 2) garbage collections off a push node's fan-out path.
-
-    A full collection walks every tracked object and stops the event loop while it does: on a node
-    holding a few hundred clients, ~50 ms of CPU, which a small CPU budget stretches to 0.5-0.7 s (bench
-    overload at 0.1 CPU: a 700 ms loop stall at ~300 clients, every delivery of that second over the SLO,
-    and the gatekeeper backing off). With growing connections CPython runs one each time the heap grows
-    by a quarter. So, once the node is ready: freeze the start-up heap (modules, settings, ~85k objects:
-    never garbage, never walked again) and run full collections ten times less often. Young cycles are
-    still collected as before (generations 0 and 1); only cycles that survive into the old generation
-    wait longer for theirs. Only in a serving process (tests in one process keep CPython's defaults).
-    """
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
-
-
 def serve(args: argparse.Namespace) -> int:
     from playtotv.logs import setup_logging
     from playtotv.node import run_node
@@ -100,7 +78,10 @@ def serve(args: argparse.Namespace) -> int:
             settings, roles,
             on_listening=_announce_listener,
             on_director_key=lambda key: _say(f"director key: {key}"),
-            on_ready=lambda: (_settle_heap() if "push" in roles else None, _say("ready")),
+            on_ready=lambda: _say("ready"),
+            # Only a serving process paces its collections (tests keep CPython's defaults), and only
+            # where a collection's stall delays deliveries: see playtotv.gcpacer.
+            pace_collections="push" in roles,
         )
 
     try:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
+from playtotv import gcpacer
 from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker import open_broker
 from playtotv.broker.base import Broker, BrokerUnavailable
@@ -235,6 +236,7 @@ async def run_node(
     on_listening: Callable[[str, str], None] | None = None,
     on_director_key: Callable[[str], None] | None = None,
     on_ready: Callable[[], None] | None = None,
+    pace_collections: bool = False,
     task_status: trio.TaskStatus[NodeContext] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``roles`` until ``drain`` is set (or a signal arrives), then drain and return.
@@ -275,6 +277,8 @@ async def run_node(
                     all_started.set()
                     background.start_soon(_heartbeat_loop, ctx)
                     event(log, "ready", node=ctx.node_id, roles=",".join(roles))
+                    if pace_collections:  # after start-up: its heap is what gets frozen
+                        background.start_soon(gcpacer.pace_collections)
                     if on_ready is not None:
                         on_ready()
                     task_status.started(ctx)

@@ -1,0 +1,103 @@
+"""Garbage collection paced by the clock, between the event loop's steps (serving push nodes).
+
+CPython starts a young collection once the tracked objects allocated *minus those freed* since the last
+one pass 700. On a push node holding steady clients that count hardly moves: each keepalive round trip
+frees the objects of a parked read (old, promoted long ago) as it makes the next one's (young), so the
+young generations fill for seconds on end and the collection that finally comes walks 10-25k objects,
+5-25 ms of CPU. A 0.1-CPU budget stretches that to a 50-250 ms stall of the loop, landing inside
+whatever it was doing, often a fan-out pass (bench overload at 1,200-1,400 clients, 2026-11-27: 5-12
+such stalls a minute, the seconds they hit over the 200 ms SLO).
+
+So, once the node is ready:
+
+- the start-up heap is frozen (modules, settings: never garbage, never walked again);
+- the young generations are collected every ``YOUNG_EVERY`` by a task of the loop: each walks only what
+  the last half second left alive (a few hundred objects, well under a millisecond) and runs between two
+  steps of the loop, never in the middle of a fan-out pass. CPython's own young collections stay on: a
+  burst of allocations (a wave of handshakes) still triggers them as before;
+- full collections, which walk every tracked object (50-100 ms of CPU at a thousand clients, most of a
+  second under that budget), are the pacer's alone: once the heap has grown by ``FULL_GROWTH`` since the
+  last one (CPython's own rule against quadratic work), and no more often than every ``FULL_INTERVAL``.
+  CPython's rule alone ran one every ~25 s here: the keepalive churn promotes a thousand objects a second
+  to the old generation, where they die by reference count soon after, and it counts promotions.
+
+Only in a serving process: tests run several nodes in one process and keep CPython's defaults.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import trio
+
+#: How often the young generations are collected. Short enough that each collection walks a few hundred
+#: objects; long enough that the collections themselves cost nothing measurable (<1 % of a 0.1-CPU node).
+YOUNG_EVERY = 0.5
+#: A full collection waits until the heap (allocated blocks) has grown by this share since the last one...
+FULL_GROWTH = 0.25
+#: ...and until this long after it: a full collection stops the loop for its whole walk, so it is rare,
+#: and the cyclic garbage it would have freed in the meantime is bounded by five minutes of churn.
+FULL_INTERVAL = 300.0
+#: CPython's own full collections are switched off by a threshold it never reaches.
+NEVER = 1 << 30
+
+
+class CollectionPacer:
+    """Decides, at each tick, between a young collection and a full one (sans-io: clock, heap size and the
+    collector are injected for tests)."""
+
+    def __init__(
+        self,
+        *,
+        full_growth: float = FULL_GROWTH,
+        full_interval: float = FULL_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+        heap_size: Callable[[], int] = sys.getallocatedblocks,
+        collect: Callable[[int], int] = gc.collect,
+    ) -> None:
+        self.full_growth = full_growth
+        self.full_interval = full_interval
+        self._clock = clock
+        self._heap_size = heap_size
+        self._collect = collect
+        self._full_at = clock()
+        self._heap_after_full = heap_size()
+
+    def full_due(self) -> bool:
+        return (self._clock() - self._full_at >= self.full_interval
+                and self._heap_size() >= self._heap_after_full * (1.0 + self.full_growth))
+
+    def tick(self) -> int:
+        """Collect once; returns the oldest generation collected (1: young, 2: full)."""
+        if self.full_due():
+            self._collect(2)
+            self._full_at = self._clock()
+            self._heap_after_full = self._heap_size()
+            return 2
+        self._collect(1)
+        return 1
+
+
+@contextmanager
+def paced_heap(**pacer_options: float) -> Iterator[CollectionPacer]:
+    """Freeze the heap as it is, hand full collections to the pacer; CPython's thresholds come back on
+    exit (the frozen objects stay frozen: they were live at start-up and still are)."""
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], NEVER)
+    try:
+        yield CollectionPacer(**pacer_options)
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+async def pace_collections(every: float = YOUNG_EVERY) -> None:
+    """The pacing task: runs until cancelled (the node stops)."""
+    with paced_heap() as pacer:
+        while True:
+            await trio.sleep(every)
+            pacer.tick()

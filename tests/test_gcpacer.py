@@ -1,0 +1,123 @@
+"""Collections on a clock (playtotv.gcpacer): young ones every tick, full ones only when due."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import httpx
+import trio
+
+from playtotv.gcpacer import NEVER, CollectionPacer, pace_collections, paced_heap
+from tests.nodes import NodeProcess
+
+
+#: An embedded node on free ports.
+EMBEDDED = {
+    "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0",
+    "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
+    "PLAYTOTV_PUSH_BIND": "127.0.0.1:0",
+    "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
+    "PLAYTOTV_STORE_URL": "sqlite:///:memory:",
+}
+
+
+class FakeHeap:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.blocks = 1000
+        self.collected: list[int] = []
+
+    def pacer(self, **options: float) -> CollectionPacer:
+        return CollectionPacer(clock=lambda: self.now, heap_size=lambda: self.blocks,
+                               collect=self._collect, **options)
+
+    def _collect(self, generation: int) -> int:
+        self.collected.append(generation)
+        return 0
+
+
+def test_young_collections_until_the_heap_has_grown_and_the_interval_has_passed():
+    heap = FakeHeap()
+    pacer = heap.pacer(full_growth=0.25, full_interval=300.0)
+    heap.blocks = 2000  # doubled, but too soon after the last full collection
+    heap.now = 299.0
+    assert pacer.tick() == 1
+    heap.blocks = 1249  # long enough, but grown by less than a quarter
+    heap.now = 1000.0
+    assert pacer.tick() == 1
+    heap.blocks = 1250
+    assert pacer.tick() == 2
+    assert heap.collected == [1, 1, 2]
+
+
+def test_a_full_collection_restarts_both_the_clock_and_the_baseline():
+    heap = FakeHeap()
+    pacer = heap.pacer(full_growth=0.25, full_interval=300.0)
+    heap.now, heap.blocks = 300.0, 1300
+    assert pacer.tick() == 2
+    heap.now, heap.blocks = 650.0, 1600  # 23 % above the heap the last full collection left
+    assert pacer.tick() == 1
+    heap.blocks = 1625
+    assert pacer.tick() == 2
+
+
+def test_paced_heap_hands_full_collections_to_the_pacer_and_gives_them_back():
+    before = gc.get_threshold()
+    try:
+        with paced_heap():
+            young, middle, full = gc.get_threshold()
+            assert (young, middle) == before[:2] and full == NEVER
+            assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == before
+    finally:
+        gc.unfreeze()
+
+
+class Node:
+    """A reference cycle: only a collection frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_tick_frees_young_cycles():
+    pacer = CollectionPacer()
+    cycle = Node()
+    freed = weakref.ref(cycle)
+    del cycle
+    assert freed() is not None
+    assert pacer.tick() == 1
+    assert freed() is None
+
+
+async def test_the_task_collects_every_interval_until_cancelled(autojump_clock):
+    before = gc.get_stats()[1]["collections"]
+    thresholds = gc.get_threshold()
+    try:
+        with trio.move_on_after(2.2):
+            await pace_collections(every=0.5)
+        assert gc.get_stats()[1]["collections"] - before >= 4
+        assert gc.get_threshold() == thresholds  # cancelled: CPython's thresholds are back
+    finally:
+        gc.unfreeze()
+
+
+async def _paced_collections(url: str) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith('playtotv_gc_pause_seconds_count{generation="1"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_serving_push_node_paces_its_collections(nursery):
+    # Idle, CPython's own thresholds run a generation-1 collection every few seconds at most; paced,
+    # there is one every YOUNG_EVERY (0.5 s).
+    node = await NodeProcess("all", env=EMBEDDED).start(nursery)
+    url = node.listening["core"]
+    before = await _paced_collections(url)
+    await trio.sleep(3.0)
+    assert await _paced_collections(url) - before >= 4
+    assert await node.terminate() == 0
