@@ -5,8 +5,9 @@ one pass 700. On a push node holding steady clients that count hardly moves: eac
 frees the objects of a parked read (old, promoted long ago) as it makes the next one's (young), so the
 young generations fill for seconds on end and the collection that finally comes walks 10-25k objects,
 5-25 ms of CPU. A 0.1-CPU budget stretches that to a 50-250 ms stall of the loop, landing inside
-whatever it was doing, often a fan-out pass (bench overload at 1,200-1,400 clients, 2026-11-27: 5-12
-such stalls a minute, the seconds they hit over the 200 ms SLO).
+whatever it was doing, often a fan-out pass (a push node at 0.1 CPU holding 1,000-1,400 clients for a
+minute, 2026-11-27: 4-9 such stalls a minute, with the clients' p99 of the seconds they hit near or over
+a 200 ms SLO; paced as below, none, and the worst second's p99 at 1,000 clients 142 ms instead of 179).
 
 So, once the node is ready:
 
@@ -15,11 +16,12 @@ So, once the node is ready:
   the last half second left alive (a few hundred objects, well under a millisecond) and runs between two
   steps of the loop, never in the middle of a fan-out pass. CPython's own young collections stay on: a
   burst of allocations (a wave of handshakes) still triggers them as before;
-- full collections, which walk every tracked object (50-100 ms of CPU at a thousand clients, most of a
-  second under that budget), are the pacer's alone: once the heap has grown by ``FULL_GROWTH`` since the
+- full collections, which walk every tracked object (one while a node took its first 1,200 clients: 82 ms of
+  CPU, 0.8 s under that budget), are the pacer's alone: once the heap has grown by ``FULL_GROWTH`` since the
   last one (CPython's own rule against quadratic work), and no more often than every ``FULL_INTERVAL``.
-  CPython's rule alone ran one every ~25 s here: the keepalive churn promotes a thousand objects a second
-  to the old generation, where they die by reference count soon after, and it counts promotions.
+  CPython's rule counts objects promoted to the old generation, and here most of them die there by
+  reference count one keepalive later: with the paced collections counting towards its threshold, it
+  would walk the whole heap far more often than the heap grows.
 
 Only in a serving process: tests run several nodes in one process and keep CPython's defaults.
 """
