@@ -241,7 +241,9 @@ async def run_node(
 ) -> None:
     """Run ``roles`` until ``drain`` is set (or a signal arrives), then drain and return.
 
-    ``on_listening(role, url)`` is called for every listener as it comes up."""
+    ``on_listening(role, url)`` is called for every listener as it comes up. ``pace_collections``: once
+    ready, collect garbage on a clock (``playtotv.gcpacer``; it sets the process's collector, so only a
+    process serving this one node asks for it)."""
     drain = trio.Event() if drain is None else drain
     tickets, director_keys, generated_keys = build_keyring(settings)
     runners = {role: _role_runner(role) for role in roles}
