@@ -79,7 +79,11 @@ CONFIRM_STEPS = 2
 #: The ramp never goes past this many clients (a budget so large the SLO is never crossed).
 RAMP_MAX_CLIENTS = 5000
 #: The settled capacity is the median of the gatekeeper's capacity over the last seconds of phase 2.
-SETTLED_SECONDS = 10
+#: Twice the push node's QoS window (``roles.push.qos.WINDOW_SECONDS``, 10 s): one bad second holds the
+#: gatekeeper's growth for as long as it stays in that window, and with 10 s here such a hold passed for
+#: the end (run f-1 of 2026-11-27, third session: "settled" at 0.66 of the knee at 80 s while the node
+#: used 0.66-0.71 of its CPU and its clients saw a p99 of ~97 ms).
+SETTLED_SECONDS = 20
 #: Phase 2 goes on past ``--seconds`` (up to ``--max-seconds``) while capacity still moves: settled means
 #: it changed by less than this share over the last ``SETTLED_SECONDS``. A capacity still climbing when
 #: the clock runs out is not the one the gatekeeper settles on.
