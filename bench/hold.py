@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({
         "benchmark": "hold", "cpus": args.cpus, "rate": args.rate, "clients": result["clients"],
         "seconds_over_slo": sum(1 for v in p99s if v > args.slo_ms), "seconds": len(rows),
-        "median_second_p99_ms": median(p99s) if p99s else None, "worst_second_p99_ms": max(p99s, default=None),
+        "median_second_p99_ms": median(p99s) if p99s else None,
+        "worst_second_p99_ms": max(p99s, default=None),
         "median_cpu_share": median(r["cpu_share"] for r in rows) if rows else None,
         "slow_collections": result["slow_collections"],
         "timeline": rows,
