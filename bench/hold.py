@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="messages published per second")
     parser.add_argument("--slo-ms", type=float, default=200.0, help="a second's p99 above this is counted")
     args = parser.parse_args(argv)
+    if args.clients < 1 or args.seconds < 1:
+        parser.error("--clients and --seconds must be at least 1")
     try:
         from tests.redis_server import RedisServer  # run from the repository root
     except ImportError:
