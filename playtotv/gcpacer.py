@@ -4,7 +4,7 @@ CPython starts a young collection once the tracked objects allocated *minus thos
 one pass 700. On a push node holding steady clients that count hardly moves: each keepalive round trip
 frees the objects of a parked read (old, promoted long ago) as it makes the next one's (young), so the
 young generations fill for seconds on end and the collection that finally comes walks 10-25k objects,
-5-25 ms of CPU. A 0.1-CPU budget stretches that to a 50-250 ms stall of the loop, landing inside
+4-25 ms of CPU. A 0.1-CPU budget stretches that to a 50-250 ms stall of the loop, landing inside
 whatever it was doing, often a fan-out pass (a push node at 0.1 CPU holding 1,000-1,400 clients for a
 minute, 2026-11-27: 4-9 such stalls a minute, with the clients' p99 of the seconds they hit near or over
 a 200 ms SLO; paced as below, none, and the worst second's p99 at 1,000 clients 142 ms instead of 179).
@@ -15,7 +15,8 @@ So, once the node is ready:
 - the young generations are collected every ``YOUNG_EVERY`` by a task of the loop: each walks only what
   the last half second left alive (none over 50 ms in those holds since, where there were 4-9 a minute)
   and runs between two steps of the loop, never in the middle of a fan-out pass. CPython's own young
-  collections stay on: a burst of allocations (a wave of handshakes) still triggers them as before;
+  collections stay on: a burst of allocations (a wave of handshakes) still triggers them as before
+  (so a node's clients all leaving at once still costs it a few stalls of 50-250 ms);
 - full collections, which walk every tracked object (one while a node took its first 1,200 clients:
   82 ms of CPU, 0.8 s under that budget), are the pacer's alone: once the heap has grown by
   ``FULL_GROWTH`` since the last one (CPython's own rule against quadratic work), and no more often than
