@@ -192,6 +192,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` (``/proc/<pid>/task/*/schedstat``: nanoseconds, where
+    ``/proc/<pid>/stat``'s clock ticks are too coarse for one second of a 0.1-CPU budget)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
+
+
 @contextlib.contextmanager
 def redis_and_workdir() -> Iterator[tuple[Any, str]]:
     """A private redis-server on a free port and a temporary SQLite path, for one benchmark run.

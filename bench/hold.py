@@ -30,8 +30,8 @@ import trio
 
 from bench._cpu_budget import BudgetUnavailable, CpuBudget, open_budget
 from bench._fanout_load import raise_fd_limit
-from bench._play import OUT_DIR, SECRET
-from bench.overload import TICKET_TTL, LoadGenerator, publish_forever, start_push, summary, wait_subscribed
+from bench._play import OUT_DIR, SECRET, thread_cpu_seconds
+from bench.overload import TICKET_TTL, fanning_push, summary, wait_subscribed
 from playtotv.auth import KeyRing
 
 ARRIVAL_RATE = 50.0
@@ -41,49 +41,28 @@ LOG_NAME = "overload-hold-push.log"
 _SLOW = re.compile(r"generation=(\d) wall_ms=([\d.]+) cpu_ms=([\d.]+)")
 
 
-def thread_cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid`` (``/proc/<pid>/task/*/schedstat``: nanoseconds, where
-    ``/proc/<pid>/stat``'s clock ticks are too coarse for one second of a 0.1-CPU budget)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a thread that ended meanwhile
-    return total / 1e9
-
-
 async def hold(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget) -> dict[str, Any]:
     ring = KeyRing.from_secrets(SECRET)
-    push = await start_push(redis_url, db_path, budget, "hold-push")
-    gen = await LoadGenerator.start()
     seconds: list[dict[str, Any]] = []
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publish_forever, redis_url, args.rate)
-            url = push.listening["push"]
-            for i in range(args.clients):
-                await gen.connect(url, ring.issue(f"hold-{i}", ttl=TICKET_TTL)[0])
-                await trio.sleep(1.0 / ARRIVAL_RATE)
-            ready = (await wait_subscribed(gen, args.clients))["ready"]
-            await trio.sleep(SETTLE_SECONDS)
-            await gen.report()  # drop the deliveries made while clients were still connecting
-            start, cpu_before = trio.current_time(), thread_cpu_seconds(push.proc.pid)
-            first = time.strftime("%H:%M:%S")  # as the node's log stamps its lines
-            for t in range(1, args.seconds + 1):
-                # The log's stamps are whole seconds: the last measured one is left out of the slow
-                # collections, as it shares its stamp with the clients' mass departure after the hold.
-                last = time.strftime("%H:%M:%S")
-                await trio.sleep_until(start + t)
-                report, cpu = await gen.report(), thread_cpu_seconds(push.proc.pid)
-                seconds.append({"t": t, "cpu_share": round((cpu - cpu_before) / budget.cpus, 3),
-                                "p99_ms": summary(report["latencies_ms"])["p99_ms"]})
-                cpu_before = cpu
-            nursery.cancel_scope.cancel()
-    finally:
-        await gen.stop()
-        await push.stop()
+    async with fanning_push(redis_url, db_path, budget, "hold-push", args.rate) as (push, gen):
+        url = push.listening["push"]
+        for i in range(args.clients):
+            await gen.connect(url, ring.issue(f"hold-{i}", ttl=TICKET_TTL)[0])
+            await trio.sleep(1.0 / ARRIVAL_RATE)
+        ready = (await wait_subscribed(gen, args.clients))["ready"]
+        await trio.sleep(SETTLE_SECONDS)
+        await gen.report()  # drop the deliveries made while clients were still connecting
+        start, cpu_before = trio.current_time(), thread_cpu_seconds(push.proc.pid)
+        first = time.strftime("%H:%M:%S")  # as the node's log stamps its lines
+        for t in range(1, args.seconds + 1):
+            # The log's stamps are whole seconds: the last measured one is left out of the slow
+            # collections, as it shares its stamp with the clients' mass departure after the hold.
+            last = time.strftime("%H:%M:%S")
+            await trio.sleep_until(start + t)
+            report, cpu = await gen.report(), thread_cpu_seconds(push.proc.pid)
+            seconds.append({"t": t, "cpu_share": round((cpu - cpu_before) / budget.cpus, 3),
+                            "p99_ms": summary(report["latencies_ms"])["p99_ms"]})
+            cpu_before = cpu
     # Collections logged while holding, not those of the clients' mass departure after it.
     return {"clients": ready, "seconds": seconds,
             "slow_collections": slow_collections(os.path.join(OUT_DIR, LOG_NAME), first, last)}

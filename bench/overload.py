@@ -49,6 +49,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from statistics import median, median_low
 from typing import Any
@@ -155,6 +157,23 @@ async def start_push(redis_url: str, db_path: str, budget: CpuBudget, name: str)
     return node
 
 
+@asynccontextmanager
+async def fanning_push(redis_url: str, db_path: str, budget: CpuBudget, name: str,
+                       rate: float) -> AsyncIterator[tuple[Process, LoadGenerator]]:
+    """A fresh push node under the budget, a load generator for its clients, and a message published
+    ``rate`` times a second to them until the block ends (then all three stop)."""
+    push = await start_push(redis_url, db_path, budget, name)
+    gen = await LoadGenerator.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish_forever, redis_url, rate)
+            yield push, gen
+            nursery.cancel_scope.cancel()
+    finally:
+        await gen.stop()
+        await push.stop()
+
+
 async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
     """Reports until ``target`` clients are subscribed (or nothing is connecting any more)."""
     with trio.move_on_after(CONNECT_TIMEOUT):
@@ -170,46 +189,38 @@ async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
 
 async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget) -> dict[str, Any]:
     ring = KeyRing.from_secrets(SECRET)
-    push = await start_push(redis_url, db_path, budget, "ramp-push")
-    gen = await LoadGenerator.start()
     steps: list[dict[str, Any]] = []
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(publish_forever, redis_url, args.rate)
-            url = push.listening["push"]
-            target = 0
-            while target < RAMP_MAX_CLIENTS:
-                for i in range(target, target + args.step):
-                    await gen.connect(url, ring.issue(f"ramp-{i}", ttl=TICKET_TTL)[0])
-                    # Paced like phase 2's arrivals: a step's 100 handshakes at once near the limit
-                    # saturated the node (p99 3 s at 1,376 clients in one run) and the ramp ended on the
-                    # burst, not on the count of clients; phase 2 never connects faster than this either.
-                    await trio.sleep(1.0 / args.arrival_rate)
-                target += args.step
-                began = trio.current_time()
-                ready = (await wait_subscribed(gen, target))["ready"]
-                connect_s = trio.current_time() - began
-                await trio.sleep(SETTLE_SECONDS)
-                await gen.report()  # drop the deliveries made while clients were still connecting
-                cpu_before = cpu_seconds(push.proc.pid)
-                await trio.sleep(args.step_seconds)
-                report = await gen.report()
-                used = (cpu_seconds(push.proc.pid) - cpu_before) / args.step_seconds
-                steps.append({"clients": ready, **summary(report["latencies_ms"]),
-                              "connect_s": round(connect_s, 2),
-                              # share of the budget the node used while steady: near 1.0 it is saturated
-                              "budget_used": round(used / budget.cpus, 2),
-                              "generator_busy": round(report["busy_s"] / args.step_seconds, 2),
-                              "dropped": report["closed"]})
-                if ready < target:
-                    break  # the node could not even take the step's clients
-                over = [s["p99_ms"] is None or s["p99_ms"] > args.slo_ms for s in steps]
-                if over[-CONFIRM_STEPS:] == [True] * CONFIRM_STEPS:
-                    break
-            nursery.cancel_scope.cancel()
-    finally:
-        await gen.stop()
-        await push.stop()
+    async with fanning_push(redis_url, db_path, budget, "ramp-push", args.rate) as (push, gen):
+        url = push.listening["push"]
+        target = 0
+        while target < RAMP_MAX_CLIENTS:
+            for i in range(target, target + args.step):
+                await gen.connect(url, ring.issue(f"ramp-{i}", ttl=TICKET_TTL)[0])
+                # Paced like phase 2's arrivals: a step's 100 handshakes at once near the limit
+                # saturated the node (p99 3 s at 1,376 clients in one run) and the ramp ended on the
+                # burst, not on the count of clients; phase 2 never connects faster than this either.
+                await trio.sleep(1.0 / args.arrival_rate)
+            target += args.step
+            began = trio.current_time()
+            ready = (await wait_subscribed(gen, target))["ready"]
+            connect_s = trio.current_time() - began
+            await trio.sleep(SETTLE_SECONDS)
+            await gen.report()  # drop the deliveries made while clients were still connecting
+            cpu_before = cpu_seconds(push.proc.pid)
+            await trio.sleep(args.step_seconds)
+            report = await gen.report()
+            used = (cpu_seconds(push.proc.pid) - cpu_before) / args.step_seconds
+            steps.append({"clients": ready, **summary(report["latencies_ms"]),
+                          "connect_s": round(connect_s, 2),
+                          # share of the budget the node used while steady: near 1.0 it is saturated
+                          "budget_used": round(used / budget.cpus, 2),
+                          "generator_busy": round(report["busy_s"] / args.step_seconds, 2),
+                          "dropped": report["closed"]})
+            if ready < target:
+                break  # the node could not even take the step's clients
+            over = [s["p99_ms"] is None or s["p99_ms"] > args.slo_ms for s in steps]
+            if over[-CONFIRM_STEPS:] == [True] * CONFIRM_STEPS:
+                break
     return {"knee": knee_of(steps, args.slo_ms), "steps": steps}
 
 
