@@ -13,6 +13,7 @@ from playtotv.roles.gatekeeper.capacity import (
     MIN_CAPACITY,
     MIN_GROWTH_STEP,
     RECOVERY_TICKS,
+    RESUME_BELOW,
     CapacityController,
     Slo,
 )
@@ -108,6 +109,22 @@ def test_capacity_growth_slows_near_the_slo_and_stops_short_of_it():
     slo = Slo({"fanout_p99_ms": 1000, "loop_lag_ms": 100})
     assert slo.pressure([{"fanout_p99_ms": 500}, {"loop_lag_ms": 80}]) == 0.8
     assert slo.pressure([{}, {"other": 5.0}]) == 0.0
+
+
+def test_once_at_the_stop_growth_waits_until_the_signal_is_clearly_back_under_it():
+    c = CapacityController(initial=1000, ceiling=100_000)
+    for _ in range(RECOVERY_TICKS):
+        c.update(admitted=1000, breaches=[], pressure=0.3)
+    c.update(admitted=c.value, breaches=[], pressure=GROW_UNTIL)  # the stop: hold
+    held = c.value
+    for _ in range(10):  # a tail figure hovering just under the stop is no room to grow into
+        assert c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * 0.97) == held
+    assert c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * RESUME_BELOW * 0.95) > held
+    # ...and once resumed, it grows by the room left until the stop is reached again
+    grown = c.update(admitted=c.value, breaches=[], pressure=GROW_UNTIL * 0.97)
+    assert grown > held
+    c.update(admitted=c.value, breaches=[], pressure=GROW_UNTIL * 1.01)
+    assert c.update(admitted=c.value, breaches=[], pressure=GROW_UNTIL * 0.97) == c.value
 
 
 def test_capacity_grows_on_sessions_in_use_not_on_admissions_still_connecting():

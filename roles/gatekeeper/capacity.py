@@ -11,7 +11,8 @@ cannot be taken back (the gatekeeper never disconnects anyone):
 - growth waits for sessions *in use* (connected, as push nodes report), not for admissions still
   connecting, whose cost the signals do not show yet;
 - growth slows as the worst signal nears its limit (its *pressure*, value / limit) and stops at
-  ``GROW_UNTIL`` of it, like Gradient2's gradient;
+  ``GROW_UNTIL`` of it, like Gradient2's gradient; once stopped there, it resumes only when the signal
+  is back clearly under that stop (``RESUME_BELOW``), so capacity settles instead of probing the edge;
 - no step is larger than the push nodes absorb in handshakes in a tick (``max_step_per_node`` each).
 
 ``bench overload`` motivated all three: each growth step's clients connect at once, and a WebSocket
@@ -70,6 +71,13 @@ MAX_GROWTH_STEP = 50
 #: short of the limit it was probing for. Five newcomers a second cost a small node (0.1 CPU) ~4 % of
 #: its CPU in handshakes: a probe the signals answer within seconds, not a burst.
 MIN_GROWTH_STEP = 5
+#: Once the stop has been reached (or a breach seen), growth waits until the worst signal is back under
+#: this share of its stop, not merely under it: a tail figure hovering at the stop dips under it now and
+#: then by chance, and growing by the floor on every dip is probing the limit, not holding below it. In
+#: bench overload (2026-11-27, third session) that probing walked capacity up until the signals sat at
+#: the stop for good: 0.97-1.00 of the knee, a breach every minute or two, never flat for 20 s. A signal
+#: back well under its stop means the platform has really got faster (or lighter): growth resumes.
+RESUME_BELOW = 0.9
 #: Signals that need less margin than ``GROW_UNTIL``: growth stops at this share of their limit instead.
 #: The CPU share (``cpu_busy``) is an average over a few seconds, not a tail: one collection or one burst
 #: of handshakes barely moves it, and it leads the latency rather than lagging it. At 0.8 of a saturated
@@ -128,6 +136,7 @@ class CapacityController:
     last_pressure: float = field(default=0.0, init=False)
     limit_found: bool = field(default=False, init=False)  # a breach has been seen: grow additively
     limit_level: float = field(default=0.0, init=False)  # where that breach left capacity
+    holding: bool = field(default=False, init=False)  # a stop or breach was reached; see RESUME_BELOW
 
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
@@ -154,7 +163,7 @@ class CapacityController:
             # fewer of them): hold. Backing off on a breach that only lingered in a window took 10 % off
             # capacity for one bad second in bench overload.
             self.capacity = max(float(MIN_CAPACITY), self.capacity)
-            self.breached = True
+            self.breached = self.holding = True
             # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
             # how many sessions the platform holds: keep growing multiplicatively after it.
             if admitted >= MIN_CAPACITY:
@@ -163,7 +172,12 @@ class CapacityController:
         else:
             self.breached = False
             self.healthy_ticks += 1
-            if self.healthy_ticks >= RECOVERY_TICKS and in_use >= self.capacity * GROW_WHEN_USED:
+            if pressure >= GROW_UNTIL:
+                self.holding = True
+            elif pressure < GROW_UNTIL * RESUME_BELOW:
+                self.holding = False
+            if (not self.holding and self.healthy_ticks >= RECOVERY_TICKS
+                    and in_use >= self.capacity * GROW_WHEN_USED):
                 room = max(0.0, 1.0 - pressure / GROW_UNTIL)
                 nodes = max(1, push_nodes)
                 bound = float(self.max_step_per_node * nodes)
