@@ -61,21 +61,29 @@ class NodeProcess:
     async def _read_stdout(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         buffer = b""
-        async for chunk in self.proc.stdout:
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace").strip()
-                self.lines.append(line)
-                if " listening on " in line:
-                    role, _, url = line.partition(" listening on ")
-                    self.listening[role] = url
-                elif line.startswith("director key: "):
-                    self.director_key = line.removeprefix("director key: ")
-                elif line == "ready":
-                    self.ready.set()
-        self.returncode = await self.proc.wait()
-        self.exited.set()
+        try:
+            async for chunk in self.proc.stdout:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace").strip()
+                    self.lines.append(line)
+                    if " listening on " in line:
+                        role, _, url = line.partition(" listening on ")
+                        self.listening[role] = url
+                    elif line.startswith("director key: "):
+                        self.director_key = line.removeprefix("director key: ")
+                    elif line == "ready":
+                        self.ready.set()
+            self.returncode = await self.proc.wait()
+            self.exited.set()
+        finally:
+            # The test's nursery is cancelled when the test ends, failed checks included: a node still
+            # running then would go on serving (and holding its ports) after the test.
+            if self.proc.returncode is None:
+                self.proc.kill()
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self.proc.wait()
 
     def send_signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
