@@ -127,11 +127,16 @@ class Gatekeeper:
         self.ctx.load["recent_admissions"] = own_recent
         signals = [n.qos for n in nodes if _serves_admitted(n)]
         breaches = self.slo.breaches(signals)
-        before = self.controller.value
-        capacity = self.controller.update(self.admitted(now), breaches, self.slo.pressure(signals),
+        before, was_holding = self.controller.value, self.controller.holding
+        pressure = self.slo.pressure(signals)
+        capacity = self.controller.update(self.admitted(now), breaches, pressure,
                                           in_use=self.snapshot.connected, push_nodes=len(push))
         if breaches and capacity != before:
             event(log, "qos breach: capacity backs off", capacity=capacity, breaches=";".join(breaches[:5]))
+        elif self.controller.holding != was_holding and not breaches:
+            # Where growth stops and starts again is what an operator tuning the stops wants to see.
+            event(log, "qos stop reached: capacity holds" if self.controller.holding
+                  else "qos back under its stop: capacity may grow", capacity=capacity, pressure=round(pressure, 3))
         self.room.expire(now)
         self.ctx.metrics.admitted.set(self.admitted(now))
         self.ctx.metrics.capacity.set(self.capacity())
