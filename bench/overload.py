@@ -349,7 +349,7 @@ def ramp_share_per_1000(steps: list[dict[str, Any]], knee: int, slo_ms: float) -
 def speed_adjusted(knee: int, ramps: list[float | None], gated: float | None) -> dict[str, Any]:
     """The knee scaled by how fast the node was in the gated phase against the ramps.
 
-    On these shared machines a budgeted node's speed drifts by a fifth within minutes (the same run's
+    On these shared machines a budgeted node's speed drifts by up to a third within minutes (the same run's
     ramps used 0.72 and 0.88 of the budget at 1,500 clients; its knees were 2,000, 1,500 and 1,400), so
     a gated phase is compared with ramps run while the node was faster or slower than it was then. The
     CPU share per client, measured the same way in both, says by how much: a phase whose node needed a

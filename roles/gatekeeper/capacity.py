@@ -56,7 +56,7 @@ MIN_CAPACITY = 10
 #: so it seemed to need less margin). Back to 0.8 like every signal (2026-11-27, fourth session): in bench
 #: overload the push node went from 0.7-0.8 of its CPU to 0.9-1.0 within 3-5 s while capacity grew near
 #: the edge, no clients added in between, and admitted clients saw 270-435 ms for 5-10 s (three p99
-#: misses in eight runs). A newcomer's handshake costs the node ~2 ms of CPU, as much as ~170 deliveries,
+#: misses in seven runs). A newcomer's handshake costs the node ~2 ms of CPU, as much as ~170 deliveries,
 #: so growth itself adds a tenth or more to the share, and the average lags the bursts it makes.
 GROW_UNTIL = 0.8
 #: Once a breach has shown where the limit is, growth is additive (AIMD): at most this many sessions a
