@@ -21,17 +21,15 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
 from statistics import median
 from typing import Any
 
 import trio
 
-from bench._cpu_budget import BudgetUnavailable, CpuBudget, open_budget
-from bench._fanout_load import raise_fd_limit
+from bench._cpu_budget import CpuBudget
 from bench._play import OUT_DIR, SECRET, thread_cpu_seconds
-from bench.overload import TICKET_TTL, fanning_push, summary, wait_subscribed
+from bench.overload import TICKET_TTL, fanning_push, run_budgeted, summary, wait_subscribed
 from playtotv.auth import KeyRing
 
 ARRIVAL_RATE = 50.0
@@ -92,24 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds < 1:
         parser.error("--clients and --seconds must be at least 1")
-    try:
-        from tests.redis_server import RedisServer  # run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
+    outcome = run_budgeted("bench hold", hold, args)
+    if outcome is None:
         return 2
-    raise_fd_limit()
-    try:
-        with open_budget(args.cpus) as budget:
-            budget.own_core()
-            redis = RedisServer().start()
-            try:
-                with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
-                    result = trio.run(hold, args, redis.url, os.path.join(tmp, "bench.db"), budget)
-            finally:
-                redis.close()
-    except BudgetUnavailable as e:
-        print(f"bench hold: {e}", file=sys.stderr)
-        return 2
+    result, _ = outcome
     rows = result["seconds"]
     for row in rows:
         print(f"{row['t']:3d}s  cpu {row['cpu_share']:.2f}  p99 {row['p99_ms']} ms", file=sys.stderr)

@@ -51,7 +51,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from statistics import median, median_low
@@ -427,6 +427,32 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
     }
 
 
+def run_budgeted(prog: str, run: Callable[..., Awaitable[dict[str, Any]]], args: argparse.Namespace, *,
+                 own_core: bool = True) -> tuple[dict[str, Any], int | None] | None:
+    """``trio.run(run, args, redis_url, db_path, budget)`` inside what a budgeted push node's bench needs:
+    the CPU budget of ``args.cpus`` (alone on a core unless ``own_core`` is false, taken before anything
+    else starts), a ``redis-server`` and a scratch directory. Returns the result and the push node's
+    core, or None after saying why the bench cannot run here."""
+    try:
+        from tests.redis_server import RedisServer  # run from the repository root
+    except ImportError:
+        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
+        return None
+    raise_fd_limit()
+    try:
+        with open_budget(args.cpus) as budget:
+            core = budget.own_core() if own_core else None
+            redis = RedisServer().start()
+            try:
+                with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
+                    return trio.run(run, args, redis.url, os.path.join(tmp, "bench.db"), budget), core
+            finally:
+                redis.close()
+    except BudgetUnavailable as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench overload", description=__doc__.split("\n")[0])
     parser.add_argument("--cpus", type=float, default=0.1, help="the push node's CPU budget (CPUs)")
@@ -453,25 +479,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.ramps < 1:
         parser.error("--ramps must be at least 1")
-    try:
-        from tests.redis_server import RedisServer  # run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
+    outcome = run_budgeted("bench overload", bench, args, own_core=not args.shared_core)
+    if outcome is None:
         return 2
-    raise_fd_limit()
-    try:
-        with open_budget(args.cpus) as budget:
-            own_core = None if args.shared_core else budget.own_core()  # before anything else starts
-            redis = RedisServer().start()
-            try:
-                with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
-                    result = trio.run(bench, args, redis.url, os.path.join(tmp, "bench.db"), budget)
-            finally:
-                redis.close()
-    except BudgetUnavailable as e:
-        print(f"bench overload: {e}", file=sys.stderr)
-        return 2
-    result["push_core"] = own_core
+    result, core = outcome
+    result["push_core"] = core
     print(json.dumps(result))
     return 0
 
