@@ -13,6 +13,7 @@ root's ``cgroup.subtree_control``); :func:`open_budget` raises ``BudgetUnavailab
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from contextlib import contextmanager
@@ -26,6 +27,9 @@ _V2_ROOT = "/sys/fs/cgroup"
 
 class BudgetUnavailable(RuntimeError):
     pass
+
+
+_serial = itertools.count()  # several budgets in one run (``bench overload``'s twin node) need names of their own
 
 
 class CpuBudget:
@@ -77,7 +81,7 @@ def _write(path: str, value: str) -> None:
 
 def _create(cpus: float) -> CpuBudget:
     quota = max(1000, int(cpus * PERIOD_US))  # the kernel's minimum quota is 1 ms
-    name = f"playtotv-bench-{os.getpid()}"
+    name = f"playtotv-bench-{os.getpid()}-{next(_serial)}"
     if os.path.exists(os.path.join(_V1_ROOT, "cpu.cfs_quota_us")):
         path = os.path.join(_V1_ROOT, name)
         os.mkdir(path)
@@ -114,12 +118,15 @@ def _remove(budget: CpuBudget) -> None:
 
 
 @contextmanager
-def open_budget(cpus: float) -> Iterator[CpuBudget]:
-    """A fresh cgroup holding ``cpus`` CPUs; removed on exit. Raises ``BudgetUnavailable`` with the reason."""
+def open_budget(cpus: float, core: int | None = None) -> Iterator[CpuBudget]:
+    """A fresh cgroup holding ``cpus`` CPUs; removed on exit. Raises ``BudgetUnavailable`` with the reason.
+    ``core``: pin what is added to this core (another budget's :meth:`CpuBudget.own_core`), so two
+    budgeted processes share one core kept for them, each within its own quota."""
     try:
         budget = _create(cpus)
     except OSError as e:
         raise BudgetUnavailable(f"cannot create a cpu cgroup ({e.strerror or e}); run as root") from None
+    budget.core = core
     try:
         yield budget
     finally:

@@ -72,14 +72,29 @@ class Arrivals:
         self.refused = 0  # 503 answers (a client refused three times counts three)
         self.errors = 0
 
-    async def run(self, rate: float, total: int, nursery: trio.Nursery) -> None:
-        start = trio.current_time()
-        for i in range(total):
-            await trio.sleep_until(start + i / rate)
+    @property
+    def waiting(self) -> int:
+        """Clients that arrived and are not admitted yet (refused and retrying, or asking)."""
+        return self.arrived - self.admitted
+
+    async def run(self, rate: float, nursery: trio.Nursery, *, total: int | None = None,
+                  waiting: int | None = None) -> None:
+        """``rate`` new clients a second, ``total`` in all (None: until cancelled), pausing while
+        ``waiting`` clients are already waiting: a standing queue at the door however much the platform
+        admits meanwhile, without a crowd whose retries would load the machine the measured node shares."""
+        due = trio.current_time()
+        started = 0
+        while total is None or started < total:
+            due += 1.0 / rate
+            await trio.sleep_until(due)
+            if waiting is not None and self.waiting >= waiting:
+                due = trio.current_time()  # no burst of the arrivals "owed" meanwhile once room comes
+                continue
             nursery.start_soon(self.arrive)
+            started += 1
 
     async def arrive(self) -> None:
-        self.arrived += 1
+        self.arrived += 1  # counted before its first request, so ``waiting`` bounds the requests too
         raw = _NEW
         while True:
             try:
