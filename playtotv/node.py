@@ -17,6 +17,7 @@ import signal
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -280,7 +281,9 @@ async def run_node(
                     background.start_soon(_heartbeat_loop, ctx)
                     event(log, "ready", node=ctx.node_id, roles=",".join(roles))
                     if pace_collections:  # after start-up: its heap is what gets frozen
-                        background.start_soon(gcpacer.pace_collections)
+                        # Connections: a heap grown by clients joining is not garbage (gcpacer).
+                        background.start_soon(partial(gcpacer.pace_collections,
+                                                      load=lambda: ctx.load.get("connections", 0.0)))
                     if on_ready is not None:
                         on_ready()
                     task_status.started(ctx)

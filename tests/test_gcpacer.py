@@ -28,12 +28,17 @@ class FakeHeap:
         self.blocks = 1000
         self.collected: list[int] = []
 
-    def pacer(self, **options: float) -> CollectionPacer:
-        return CollectionPacer(clock=lambda: self.now, heap_size=lambda: self.blocks,
-                               collect=self._collect, **options)
+        self.load = 0.0
+        self.after_full: int | None = None  # the heap a full collection leaves (None: as it was)
+
+    def pacer(self, with_load: bool = False, **options: float) -> CollectionPacer:
+        return CollectionPacer(clock=lambda: self.now, heap_size=lambda: self.blocks, collect=self._collect,
+                               load=(lambda: self.load) if with_load else None, **options)
 
     def _collect(self, generation: int) -> int:
         self.collected.append(generation)
+        if generation == 2 and self.after_full is not None:
+            self.blocks = self.after_full
         return 0
 
 
@@ -59,6 +64,45 @@ def test_a_full_collection_restarts_both_the_clock_and_the_baseline():
     heap.now, heap.blocks = 650.0, 1600  # 23 % above the heap the last full collection left
     assert pacer.tick() == 1
     heap.blocks = 1625
+    assert pacer.tick() == 2
+
+
+def test_a_heap_grown_by_clients_joining_is_not_walked():
+    # A push node: 1,000 blocks at start-up (frozen), ~300 blocks per connected client.
+    heap = FakeHeap()
+    pacer = heap.pacer(with_load=True, full_growth=0.25, full_interval=300.0)
+    heap.load, heap.blocks = 10, 4000
+    assert pacer.tick() == 1  # too little load to measure the heap per client by
+    heap.load, heap.blocks = 100, 31000  # 300 a client: the first measure
+    assert pacer.tick() == 1
+    heap.now, heap.load, heap.blocks = 1000.0, 1300, 391000  # 390 times the heap, and the same per client
+    assert pacer.tick() == 1
+    heap.blocks = 1000 + 1300 * 370  # 23 % more per client: not yet
+    assert pacer.tick() == 1
+    heap.blocks = 1000 + 1300 * 375  # 25 % more per client (garbage, or clients grown heavier): walk it
+    assert pacer.tick() == 2
+    assert heap.collected == [1, 1, 1, 1, 2]
+
+
+def test_clients_leaving_their_garbage_behind_bring_the_walk():
+    heap = FakeHeap()
+    pacer = heap.pacer(with_load=True, full_growth=0.25, full_interval=300.0)
+    heap.load, heap.blocks = 1000, 301000
+    assert pacer.tick() == 1  # measured: 300 blocks a client
+    heap.now, heap.load, heap.blocks = 400.0, 500, 151000  # half of them gone, their objects freed
+    assert pacer.tick() == 1
+    heap.load, heap.blocks = 250, 151000  # half of the rest gone, their objects still there (cycles)
+    heap.after_full = 76000  # what the walk will free
+    assert pacer.tick() == 2
+    heap.now = 800.0
+    assert pacer.tick() == 1  # measured again after the walk: 300 a client
+    assert heap.collected == [1, 1, 2, 1]
+
+
+def test_a_node_with_hardly_any_load_goes_by_the_heap_alone():
+    heap = FakeHeap()
+    pacer = heap.pacer(with_load=True, full_growth=0.25, full_interval=300.0)
+    heap.now, heap.load, heap.blocks = 300.0, 20, 1250
     assert pacer.tick() == 2
 
 
