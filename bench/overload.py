@@ -240,7 +240,8 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
                           # share of the budget the node used while steady: near 1.0 it is saturated
                           "budget_used": round(used / budget.cpus, 2),
                           "generator_busy": round(report["busy_s"] / args.step_seconds, 2),
-                          "dropped": report["closed"]})
+                          "dropped": report["closed"],
+                          "ended_at": trio.current_time()})  # made relative to the gated phase in ``bench``
             if ready < target:
                 break  # the node could not even take the step's clients
             if len(steps) >= CONFIRM_STEPS and all(over_slo(s, args.slo_ms) for s in steps[-CONFIRM_STEPS:]):
@@ -369,7 +370,7 @@ async def gated(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
         await core.stop()
         await front.stop()
         await push.stop()
-    return judge(args, seconds, arrivals, final)
+    return {**judge(args, seconds, arrivals, final), "started_at": start}
 
 
 def settled(seconds: list["Second"]) -> bool:
@@ -461,6 +462,10 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
                                           done=lambda: len(found) >= args.ramps, twin_redis_url=twin_url)
                     nursery.cancel_scope.cancel()  # a ramp still running when the phase ends is left out
         throttled = {k: round(v - throttled[k], 2) for k, v in budget.stats().items()}
+    for r in found:  # when each step ended, in the gated phase's seconds (its timeline's ``t``)
+        for step in r["steps"]:
+            step["t"] = round(step.pop("ended_at") - through.get("started_at", 0.0), 1)
+    through.pop("started_at", None)
     # A later ramp that found no step within the SLO started above its knee (the node slowed down
     # since the ramp before it): it measured nothing.
     measured = [r for r in found if r["knee"] or not r["start"]]
