@@ -84,6 +84,8 @@ SLACK_SECONDS = 180.0
 #: is not the knee, and a step over the SLO followed by one within it means the first was noise. A step
 #: over the SLO is measured again with the same clients (see ``ramp``).
 CONFIRM_STEPS = 2
+#: A step whose deliveries' p99 passes this many times the SLO ends at once (see ``measure_step``).
+SATURATED = 2.0
 #: The ramp never goes past this many clients (a budget so large the SLO is never crossed).
 RAMP_MAX_CLIENTS = 5000
 #: The settled capacity is the median of the gatekeeper's capacity over the last seconds of phase 2.
@@ -231,16 +233,14 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
             connect_s = trio.current_time() - began
             await trio.sleep(SETTLE_SECONDS)
             await gen.report()  # drop the deliveries made while clients were still connecting
-            cpu_before = cpu_seconds(push.proc.pid)
-            await trio.sleep(args.step_seconds)
-            report = await gen.report()
-            used = (cpu_seconds(push.proc.pid) - cpu_before) / args.step_seconds
-            steps.append({"clients": ready, **summary(report["latencies_ms"]),
+            measured = await measure_step(gen, push, args)
+            steps.append({"clients": ready, **summary(measured["latencies_ms"]),
                           "connect_s": round(connect_s, 2),
+                          "seconds": round(measured["seconds"], 1),
                           # share of the budget the node used while steady: near 1.0 it is saturated
-                          "budget_used": round(used / budget.cpus, 2),
-                          "generator_busy": round(report["busy_s"] / args.step_seconds, 2),
-                          "dropped": report["closed"],
+                          "budget_used": round(measured["cpu_s"] / measured["seconds"] / budget.cpus, 2),
+                          "generator_busy": round(measured["busy_s"] / measured["seconds"], 2),
+                          "dropped": measured["closed"],
                           "ended_at": trio.current_time()})  # made relative to the gated phase in ``bench``
             if ready < target:
                 break  # the node could not even take the step's clients
@@ -252,6 +252,25 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
     knee = knee_of(steps, args.slo_ms)
     return {"knee": knee, "start": start, "steps": steps,
             "share_per_1000": ramp_share_per_1000(steps, knee, args.slo_ms)}
+
+
+async def measure_step(gen: LoadGenerator, push: Process, args: argparse.Namespace) -> dict[str, Any]:
+    """A step's deliveries over ``--step-seconds``, taken a second at a time and cut short once their p99
+    is past ``SATURATED`` times the SLO: such a step is over the SLO whatever the rest of it would show,
+    and every second more of a saturated twin is a second of its neighbour, the gated node, disturbed."""
+    latencies: list[float] = []
+    busy, closed = 0.0, 0
+    began, cpu_before = trio.current_time(), cpu_seconds(push.proc.pid)
+    while (left := args.step_seconds - (trio.current_time() - began)) > 0.05:
+        await trio.sleep(min(1.0, left))
+        report = await gen.report()
+        latencies += report["latencies_ms"]
+        busy, closed = busy + report["busy_s"], report["closed"]
+        p99 = percentile(sorted(latencies), 0.99)
+        if p99 is not None and p99 > SATURATED * args.slo_ms:
+            break
+    return {"latencies_ms": latencies, "busy_s": busy, "closed": closed,
+            "seconds": trio.current_time() - began, "cpu_s": cpu_seconds(push.proc.pid) - cpu_before}
 
 
 async def ramps_alongside(args: argparse.Namespace, redis_url: str, db_path: str, twin: CpuBudget,
