@@ -9,6 +9,7 @@ import trio
 
 from playtotv.auth import KeyRing
 from playtotv.registry.base import NodeInfo
+from playtotv.roles.gatekeeper.capacity import RESUME_AFTER
 from tests.inprocess import start_node
 
 
@@ -142,7 +143,7 @@ async def test_qos_breach_stops_capacity_growth_and_it_recovers(nursery):
         assert stopped["qos_capacity"] <= 90 and stopped["at_capacity"] is True
         assert (await http.post("/v1/session")).status_code == 503
         await node.ctx.registry.heartbeat(busy, ttl=60)
-        for _ in range(4):
+        for _ in range(RESUME_AFTER):  # recovered: the signal has stayed well under its stop that long
             gk._apply(await node.ctx.registry.nodes(), time.time())
         assert (await http.get("/v1/status")).json()["qos_capacity"] > stopped["qos_capacity"]
 

@@ -14,6 +14,7 @@ from playtotv.roles.gatekeeper.capacity import (
     MIN_CAPACITY,
     MIN_GROWTH_STEP,
     RECOVERY_TICKS,
+    RESUME_AFTER,
     RESUME_BELOW,
     CapacityController,
     Slo,
@@ -37,8 +38,8 @@ def test_capacity_stops_at_current_level_on_breach_and_recovers():
     assert at_breach <= 600  # stopped at (below) the level where QoS broke
     during = c.update(admitted=600, breaches=["fanout_p99_ms=1600>1000"], pressure=1.6)
     assert during < at_breach  # keeps backing off while the breach worsens
-    for _ in range(RECOVERY_TICKS - 1):
-        assert c.update(admitted=during, breaches=[]) == during  # not yet: one good sample is no recovery
+    for _ in range(RESUME_AFTER - 1):
+        assert c.update(admitted=during, breaches=[]) == during  # not yet: a few good samples are no recovery
     assert c.update(admitted=during, breaches=[]) > during
 
 
@@ -130,6 +131,11 @@ def test_once_at_the_stop_growth_waits_until_the_signal_is_clearly_back_under_it
     held = c.value
     for _ in range(10):  # a tail figure hovering just under the stop is no room to grow into
         assert c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * 0.97) == held
+    for _ in range(RESUME_AFTER - 1):  # clearly under it, but for a few seconds: the signals' own noise
+        assert c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * RESUME_BELOW * 0.95) == held
+    assert c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * 0.97) == held  # a dip: start again
+    for _ in range(RESUME_AFTER - 1):
+        c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * RESUME_BELOW * 0.95)
     assert c.update(admitted=held, breaches=[], pressure=GROW_UNTIL * RESUME_BELOW * 0.95) > held
     # ...and once resumed, it grows by the room left until the stop is reached again
     grown = c.update(admitted=c.value, breaches=[], pressure=GROW_UNTIL * 0.97)
@@ -182,7 +188,7 @@ def test_capacity_grows_additively_once_a_breach_has_found_the_limit():
         c.update(admitted=1000, breaches=[])
     assert c.value - 1000 > ADDITIVE_STEP  # before any breach: multiplicative
     c.update(admitted=c.value, breaches=["fanout_p99_ms=1500>1000"])
-    for _ in range(RECOVERY_TICKS - 1):
+    for _ in range(RESUME_AFTER - 1):
         c.update(admitted=c.value, breaches=[])
     before = c.value
     for _ in range(5):
@@ -210,7 +216,7 @@ def test_growth_is_multiplicative_again_well_past_a_breach_that_was_not_the_limi
     assert below and max(below) <= ADDITIVE_STEP
     assert beyond and min(beyond) > ADDITIVE_STEP
     c.update(admitted=c.value, breaches=["fanout_p99_ms=250>200"], pressure=1.25)  # a new breach: additive
-    for _ in range(RECOVERY_TICKS):
+    for _ in range(RESUME_AFTER):
         previous = c.value
         c.update(admitted=c.value, breaches=[], pressure=0.2)
     assert 0 < c.value - previous <= ADDITIVE_STEP
@@ -233,7 +239,7 @@ def test_growth_steps_are_bounded_per_push_node():
         c = CapacityController(initial=10_000, ceiling=1_000_000)
         if limit_found:
             c.update(admitted=10_000, breaches=["fanout_p99_ms=1500>1000"])
-            for _ in range(RECOVERY_TICKS - 1):
+            for _ in range(RESUME_AFTER - 1):
                 c.update(admitted=c.value, breaches=[], push_nodes=push_nodes)
         before = c.value
         c.update(admitted=before, breaches=[], push_nodes=push_nodes)

@@ -12,7 +12,8 @@ cannot be taken back (the gatekeeper never disconnects anyone):
   connecting, whose cost the signals do not show yet;
 - growth slows as the worst signal nears its limit (its *pressure*, value / limit) and stops at
   ``GROW_UNTIL`` of it, like Gradient2's gradient; once stopped there, it resumes only when the signal
-  is back clearly under that stop (``RESUME_BELOW``), so capacity settles instead of probing the edge;
+  has been back clearly under that stop for a while (``RESUME_BELOW``, ``RESUME_AFTER``), so capacity
+  settles instead of probing the edge;
 - no step is larger than the push nodes absorb in handshakes in a tick (``max_step_per_node`` each).
 
 ``bench overload`` motivated all three: each growth step's clients connect at once, and a WebSocket
@@ -89,6 +90,14 @@ FLOOR_ROOM = 0.25
 #: the stop for good: 0.97-1.00 of the knee, a breach every minute or two, never flat for 20 s. A signal
 #: back well under its stop means the platform has really got faster (or lighter): growth resumes.
 RESUME_BELOW = 0.9
+#: ...and has stayed there for this many ticks in a row. A dip of a few seconds is the signals' own noise:
+#: at a steady 1,300-1,450 clients the push node's CPU share moved between 0.69 and 0.85 from second to
+#: second, and resuming on every dip under the resume level crept capacity up by 5-30 sessions a dip,
+#: from 1,175 to 1,444 in 100 s, until the node sat at its knee (bench overload run o-1, 2026-11-27,
+#: fifth session: the machine slowed a little later and admitted clients saw 250-800 ms for a minute;
+#: nobody is ever disconnected, so an overshoot stays). Ten ticks is longer than the push node's
+#: fan-out window: a signal under the resume level that long has really come down.
+RESUME_AFTER = 10
 #: ...and additive growth lasts until capacity has passed the breach that found the limit by this factor,
 #: healthy all the way: then that breach was a burst, not the limit, and growth is multiplicative (still
 #: bounded per node, still slowing near the SLO) again, like CUBIC speeding up once well past the window
@@ -134,6 +143,7 @@ class CapacityController:
     limit_found: bool = field(default=False, init=False)  # a breach has been seen: grow additively
     limit_level: float = field(default=0.0, init=False)  # where that breach left capacity
     holding: bool = field(default=False, init=False)  # a stop or breach was reached; see RESUME_BELOW
+    calm_ticks: int = field(default=0, init=False)  # ticks in a row under the resume level (RESUME_AFTER)
 
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
@@ -160,18 +170,20 @@ class CapacityController:
             # fewer of them): hold. Backing off on a breach that only lingered in a window took 10 % off
             # capacity for one bad second in bench overload.
             self.capacity = max(float(MIN_CAPACITY), self.capacity)
-            self.breached = self.holding = True
+            self.breached = True
             # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
-            # how many sessions the platform holds: keep growing multiplicatively after it.
+            # how many sessions the platform holds: keep growing multiplicatively after it, as soon as
+            # it is over.
             if admitted >= MIN_CAPACITY:
-                self.limit_found, self.limit_level = True, self.capacity
-            self.healthy_ticks = 0
+                self.limit_found, self.limit_level, self.holding = True, self.capacity, True
+            self.healthy_ticks = self.calm_ticks = 0
         else:
             self.breached = False
             self.healthy_ticks += 1
+            self.calm_ticks = self.calm_ticks + 1 if pressure < GROW_UNTIL * RESUME_BELOW else 0
             if pressure >= GROW_UNTIL:
                 self.holding = True
-            elif pressure < GROW_UNTIL * RESUME_BELOW:
+            elif self.calm_ticks >= RESUME_AFTER:
                 self.holding = False
             if (not self.holding and self.healthy_ticks >= RECOVERY_TICKS
                     and in_use >= self.capacity * GROW_WHEN_USED):
