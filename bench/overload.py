@@ -27,15 +27,14 @@ Both run at the same time, for the same messages:
    Every second the driver records the gatekeeper's capacity and admitted count, what the push node
    reports (fan-out p99, loop lag, CPU share) and the p99 of that second's deliveries.
 2. **Ramps without the gatekeeper**, on the twin (a fresh twin node each): clients join in steps of
-   ``--step`` (tickets signed by the driver, at ``--arrival-rate`` a second, the pace of phase 1's
-   arrivals); once a step's clients are all subscribed, the deliveries of the next ``--step-seconds``
+   ``--step`` (tickets signed by the driver, at ``--arrival-rate`` a second, the pace of the gated
+   phase's arrivals); once a step's clients are all subscribed, the deliveries of the next ``--step-seconds``
    give that step's p99 (steady state: the handshakes' own cost is left out). A step over ``--slo-ms``
    is measured again with the same clients; a ramp stops after ``CONFIRM_STEPS`` measurements in a row
-   over it (the twin saturated disturbs the gated node), and its knee is the last client count within
-   it. The
-   first ramp starts from nothing, the later ones from ``RESTART_SHARE`` of the last knee; *the knee* is
-   the median of the ramps finished while the gated phase ran (see ``ramps_alongside`` for why
-   alongside: the node's speed drifts within minutes here).
+   over it (a step's p99 past twice the SLO cuts it short: a saturated twin disturbs the gated node),
+   and its knee is the last client count within it. The first ramp starts from nothing, the later ones
+   from ``RESTART_SHARE`` of the last knee; *the knee* is the median of the ramps finished while the
+   gated phase ran (see ``ramps_alongside`` for why alongside: the node's speed drifts within minutes).
 
 The gated phase lasts ``--seconds``, longer (up to ``--max-seconds``) while its capacity still moves or
 fewer than ``--ramps`` ramps have finished. Reported: the knee, the capacity the gatekeeper settled on
@@ -49,6 +48,7 @@ JSON object on its last line.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -88,7 +88,7 @@ CONFIRM_STEPS = 2
 SATURATED = 2.0
 #: The ramp never goes past this many clients (a budget so large the SLO is never crossed).
 RAMP_MAX_CLIENTS = 5000
-#: The settled capacity is the median of the gatekeeper's capacity over the last seconds of phase 2.
+#: The settled capacity is the median of the gatekeeper's capacity over the last seconds of the gated phase.
 #: Twice the push node's QoS window (``roles.push.qos.WINDOW_SECONDS``, 10 s): one bad second holds the
 #: gatekeeper's growth for as long as it stays in that window, and with 10 s here such a hold passed for
 #: the end (run f-1 of 2026-11-27, third session: "settled" at 0.66 of the knee at 80 s while the node
@@ -201,17 +201,16 @@ async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
     return await gen.report()
 
 
-# -- phase 1: the ramp ----------------------------------------------------------------------------------------
+# -- the ramps, on the twin ------------------------------------------------------------------------------------
 
 async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: CpuBudget, *,
-               name: str = "ramp-push", start: int = 0, rate: float | None = None) -> dict[str, Any]:
+               name: str, start: int = 0) -> dict[str, Any]:
     """One ramp on a fresh push node: ``start`` clients (0: one step) and then ``--step`` more at a time
     until ``CONFIRM_STEPS`` measurements in a row are over the SLO (a step over it is measured again
-    before any client is added). ``rate``: publish that many messages a second (None: the caller
-    publishes)."""
+    before any client is added). The gated phase publishes the messages."""
     ring = KeyRing.from_secrets(SECRET)
     steps: list[dict[str, Any]] = []
-    async with fanning_push(redis_url, db_path, budget, name, rate) as (push, gen):
+    async with fanning_push(redis_url, db_path, budget, name, None) as (push, gen):
         url = push.listening["push"]
         target = 0
         while target < RAMP_MAX_CLIENTS:
@@ -223,9 +222,9 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
                 batch = 0
             for i in range(target, target + batch):
                 await gen.connect(url, ring.issue(f"{name}-{i}", ttl=TICKET_TTL)[0])
-                # Paced like phase 2's arrivals: a step's 100 handshakes at once near the limit
+                # Paced like the gated phase's arrivals: a step's 100 handshakes at once near the limit
                 # saturated the node (p99 3 s at 1,376 clients in one run) and the ramp ended on the
-                # burst, not on the count of clients; phase 2 never connects faster than this either.
+                # burst, not on the count of clients; the gated phase never connects faster than this.
                 await trio.sleep(1.0 / args.arrival_rate)
             target += batch
             began = trio.current_time()
@@ -287,7 +286,7 @@ async def ramps_alongside(args: argparse.Namespace, redis_url: str, db_path: str
     same moments; its own quota keeps it from taking CPU from the gated node. The first ramp starts from
     nothing; the later ones from ``RESTART_SHARE`` of the last knee, so that more of them fit in."""
     start = 0
-    for i in range(1, RAMP_MAX_CLIENTS):
+    for i in itertools.count(1):  # until the gated phase ends and cancels the one running
         found.append(await ramp(args, redis_url, db_path, twin, name=f"twin-push-{i}", start=start))
         knee = found[-1]["knee"]
         start = args.step * int(RESTART_SHARE * knee / args.step) if knee else 0
@@ -312,11 +311,11 @@ def knee_of(steps: list[dict[str, Any]], slo_ms: float) -> int:
     return 0
 
 
-# -- phase 2: through the gatekeeper ------------------------------------------------------------------------------
+# -- the gated phase: through the gatekeeper -----------------------------------------------------------------------
 
 @dataclass
 class Second:
-    """One second of phase 2, as the driver saw it."""
+    """One second of the gated phase, as the driver saw it."""
 
     t: int
     capacity: int | None
@@ -556,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus", type=float, default=0.1, help="the push node's CPU budget (CPUs)")
     parser.add_argument("--slo-ms", type=float, default=200.0, help="push fan-out p99 SLO")
     parser.add_argument("--loop-lag-slo-ms", type=float, default=None,
-                        help="gatekeeper.slo_loop_lag_ms in phase 2 (default: --slo-ms)")
+                        help="gatekeeper.slo_loop_lag_ms in the gated phase (default: --slo-ms)")
     parser.add_argument("--rate", type=float, default=5.0, help="messages published per second")
     parser.add_argument("--step", type=int, default=100, help="clients added per ramp step")
     # 5 s, not 2.5: at 5 messages a second a step's p99 is that of its worst few messages, and 2.5 s put
