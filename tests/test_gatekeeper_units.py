@@ -267,6 +267,25 @@ def test_a_lingering_breach_holds_capacity_and_a_worsening_one_backs_off():
     assert c.value < first
 
 
+def test_breaches_back_off_from_the_load_that_breached_not_again_from_a_lower_capacity():
+    # Nobody is disconnected: once capacity is under what is in, each breach of that same load says
+    # only that this load is too much; it must not sink capacity another step each time.
+    from playtotv.roles.gatekeeper.capacity import BREACH_BACKOFF
+
+    c = CapacityController(initial=1000, ceiling=100_000)
+    c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"], pressure=1.25)
+    after_first = c.value
+    assert after_first == int(1000 * BREACH_BACKOFF)
+    for _ in range(3):  # the same 1,000 in, breaching now and then, with healthy seconds between
+        for _ in range(5):
+            c.update(admitted=1000, breaches=[], pressure=0.85)
+        c.update(admitted=1000, breaches=["fanout_p99_ms=250>200"], pressure=1.25)
+    assert c.value == after_first
+    c.update(admitted=900, breaches=[], pressure=0.85)
+    c.update(admitted=900, breaches=["fanout_p99_ms=250>200"], pressure=1.25)  # fewer in, still too many
+    assert c.value == int(900 * BREACH_BACKOFF)
+
+
 def test_push_fanout_window_keeps_enough_samples_for_a_p99():
     # One channel at a few messages a second gives ~50 samples in 10 s, whose nearest-rank p99 is the
     # maximum: one late message would read as the node's p99. The window keeps the last MIN_SAMPLES.

@@ -32,7 +32,7 @@ GROW_WHEN_USED = 0.75
 #: Multiplicative growth per healthy tick (plus a floor so small capacities grow too).
 GROWTH_FACTOR = 1.25
 GROWTH_MIN = 50
-#: First breach: stop at the current level, backed off by this factor; later breach ticks back off gently.
+#: First breach: stop at the breaching load, backed off by this factor; later breach ticks back off gently.
 #: Small, because the gatekeeper never disconnects anyone: the back-off only sets where growth resumes,
 #: and in bench overload each breach near the limit at 0.95 cost ~15 s of additive regrowth.
 BREACH_BACKOFF = 0.97
@@ -142,6 +142,7 @@ class CapacityController:
     last_pressure: float = field(default=0.0, init=False)
     limit_found: bool = field(default=False, init=False)  # a breach has been seen: grow additively
     limit_level: float = field(default=0.0, init=False)  # where that breach left capacity
+    breach_anchor: float = field(default=0.0, init=False)  # the current breach's load, backed off
     holding: bool = field(default=False, init=False)  # a stop or breach was reached; see RESUME_BELOW
     calm_ticks: int = field(default=0, init=False)  # ticks in a row under the resume level (RESUME_AFTER)
 
@@ -162,14 +163,19 @@ class CapacityController:
         worsening = pressure > self.last_pressure
         self.last_pressure = pressure
         if breaches:
+            # Backed off from the load that breached, not from a capacity already below it: a breach
+            # says that ``admitted`` sessions are too many, nothing about fewer. With the gatekeeper
+            # already refusing everyone (capacity under what is in, nobody leaving), each new breach
+            # of the same load compounded another 3 %: bench overload (o-5, 2026-11-27, fifth session)
+            # held 1,322 clients through three breaches and its capacity sank to 1,146.
             if not self.breached:
-                self.capacity = min(self.capacity, float(admitted)) * BREACH_BACKOFF
+                self.breach_anchor = float(admitted) * BREACH_BACKOFF
             elif worsening:
-                self.capacity *= SUSTAINED_BACKOFF
+                self.breach_anchor *= SUSTAINED_BACKOFF
             # else: the breach is not getting worse (the same bad samples still in a node's window, or
             # fewer of them): hold. Backing off on a breach that only lingered in a window took 10 % off
             # capacity for one bad second in bench overload.
-            self.capacity = max(float(MIN_CAPACITY), self.capacity)
+            self.capacity = max(float(MIN_CAPACITY), min(self.capacity, self.breach_anchor))
             self.breached = True
             # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
             # how many sessions the platform holds: keep growing multiplicatively after it, as soon as
