@@ -472,7 +472,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
             through = await gated(args, redis_url, db_path, budget)
         else:
             # The twin's quota is its own: the gated node's budget and throttling stay its alone.
-            with open_budget(budget.cpus, core=budget.core) as twin, twin_redis() as twin_url:
+            with open_budget(budget.cpus, core=budget.core) as twin, redis_server() as twin_url:
                 twin_db = os.path.join(os.path.dirname(db_path), "twin.db")
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(ramps_alongside, args, twin_url, twin_db, twin, found)
@@ -480,10 +480,10 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
                                           done=lambda: len(found) >= args.ramps, twin_redis_url=twin_url)
                     nursery.cancel_scope.cancel()  # a ramp still running when the phase ends is left out
         throttled = {k: round(v - throttled[k], 2) for k, v in budget.stats().items()}
+    started_at = through.pop("started_at")
     for r in found:  # when each step ended, in the gated phase's seconds (its timeline's ``t``)
         for step in r["steps"]:
-            step["t"] = round(step.pop("ended_at") - through.get("started_at", 0.0), 1)
-    through.pop("started_at", None)
+            step["t"] = round(step.pop("ended_at") - started_at, 1)
     # A later ramp that found no step within the SLO started above its knee (the node slowed down
     # since the ramp before it): it measured nothing.
     measured = [r for r in found if r["knee"] or not r["start"]]
@@ -513,8 +513,8 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
 
 
 @contextmanager
-def twin_redis() -> Iterator[str]:
-    """A ``redis-server`` of the twin's own (its URL)."""
+def redis_server() -> Iterator[str]:
+    """A ``redis-server`` of its own for the block (its URL): the run's, and the twin's."""
     from tests.redis_server import RedisServer  # run_budgeted checked that it imports
 
     redis = RedisServer().start()
@@ -531,7 +531,7 @@ def run_budgeted(prog: str, run: Callable[..., Awaitable[dict[str, Any]]], args:
     else starts), a ``redis-server`` and a scratch directory. Returns the result and the push node's
     core, or None after saying why the bench cannot run here."""
     try:
-        from tests.redis_server import RedisServer  # run from the repository root
+        import tests.redis_server  # noqa: F401  run from the repository root
     except ImportError:
         print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
         return None
@@ -539,12 +539,8 @@ def run_budgeted(prog: str, run: Callable[..., Awaitable[dict[str, Any]]], args:
     try:
         with open_budget(args.cpus) as budget:
             core = budget.own_core() if own_core else None
-            redis = RedisServer().start()
-            try:
-                with tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
-                    return trio.run(run, args, redis.url, os.path.join(tmp, "bench.db"), budget), core
-            finally:
-                redis.close()
+            with redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="ptv-bench-") as tmp:
+                return trio.run(run, args, redis_url, os.path.join(tmp, "bench.db"), budget), core
     except BudgetUnavailable as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return None
