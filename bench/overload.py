@@ -31,7 +31,8 @@ Both run at the same time, for the same messages:
    phase's arrivals); once a step's clients are all subscribed, the deliveries of the next ``--step-seconds``
    give that step's p99 (steady state: the handshakes' own cost is left out). A step over ``--slo-ms``
    is measured again with the same clients; a ramp stops after ``CONFIRM_STEPS`` measurements in a row
-   over it (a step's p99 past twice the SLO cuts it short: a saturated twin disturbs the gated node),
+   over it (a step's p99 past twice the SLO, or a confirmation's past the SLO, cuts it short: a
+   saturated twin disturbs the gated node),
    and its knee is the last client count within it. The first ramp starts from nothing, the later ones
    from ``RESTART_SHARE`` of the last knee; *the knee* is the median of the ramps finished while the
    gated phase ran (see ``ramps_alongside`` for why alongside: the node's speed drifts within minutes).
@@ -232,7 +233,11 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
             connect_s = trio.current_time() - began
             await trio.sleep(SETTLE_SECONDS)
             await gen.report()  # drop the deliveries made while clients were still connecting
-            measured = await measure_step(gen, push, args)
+            # A confirmation ends at its first second over the SLO: that answers its one question (still
+            # over at this count?), and every second more of a twin at its knee disturbs the gated node.
+            confirming = bool(steps) and over_slo(steps[-1], args.slo_ms)
+            measured = await measure_step(gen, push, args,
+                                          cut_ms=args.slo_ms * (1.0 if confirming else SATURATED))
             steps.append({"clients": ready, **summary(measured["latencies_ms"]),
                           "connect_s": round(connect_s, 2),
                           "seconds": round(measured["seconds"], 1),
@@ -253,10 +258,12 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
             "share_per_1000": ramp_share_per_1000(steps, knee, args.slo_ms)}
 
 
-async def measure_step(gen: LoadGenerator, push: Process, args: argparse.Namespace) -> dict[str, Any]:
+async def measure_step(gen: LoadGenerator, push: Process, args: argparse.Namespace,
+                       cut_ms: float) -> dict[str, Any]:
     """A step's deliveries over ``--step-seconds``, taken a second at a time and cut short once their p99
-    is past ``SATURATED`` times the SLO: such a step is over the SLO whatever the rest of it would show,
-    and every second more of a saturated twin is a second of its neighbour, the gated node, disturbed."""
+    is past ``cut_ms`` (``SATURATED`` times the SLO for a new count): such a step is over the SLO whatever
+    the rest of it would show, and every second more of a saturated twin is a second of its neighbour,
+    the gated node, disturbed."""
     latencies: list[float] = []
     busy, closed = 0.0, 0
     began, cpu_before = trio.current_time(), cpu_seconds(push.proc.pid)
@@ -266,7 +273,7 @@ async def measure_step(gen: LoadGenerator, push: Process, args: argparse.Namespa
         latencies += report["latencies_ms"]
         busy, closed = busy + report["busy_s"], report["closed"]
         p99 = percentile(sorted(latencies), 0.99)
-        if p99 is not None and p99 > SATURATED * args.slo_ms:
+        if p99 is not None and p99 > cut_ms:
             break
     return {"latencies_ms": latencies, "busy_s": busy, "closed": closed,
             "seconds": trio.current_time() - began, "cpu_s": cpu_seconds(push.proc.pid) - cpu_before}
