@@ -192,14 +192,20 @@ async def fanning_push(redis_url: str, db_path: str, budget: CpuBudget, name: st
 
 
 async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
-    """Reports until ``target`` clients are subscribed (or nothing is connecting any more)."""
+    """Reports until ``target`` clients are subscribed, nothing is connecting any more, or a client has
+    failed to connect (the node is past what it takes: waiting for the rest of the step only keeps a
+    saturated twin beside the gated node, 12-16 s in runs q-1 and q-2 of 2026-11-27, sixth session).
+    Returns the last report with the deliveries made meanwhile (``latencies_ms``)."""
+    latencies: list[float] = []
     with trio.move_on_after(CONNECT_TIMEOUT):
         while True:
             report = await gen.report()
-            if report["ready"] >= target or not report["connecting"]:
-                return report
+            latencies += report["latencies_ms"]
+            if report["ready"] >= target or not report["connecting"] or report["failed"]:
+                break
             await trio.sleep(0.25)
-    return await gen.report()
+    report = await gen.report()
+    return {**report, "latencies_ms": latencies + report["latencies_ms"]}
 
 
 # -- the ramps, on the twin ------------------------------------------------------------------------------------
@@ -229,7 +235,8 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
                 await trio.sleep(1.0 / args.arrival_rate)
             target += batch
             began = trio.current_time()
-            ready = (await wait_subscribed(gen, target))["ready"]
+            joined = await wait_subscribed(gen, target)
+            ready = joined["ready"]
             connect_s = trio.current_time() - began
             await trio.sleep(SETTLE_SECONDS)
             await gen.report()  # drop the deliveries made while clients were still connecting
@@ -240,6 +247,8 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
                                           cut_ms=args.slo_ms * (1.0 if confirming else SATURATED))
             steps.append({"clients": ready, **summary(measured["latencies_ms"]),
                           "connect_s": round(connect_s, 2),
+                          # the deliveries' p99 while the step's clients were connecting (not judged)
+                          "connect_p99_ms": summary(joined["latencies_ms"])["p99_ms"],
                           "seconds": round(measured["seconds"], 1),
                           # share of the budget the node used while steady: near 1.0 it is saturated
                           "budget_used": round(measured["cpu_s"] / measured["seconds"] / budget.cpus, 2),
