@@ -11,9 +11,9 @@ cannot be taken back (the gatekeeper never disconnects anyone):
 - growth waits for sessions *in use* (connected, as push nodes report), not for admissions still
   connecting, whose cost the signals do not show yet;
 - growth slows as the worst signal nears its limit (its *pressure*, value / limit) and stops at
-  ``GROW_UNTIL`` of it, like Gradient2's gradient; once stopped there, it resumes only when the signal
-  has been back clearly under that stop for a while (``RESUME_BELOW``, ``RESUME_AFTER``), so capacity
-  settles instead of probing the edge;
+  ``GROW_UNTIL`` of it (the CPU share at ``CPU_GROW_UNTIL``), like Gradient2's gradient; once stopped
+  there, it resumes only when the signal has been back clearly under that stop for a while
+  (``RESUME_BELOW``, ``RESUME_AFTER``), so capacity settles instead of probing the edge;
 - no step is larger than the push nodes absorb in handshakes in a tick (``max_step_per_node`` each).
 
 ``bench overload`` motivated all three: each growth step's clients connect at once, and a WebSocket
