@@ -202,7 +202,7 @@ async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
             report = await gen.report()
             latencies += report["latencies_ms"]
             if report["ready"] >= target or not report["connecting"] or report["failed"]:
-                break
+                return {**report, "latencies_ms": latencies}
             await trio.sleep(0.25)
     report = await gen.report()
     return {**report, "latencies_ms": latencies + report["latencies_ms"]}
@@ -222,7 +222,8 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
         target = 0
         while target < RAMP_MAX_CLIENTS:
             batch = max(args.step, start - target)  # the first batch goes straight to ``start``
-            if steps and over_slo(steps[-1], args.slo_ms):
+            confirming = bool(steps) and over_slo(steps[-1], args.slo_ms)
+            if confirming:
                 # Confirmed at the same count, not a step further: a twin past its knee saturates, and
                 # a saturated twin slows the gated node beside it (bench hold next to a saturated hold
                 # on the same core: its CPU per delivery up ~30 %, p99 from ~90 to ~140 ms).
@@ -242,7 +243,6 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
             await gen.report()  # drop the deliveries made while clients were still connecting
             # A confirmation ends at its first second over the SLO: that answers its one question (still
             # over at this count?), and every second more of a twin at its knee disturbs the gated node.
-            confirming = bool(steps) and over_slo(steps[-1], args.slo_ms)
             measured = await measure_step(gen, push, args,
                                           cut_ms=args.slo_ms * (1.0 if confirming else SATURATED))
             steps.append({"clients": ready, **summary(measured["latencies_ms"]),
