@@ -43,7 +43,12 @@ _SIGNATURE_BYTES = hashlib.sha256().digest_size
 #: without configuring key ids separately.
 _KID_BYTES = 6
 
-DEFAULT_ROLE = "viewer"
+#: What a ticket is for (``Ticket.role``). Every endpoint accepts only its own purpose, checked in
+#: ``KeyRing.verify`` so no endpoint can forget it: a viewer's session ticket (core, push) ...
+VIEWER_ROLE = "viewer"
+#: ... or the gatekeeper's waiting-room token, which proves a place in the queue and never a session.
+QUEUE_ROLE = "queue"
+DEFAULT_ROLE = VIEWER_ROLE
 
 
 class Ticket(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
@@ -62,6 +67,10 @@ class Ticket(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
 
 class InvalidTicket(Exception):
     """Malformed, forged, or signed by a key we do not hold: answer 401 ``unauthorized``."""
+
+
+class WrongPurpose(InvalidTicket):
+    """Genuine, but made for another purpose (a queue token shown as a viewer ticket, or the reverse)."""
 
 
 class ExpiredTicket(InvalidTicket):
@@ -185,13 +194,16 @@ class KeyRing:
             raise ValueError(f"ticket longer than {MAX_TOKEN_CHARS} characters; shorten its ids")
         return token
 
-    def verify(self, token: str, *, now: float | None = None, allow_expired_for: float = 0.0) -> Ticket:
-        """The ticket ``token`` carries, if its signature is ours and it is not expired.
+    def verify(self, token: str, *, role: str = VIEWER_ROLE, now: float | None = None,
+               allow_expired_for: float = 0.0) -> Ticket:
+        """The ticket ``token`` carries, if its signature is ours, it was made for ``role`` and it is not
+        expired.
 
         A ticket that expired less than ``allow_expired_for`` seconds ago is still returned (the caller
         sees ``ticket.expired()``); one that expired earlier raises :class:`ExpiredTicket`, which carries
-        it. Anything else wrong raises :class:`InvalidTicket`. The signature is checked before expiry, so
-        an ``ExpiredTicket`` always holds a genuine payload.
+        it. A genuine ticket of another purpose raises :class:`WrongPurpose`; anything else wrong raises
+        :class:`InvalidTicket`. The signature and the purpose are checked before expiry, so an
+        ``ExpiredTicket`` always holds a genuine payload of the purpose asked for.
         """
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise InvalidTicket("malformed ticket")
@@ -213,6 +225,8 @@ class KeyRing:
             raise InvalidTicket("ticket signed with an unknown key")
         if not hmac.compare_digest(signature, self._signature(secret, payload)):
             raise InvalidTicket("bad ticket signature")
+        if ticket.role != role:
+            raise WrongPurpose(f"a {ticket.role} token is not a {role} ticket")
         current = time.time() if now is None else now
         if current >= ticket.expires_at + max(0.0, allow_expired_for):
             raise ExpiredTicket(ticket)

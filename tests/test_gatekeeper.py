@@ -158,7 +158,7 @@ async def test_refusals_answered_beneath_quart_match_the_route(nursery):
         assert r.status_code == 503 and r.headers["content-type"] == "application/json"
         assert r.headers["Access-Control-Allow-Origin"] == "*" and int(r.headers["Retry-After"]) >= 1
         assert r.json()["error"]["code"] == "at_capacity" and r.json()["queue"]
-        assert node.ctx.tickets.verify(r.json()["queue"]).role == "queue"
+        assert node.ctx.tickets.verify(r.json()["queue"], role="queue").user_id.startswith("q_")
         assert (await http.post("/v1/session", content='{"name": 5}')).status_code == 400
         assert (await http.post("/v1/session", content=b"{" + b" " * 20_000 + b"}")).status_code == 413
         metrics = (await http.get("/metrics")).text
@@ -181,3 +181,21 @@ async def test_a_flooded_gatekeepers_own_lag_does_not_cut_capacity(nursery):
         await node.ctx.registry.heartbeat(core_node(1, loop_lag_ms=900), ttl=60)
         gk._apply(await node.ctx.registry.nodes(), time.time())
         assert (await http.get("/v1/status")).json()["qos_capacity"] < 100
+
+
+async def test_a_viewer_ticket_is_no_queue_token_and_a_queue_token_no_resume(nursery):
+    """Each token is accepted only for its own purpose: a viewer ticket shown as ``queue`` does not jump the
+    waiting room (it is a newcomer), and a queue token shown as ``resume`` does not give its q_ identity."""
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
+                                  gatekeeper_licensed_capacity="1")
+    gk = node.ctx.extras["gatekeeper"]
+    async with http:
+        early_viewer, _ = node.ctx.tickets.issue("u_early", ttl=600, now=time.time() - 100)
+        waiting = (await http.post("/v1/session")).json()["queue"]
+        await node.ctx.registry.heartbeat(push_node(1, connections=0), ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        jumper = await http.post("/v1/session", json={"queue": early_viewer})
+        assert jumper.status_code == 503  # one waited longer; the viewer ticket earned no place
+        assert node.ctx.tickets.verify(jumper.json()["queue"], role="queue").user_id.startswith("q_")
+        admitted = await http.post("/v1/session", json={"queue": waiting, "resume": waiting})
+        assert admitted.status_code == 200 and admitted.json()["user_id"].startswith("u_")

@@ -19,7 +19,7 @@ import msgspec
 import trio
 from quart import Response, request
 
-from playtotv.auth import ExpiredTicket, InvalidTicket
+from playtotv.auth import QUEUE_ROLE, ExpiredTicket, InvalidTicket
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.http import create_app, json_response, serve_http
 from playtotv.logs import event
@@ -50,8 +50,8 @@ SNAPSHOT_INTERVAL = 1.0
 RETRY_AFTER_RANGE = (2.0, 6.0)
 #: A queue token is honoured this long after its holder's last try.
 QUEUE_TTL = 30.0
-#: Queue tokens are tickets with this role, so they can never be used as a viewer ticket.
-QUEUE_ROLE = "queue"
+#: Queue tokens are tickets with the role ``QUEUE_ROLE``, so they can never be used as a viewer ticket
+#: (``KeyRing.verify`` checks the purpose), nor a viewer ticket as a queue token.
 QUEUE_USER_PREFIX = "q_"
 #: Session request bodies are small JSON objects (a resume ticket is the largest field).
 MAX_BODY = 16 * 1024
@@ -155,9 +155,8 @@ class Gatekeeper:
         """(queue id, first arrival, token to hand back) — from a valid queue token or fresh."""
         if token:
             try:
-                ticket = self.ctx.tickets.verify(token, now=now)
-                if ticket.role == QUEUE_ROLE:
-                    return ticket.user_id, ticket.issued_at, token
+                ticket = self.ctx.tickets.verify(token, role=QUEUE_ROLE, now=now)
+                return ticket.user_id, ticket.issued_at, token
             except InvalidTicket:
                 pass  # a forged or stale token just means a place at the back
         return f"{QUEUE_USER_PREFIX}{secrets.token_urlsafe(9)}", now, None
@@ -192,8 +191,7 @@ class Gatekeeper:
             try:
                 ticket = self.ctx.tickets.verify(req.resume, now=now,
                                                  allow_expired_for=self.ctx.settings.auth.resume_window)
-                if ticket.role != QUEUE_ROLE:
-                    return ticket.user_id
+                return ticket.user_id
             except (InvalidTicket, ExpiredTicket):
                 pass  # an unusable resume ticket gets a new identity, not an error
         if req.user_id and self.ctx.settings.auth.trust_user_id:
