@@ -199,3 +199,25 @@ async def test_a_viewer_ticket_is_no_queue_token_and_a_queue_token_no_resume(nur
         assert node.ctx.tickets.verify(jumper.json()["queue"], role="queue").user_id.startswith("q_")
         admitted = await http.post("/v1/session", json={"queue": waiting, "resume": waiting})
         assert admitted.status_code == 200 and admitted.json()["user_id"].startswith("u_")
+
+
+async def test_nodes_failing_the_schedulers_probes_leave_the_endpoint_lists(nursery):
+    """A node still in the registry but unreachable (its probe failed) is not handed out; if the probes
+    fail everywhere, the probe is the likelier fault and every node stays listed."""
+    node, http = await gatekeeper(nursery, [core_node(1), core_node(2), push_node(1), push_node(2)])
+    gk = node.ctx.extras["gatekeeper"]
+
+    async def lists() -> tuple[list[str], list[str]]:
+        body = (await http.post("/v1/session")).json()
+        return sorted(body["core"]), sorted(p["websocket"] for p in body["push"])
+
+    async with http:
+        scheduler = NodeInfo(id="sched-1", roles=["scheduler"], unreachable=["core-2", "push-1"])
+        await node.ctx.registry.heartbeat(scheduler, ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert await lists() == (["http://10.9.0.1:8001"], ["ws://10.9.1.2:8002/v1/ws"])
+        assert (await http.get("/v1/status")).json()["at_capacity"] is False  # no QoS consequence
+        everything = NodeInfo(id="sched-1", roles=["scheduler"], unreachable=["core-1", "core-2"])
+        await node.ctx.registry.heartbeat(everything, ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert (await lists())[0] == ["http://10.9.0.1:8001", "http://10.9.0.2:8001"]

@@ -115,9 +115,12 @@ class Gatekeeper:
     def _apply(self, nodes: list[NodeInfo], now: float) -> None:
         counts = NodeCounts(**{role: sum(1 for n in nodes if role in n.roles)
                                for role in ("core", "push", "worker", "scheduler")})
-        core = [n for n in nodes if "core" in n.endpoints]
-        push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
-        sessions = {n.id: n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in push}
+        unreachable = {node_id for n in nodes for node_id in n.unreachable}
+        core = _reachable([n for n in nodes if "core" in n.endpoints], unreachable)
+        registered_push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
+        push = _reachable(registered_push, unreachable)
+        # Sessions still count on a node the probes cannot reach: refusing early is the safe side.
+        sessions = {n.id: n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in registered_push}
         connected = int(sum(sessions.values()))
         others = int(sum(n.load.get("recent_admissions", 0) for n in nodes if n.id != self.ctx.node_id))
         self.snapshot = Snapshot(core=core, push=push, counts=counts, connected=connected, sessions=sessions,
@@ -247,6 +250,13 @@ def _serves_admitted(node: NodeInfo) -> bool:
     flooded gatekeeper's own loop lag read as a platform breach; bench admission saw capacity fall to
     the floor)."""
     return any(role != "gatekeeper" for role in node.roles)
+
+
+def _reachable(nodes: list[NodeInfo], unreachable: set[str]) -> list[NodeInfo]:
+    """Nodes still registered but failing the scheduler's probes are routed around (dead is not slow).
+    If every one fails, the probe itself is the likelier fault: keep listing them all."""
+    reachable = [n for n in nodes if n.id not in unreachable]
+    return reachable or nodes
 
 
 def _healthy_core(nodes: list[NodeInfo], slo: Slo) -> list[NodeInfo]:
