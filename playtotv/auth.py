@@ -60,6 +60,8 @@ class Ticket(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     issued_at: float
     expires_at: float
     role: str = DEFAULT_ROLE
+    #: The display name the viewer gave the gatekeeper (core makes it the profile's name); None: none given.
+    name: str | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at
@@ -167,6 +169,7 @@ class KeyRing:
         ttl: float,
         session_id: str | None = None,
         role: str = DEFAULT_ROLE,
+        name: str | None = None,
         now: float | None = None,
     ) -> tuple[str, Ticket]:
         """Sign a new ticket for ``user_id`` valid ``ttl`` seconds; returns the token and its payload."""
@@ -180,6 +183,7 @@ class KeyRing:
             issued_at=issued_at,
             expires_at=issued_at + ttl,
             role=role,
+            name=name,
         )
         return self.sign(ticket), ticket
 

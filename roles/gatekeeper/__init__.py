@@ -213,7 +213,10 @@ class Gatekeeper:
             raise ApiError("unavailable", "no core or push node is up yet", retry_after=2.0)
         self.room.leave(outcome.queue_id)
         user_id = self._resolve_user(req, now)
-        ticket, claims = self.ctx.tickets.issue(user_id, ttl=self.ctx.settings.auth.ticket_ttl, now=now)
+        # The name travels to core in the ticket (core names the profile on the ticket's first request): an
+        # admission stays free of store calls, like every gatekeeper decision.
+        ticket, claims = self.ctx.tickets.issue(user_id, ttl=self.ctx.settings.auth.ticket_ttl, name=req.name,
+                                                now=now)
         self.admissions.add(now)
         self.ctx.metrics.admissions.labels("admitted").inc()
         wanted = req.transports or ["websocket", "polling"]

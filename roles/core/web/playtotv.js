@@ -368,6 +368,8 @@ export class PlayToTV {
         error.retried = attempt > 0;
         throw error;
       }
+      // A later join (a resume) sends this.name: it must not undo a rename made since.
+      if (method === "PUT" && path === "/v1/me" && !opts.auth && opts.body?.name) this.name = opts.body.name;
       return payload;
     }
     throw new Unavailable(`${method} ${path}: no core node answered after ${MAX_FAILOVERS} failovers`);
