@@ -104,6 +104,8 @@ class PushSettings(_Section):
     #: A channel no local client follows any more stays subscribed this long, so reconnecting clients and
     #: back-to-back long polls find it warm (recent messages in memory, no broker round trip).
     channel_linger: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    #: WebSockets and waiting long polls one user may hold on one node (a few tabs); more are refused (429).
+    max_connections_per_user: PositiveInt = 8
 
 
 class WorkerSettings(_Section):

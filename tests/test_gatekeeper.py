@@ -221,3 +221,14 @@ async def test_nodes_failing_the_schedulers_probes_leave_the_endpoint_lists(nurs
         await node.ctx.registry.heartbeat(everything, ttl=60)
         gk._apply(await node.ctx.registry.nodes(), time.time())
         assert (await lists())[0] == ["http://10.9.0.1:8001", "http://10.9.0.2:8001"]
+
+
+async def test_a_push_nodes_users_are_counted_not_its_connections(nursery):
+    """One ticket holding 210 WebSockets is one admitted session (push nodes report distinct users)."""
+    greedy = NodeInfo(id="push-1", roles=["push"], endpoints=push_node(1).endpoints,
+                      load={"connections": 210, "sessions": 1})
+    node, http = await gatekeeper(nursery, [core_node(1), greedy], gatekeeper_licensed_capacity="5")
+    async with http:
+        status = (await http.get("/v1/status")).json()
+        assert status["admitted"] == 1 and status["at_capacity"] is False
+        assert (await http.post("/v1/session")).status_code == 200

@@ -120,7 +120,7 @@ class Gatekeeper:
         registered_push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
         push = _reachable(registered_push, unreachable)
         # Sessions still count on a node the probes cannot reach: refusing early is the safe side.
-        sessions = {n.id: n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in registered_push}
+        sessions = {n.id: _sessions_of(n) for n in registered_push}
         connected = int(sum(sessions.values()))
         others = int(sum(n.load.get("recent_admissions", 0) for n in nodes if n.id != self.ctx.node_id))
         self.snapshot = Snapshot(core=core, push=push, counts=counts, connected=connected, sessions=sessions,
@@ -253,6 +253,14 @@ def _serves_admitted(node: NodeInfo) -> bool:
     flooded gatekeeper's own loop lag read as a platform breach; bench admission saw capacity fall to
     the floor)."""
     return any(role != "gatekeeper" for role in node.roles)
+
+
+def _sessions_of(node: NodeInfo) -> float:
+    """The sessions a push node holds: its distinct users (one ticket's many connections count once);
+    connections and polls from a node that does not report users."""
+    if "sessions" in node.load:
+        return node.load["sessions"]
+    return node.load.get("connections", 0) + node.load.get("polling_sessions", 0)
 
 
 def _reachable(nodes: list[NodeInfo], unreachable: set[str]) -> list[NodeInfo]:
