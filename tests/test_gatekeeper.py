@@ -232,3 +232,35 @@ async def test_a_push_nodes_users_are_counted_not_its_connections(nursery):
         status = (await http.get("/v1/status")).json()
         assert status["admitted"] == 1 and status["at_capacity"] is False
         assert (await http.post("/v1/session")).status_code == 200
+
+
+async def test_waiting_room_entries_of_clients_that_never_came_back_expire_after_a_retry_or_two(nursery):
+    """A crowd refused at once that never retries (900 such left 700 entries ahead of real newcomers for
+    33 s) stops counting ahead once it has missed a retry or two; a client that keeps retrying keeps its
+    place, and one that comes back late still has its first arrival in its token."""
+    import json
+
+    from playtotv.roles.gatekeeper import RETRY_AFTER_RANGE, WAITING_TTL
+    from playtotv.roles.gatekeeper.outcome import Place, Refusal
+
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
+                                  gatekeeper_licensed_capacity="1")
+    gk = node.ctx.extras["gatekeeper"]
+    assert RETRY_AFTER_RANGE[1] * 1.5 < WAITING_TTL <= 3 * RETRY_AFTER_RANGE[1]  # the SDKs jitter up to 1.5x
+    start = time.time()
+    for _ in range(50):
+        assert isinstance(gk.decide(b"", start), Refusal)
+    loyal = json.loads(gk.decide(b"", start + 0.5).body)["queue"]
+    retry = json.dumps({"queue": loyal}).encode()
+    now = start + 0.5
+    while now < start + WAITING_TTL + 1:
+        now += RETRY_AFTER_RANGE[1]
+        assert isinstance(gk.decide(retry, now), Refusal)  # still full
+    await node.ctx.registry.heartbeat(push_node(1, connections=0), ttl=60)
+    gk._apply(await node.ctx.registry.nodes(), now)
+    assert len(gk.room) == 1  # the crowd is gone, the loyal client waits on
+    assert isinstance(gk.decide(b"", now), Refusal)  # a newcomer is behind the loyal client...
+    assert isinstance(gk.decide(retry, now), Place)  # ...who gets the place
+    late = now + WAITING_TTL * 2
+    gk._apply(await node.ctx.registry.nodes(), late)
+    assert len(gk.room) == 0 and isinstance(gk.decide(retry, late), Place)  # its token still ranks it

@@ -48,8 +48,12 @@ log = logging.getLogger("playtotv.gatekeeper")
 SNAPSHOT_INTERVAL = 1.0
 #: Rejected clients are told to come back after a jittered delay in this range (no lockstep return).
 RETRY_AFTER_RANGE = (2.0, 6.0)
-#: A queue token is honoured this long after its holder's last try.
-QUEUE_TTL = 30.0
+#: A queue token keeps its holder's first arrival (its place) this long.
+QUEUE_TOKEN_TTL = 300.0
+#: A refused client that has not come back within two of the longest retry delays handed out (the SDKs
+#: wait up to 1.5 times the delay) has given up: its entry stops counting ahead of newcomers. Should it
+#: come back later, its token still carries its first arrival and it takes its place again.
+WAITING_TTL = 2 * RETRY_AFTER_RANGE[1]
 #: Queue tokens are tickets with the role ``QUEUE_ROLE``, so they can never be used as a viewer ticket
 #: (``KeyRing.verify`` checks the purpose), nor a viewer ticket as a queue token.
 QUEUE_USER_PREFIX = "q_"
@@ -88,7 +92,7 @@ class Gatekeeper:
         })
         self.snapshot = Snapshot()
         self.admissions = Admissions()
-        self.room = WaitingRoom(ttl=QUEUE_TTL)
+        self.room = WaitingRoom(ttl=WAITING_TTL)
         self.rng = random.Random()
 
     # -- the numbers -------------------------------------------------------------------------------------
@@ -167,7 +171,7 @@ class Gatekeeper:
     def _refuse(self, queue_id: str, first_arrival: float, token: str | None, now: float) -> Refusal:
         self.room.wait(queue_id, first_arrival, now)
         if token is None:
-            token, _ = self.ctx.tickets.issue(queue_id, ttl=QUEUE_TTL * 10, role=QUEUE_ROLE, now=first_arrival)
+            token, _ = self.ctx.tickets.issue(queue_id, ttl=QUEUE_TOKEN_TTL, role=QUEUE_ROLE, now=first_arrival)
         retry_after = round(self.rng.uniform(*RETRY_AFTER_RANGE), 2)
         self.ctx.metrics.admissions.labels("rejected").inc()
         body = {"error": {"code": "at_capacity", "message": AT_CAPACITY_MESSAGE, "retry_after": retry_after},
