@@ -136,7 +136,8 @@ class PlayToTVClient:
         return self.session["core"][self._core_index]
 
     async def join(self, *, max_wait: float = MAX_JOIN_WAIT) -> dict[str, Any]:
-        """Ask the gatekeeper for a session; wait as told (with jitter) while the platform is full.
+        """Ask the gatekeeper for a session; wait as told (with jitter) while the platform is full or
+        this address has asked too often (429).
 
         A returning client resumes its identity with its previous ticket."""
         deadline = trio.current_time() + max_wait
@@ -156,7 +157,7 @@ class PlayToTVClient:
                 self._queue_token = None
                 return self.session
             error = _error_of(response)
-            if response.status_code != 503:
+            if response.status_code not in (503, 429):  # full, or this address asked too often: wait
                 raise error
             try:
                 self._queue_token = response.json().get("queue") or self._queue_token

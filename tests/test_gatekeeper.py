@@ -264,3 +264,35 @@ async def test_waiting_room_entries_of_clients_that_never_came_back_expire_after
     late = now + WAITING_TTL * 2
     gk._apply(await node.ctx.registry.nodes(), late)
     assert len(gk.room) == 0 and isinstance(gk.decide(retry, late), Place)  # its token still ranks it
+
+
+async def test_new_sessions_are_rate_limited_per_client_address(nursery):
+    """230 anonymous sessions from one address in 0.3 s once filled a capacity of 200: past its burst, an
+    address gets 429 rate_limited with Retry-After, and nothing is admitted or queued for it."""
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)], gatekeeper_session_rate="0.5",
+                                  gatekeeper_session_burst="3")
+    gk = node.ctx.extras["gatekeeper"]
+    async with http:
+        statuses = [(await http.post("/v1/session", json={})).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        admitted = (await http.get("/v1/status")).json()["admitted"]
+        for _ in range(20):
+            r = await http.post("/v1/session", json={})
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "rate_limited" and r.json()["error"]["retry_after"] >= 1
+            assert int(r.headers["Retry-After"]) >= 1
+        assert (await http.get("/v1/status")).json()["admitted"] == admitted and len(gk.room) == 0
+        assert (await http.get("/v1/status")).status_code == 200  # other routes are not limited
+        metrics = (await http.get("/metrics")).text
+        assert 'playtotv_admissions_total{outcome="rate_limited"} 20.0' in metrics
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)], gatekeeper_session_rate="0.5",
+                                  gatekeeper_session_burst="1", gatekeeper_trusted_proxies="127.0.0.1")
+    async with http:
+        for client in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+            r = await http.post("/v1/session", json={}, headers={"X-Forwarded-For": client})
+            assert r.status_code == 200
+        r = await http.post("/v1/session", json={}, headers={"X-Forwarded-For": "198.51.100.1"})
+        assert r.status_code == 429

@@ -347,3 +347,48 @@ def test_recovery_on_an_empty_platform_waits_for_healthy_signals_and_never_passe
     for _ in range(60):
         c.update(admitted=0, breaches=[], pressure=0.1, in_use=0)
     assert c.value == limit
+
+
+def test_the_client_address_is_the_peer_unless_a_trusted_proxy_forwarded_it():
+    from playtotv.roles.gatekeeper.sessionlimit import ClientAddresses, networks
+
+    plain = ClientAddresses([])
+    assert str(plain.client("203.0.113.7", "198.51.100.1")) == "203.0.113.7"  # nobody trusted: the peer
+    proxied = ClientAddresses(networks(["10.0.0.0/8", "192.0.2.10"]))
+    assert str(proxied.client("203.0.113.7", "198.51.100.1")) == "203.0.113.7"  # not a proxy of ours
+    assert str(proxied.client("10.1.2.3", "198.51.100.1")) == "198.51.100.1"
+    # read from the right: what the client put on the left is its own say
+    assert str(proxied.client("10.1.2.3", "1.1.1.1, 198.51.100.1, 192.0.2.10")) == "198.51.100.1"
+    assert str(proxied.client("10.1.2.3", "10.9.9.9, 10.8.8.8")) == "10.9.9.9"  # all ours: the farthest
+    assert str(proxied.client("10.1.2.3", "garbage, 10.8.8.8")) == "10.8.8.8"
+    assert str(proxied.client("::ffff:198.51.100.1", None)) == "198.51.100.1"
+    # IPv6 subscribers get a /64 each: one bucket per /64
+    a = plain.key(plain.client("2001:db8:1:2::1", None))
+    b = plain.key(plain.client("2001:db8:1:2:ffff::9", None))
+    assert a == b == "2001:db8:1:2::/64" and plain.key(plain.client("2001:db8:1:3::1", None)) != a
+    assert plain.key(None) == "unknown"
+
+
+def test_session_limit_per_address_with_burst_refill_and_exemptions():
+    from playtotv.roles.gatekeeper.sessionlimit import SessionLimit
+    from playtotv.settings import GatekeeperSettings
+
+    now = [0.0]
+    settings = GatekeeperSettings(session_rate=2.0, session_burst=3, session_rate_exempt=["192.0.2.0/24"])
+    limit = SessionLimit(settings, clock=lambda: now[0])
+
+    def scope(peer: str, forwarded: str | None = None) -> dict:
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        return {"client": (peer, 40000), "headers": headers}
+
+    assert [limit.wait(scope("203.0.113.7")) for _ in range(3)] == [None, None, None]
+    wait = limit.wait(scope("203.0.113.7"))
+    assert wait is not None and 0 < wait <= 0.5
+    assert limit.wait(scope("203.0.113.8")) is None  # another address, its own bucket
+    assert limit.wait(scope("203.0.113.7", "198.51.100.1")) is not None  # an untrusted peer's header is ignored
+    now[0] += 0.5
+    assert limit.wait(scope("203.0.113.7")) is None  # refilled at 2 a second
+    assert all(limit.wait(scope("192.0.2.55")) is None for _ in range(100))  # exempt
+    off = SessionLimit(GatekeeperSettings(session_rate=0))
+    assert all(off.wait(scope("203.0.113.7")) is None for _ in range(100))
+    assert GatekeeperSettings().session_rate > 0  # on unless turned off
