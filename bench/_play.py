@@ -74,6 +74,8 @@ def node_env(redis_url: str, db_path: str, node_id: str, **extra: str) -> dict[s
         "PLAYTOTV_AUTH_DIRECTOR_KEYS": DIRECTOR_KEY,
         "PLAYTOTV_NODE_ID": node_id,
         "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
+        # Every benchmark's clients come from this one address: no per-address limit on new sessions.
+        "PLAYTOTV_GATEKEEPER_SESSION_RATE": "0",
         **{f"PLAYTOTV_{k.upper()}": v for k, v in extra.items()},
     }
 

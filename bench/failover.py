@@ -47,7 +47,9 @@ FAULTS = ("gatekeeper", "core", "push", "worker", "scheduler", "redis_primary", 
 LAYOUT = ["gatekeeper", "gatekeeper", "core", "core", "push", "push", "worker", "worker", "scheduler",
           "scheduler"]
 FAST_NODES = {"PLAYTOTV_NODE_HEARTBEAT_TTL": "2", "PLAYTOTV_NODE_HEARTBEAT_INTERVAL": "0.5",
-              "PLAYTOTV_ANSWERS_DURABILITY": "replicated"}
+              "PLAYTOTV_ANSWERS_DURABILITY": "replicated",
+              # The whole audience joins from this one address: no per-address limit on new sessions.
+              "PLAYTOTV_GATEKEEPER_SESSION_RATE": "0"}
 
 
 @dataclass

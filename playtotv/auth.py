@@ -43,7 +43,12 @@ _SIGNATURE_BYTES = hashlib.sha256().digest_size
 #: without configuring key ids separately.
 _KID_BYTES = 6
 
-DEFAULT_ROLE = "viewer"
+#: What a ticket is for (``Ticket.role``). Every endpoint accepts only its own purpose, checked in
+#: ``KeyRing.verify`` so no endpoint can forget it: a viewer's session ticket (core, push) ...
+VIEWER_ROLE = "viewer"
+#: ... or the gatekeeper's waiting-room token, which proves a place in the queue and never a session.
+QUEUE_ROLE = "queue"
+DEFAULT_ROLE = VIEWER_ROLE
 
 
 class Ticket(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
@@ -55,6 +60,8 @@ class Ticket(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     issued_at: float
     expires_at: float
     role: str = DEFAULT_ROLE
+    #: The display name the viewer gave the gatekeeper (core makes it the profile's name); None: none given.
+    name: str | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at
@@ -62,6 +69,10 @@ class Ticket(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
 
 class InvalidTicket(Exception):
     """Malformed, forged, or signed by a key we do not hold: answer 401 ``unauthorized``."""
+
+
+class WrongPurpose(InvalidTicket):
+    """Genuine, but made for another purpose (a queue token shown as a viewer ticket, or the reverse)."""
 
 
 class ExpiredTicket(InvalidTicket):
@@ -158,6 +169,7 @@ class KeyRing:
         ttl: float,
         session_id: str | None = None,
         role: str = DEFAULT_ROLE,
+        name: str | None = None,
         now: float | None = None,
     ) -> tuple[str, Ticket]:
         """Sign a new ticket for ``user_id`` valid ``ttl`` seconds; returns the token and its payload."""
@@ -171,6 +183,7 @@ class KeyRing:
             issued_at=issued_at,
             expires_at=issued_at + ttl,
             role=role,
+            name=name,
         )
         return self.sign(ticket), ticket
 
@@ -185,13 +198,16 @@ class KeyRing:
             raise ValueError(f"ticket longer than {MAX_TOKEN_CHARS} characters; shorten its ids")
         return token
 
-    def verify(self, token: str, *, now: float | None = None, allow_expired_for: float = 0.0) -> Ticket:
-        """The ticket ``token`` carries, if its signature is ours and it is not expired.
+    def verify(self, token: str, *, role: str = VIEWER_ROLE, now: float | None = None,
+               allow_expired_for: float = 0.0) -> Ticket:
+        """The ticket ``token`` carries, if its signature is ours, it was made for ``role`` and it is not
+        expired.
 
         A ticket that expired less than ``allow_expired_for`` seconds ago is still returned (the caller
         sees ``ticket.expired()``); one that expired earlier raises :class:`ExpiredTicket`, which carries
-        it. Anything else wrong raises :class:`InvalidTicket`. The signature is checked before expiry, so
-        an ``ExpiredTicket`` always holds a genuine payload.
+        it. A genuine ticket of another purpose raises :class:`WrongPurpose`; anything else wrong raises
+        :class:`InvalidTicket`. The signature and the purpose are checked before expiry, so an
+        ``ExpiredTicket`` always holds a genuine payload of the purpose asked for.
         """
         if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             raise InvalidTicket("malformed ticket")
@@ -213,6 +229,8 @@ class KeyRing:
             raise InvalidTicket("ticket signed with an unknown key")
         if not hmac.compare_digest(signature, self._signature(secret, payload)):
             raise InvalidTicket("bad ticket signature")
+        if ticket.role != role:
+            raise WrongPurpose(f"a {ticket.role} token is not a {role} ticket")
         current = time.time() if now is None else now
         if current >= ticket.expires_at + max(0.0, allow_expired_for):
             raise ExpiredTicket(ticket)

@@ -136,7 +136,8 @@ class PlayToTVClient:
         return self.session["core"][self._core_index]
 
     async def join(self, *, max_wait: float = MAX_JOIN_WAIT) -> dict[str, Any]:
-        """Ask the gatekeeper for a session; wait as told (with jitter) while the platform is full.
+        """Ask the gatekeeper for a session; wait as told (with jitter) while the platform is full or
+        this address has asked too often (429).
 
         A returning client resumes its identity with its previous ticket."""
         deadline = trio.current_time() + max_wait
@@ -156,7 +157,7 @@ class PlayToTVClient:
                 self._queue_token = None
                 return self.session
             error = _error_of(response)
-            if response.status_code != 503:
+            if response.status_code not in (503, 429):  # full, or this address asked too often: wait
                 raise error
             try:
                 self._queue_token = response.json().get("queue") or self._queue_token
@@ -204,12 +205,18 @@ class PlayToTVClient:
                 await self._fail_over()  # the answer still counts; the next call goes elsewhere
             if response.status_code >= 400:
                 raise _error_of(response)
+            if method == "PUT" and path == "/v1/me" and isinstance(json, dict) and "name" in json:
+                self.name = json["name"]  # the name a later resume sends must not undo this rename
             return None if response.status_code == 204 or not response.content else response.json()
         raise Unavailable(f"{method} {path}: no core node answered after {MAX_FAILOVERS} failovers")
 
     async def _fail_over(self) -> None:
         if not self._next_core():
             await self.join()  # the list is exhausted: ask the gatekeeper for a fresh one
+
+    async def rename(self, name: str) -> dict[str, Any]:
+        """Change the viewer's display name (``PUT /v1/me``); later joins (resumes) send this one."""
+        return await self.request("PUT", "/v1/me", json={"name": name})
 
     async def answer(self, interaction_id: str, choice: str | int) -> dict[str, Any]:
         """Answer once, whatever fails in between: a retry after a lost response meets

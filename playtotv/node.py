@@ -73,6 +73,8 @@ class NodeContext:
     endpoints: dict[str, str] = field(default_factory=dict)
     load: dict[str, float] = field(default_factory=dict)
     qos: dict[str, float] = field(default_factory=dict)
+    #: Nodes this one found unreachable (the scheduler's probes); the gatekeeper leaves them out of its lists.
+    unreachable: set[str] = field(default_factory=set)
     checks: dict[str, bool] = field(default_factory=lambda: {"broker": False, "store": False, "registered": False})
     started_at: float = field(default_factory=time.time)
     #: Roles may put per-process services here for other code in the same process (e.g. caches).
@@ -83,7 +85,7 @@ class NodeContext:
     def node_info(self) -> NodeInfo:
         return NodeInfo(
             id=self.node_id, roles=list(self.roles), endpoints=dict(self.endpoints), load=dict(self.load),
-            qos=dict(self.qos), started_at=self.started_at,
+            qos=dict(self.qos), unreachable=sorted(self.unreachable), started_at=self.started_at,
         )
 
     async def announce(self) -> None:

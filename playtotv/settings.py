@@ -77,6 +77,14 @@ class GatekeeperSettings(_Section):
     #: Growth slows as it nears this and stops at 90 % of it (latency signals: at 85 %); a node cannot read
     #: much above 1, so this one brakes growth before the latency cliff and the latency signals back off.
     slo_cpu_busy: PositiveFloat = 1.0
+    #: New sessions (``POST /v1/session``) one client address may ask for: a sustained rate per second
+    #: and a burst (refused with 429 ``rate_limited``); 0 turns the limit off. IPv6 counts per /64.
+    session_rate: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    session_burst: PositiveInt = 30
+    #: Addresses or networks (CIDR) never limited: warm-up and load-test hosts.
+    session_rate_exempt: list[str] = []
+    #: Reverse proxies (addresses or CIDR networks) whose ``X-Forwarded-For`` names the client address.
+    trusted_proxies: list[str] = []
 
 
 class CoreSettings(_Section):
@@ -104,6 +112,8 @@ class PushSettings(_Section):
     #: A channel no local client follows any more stays subscribed this long, so reconnecting clients and
     #: back-to-back long polls find it warm (recent messages in memory, no broker round trip).
     channel_linger: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    #: WebSockets and waiting long polls one user may hold on one node (a few tabs); more are refused (429).
+    max_connections_per_user: PositiveInt = 8
 
 
 class WorkerSettings(_Section):
@@ -261,6 +271,14 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
                 raise ConfigError(f"{key}: {e}") from None
     if not settings.embedded and "core" in roles and not settings.auth.director_keys:
         raise ConfigError("auth.director_keys: required for the core role in a cluster")
+    from ipaddress import ip_network
+
+    for key in ("session_rate_exempt", "trusted_proxies"):
+        for value in getattr(settings.gatekeeper, key):
+            try:
+                ip_network(value, strict=False)
+            except ValueError:
+                raise ConfigError(f"gatekeeper.{key}: {value!r} is not an IP address or network") from None
 
 
 def check_redis_url(url: str) -> None:

@@ -18,6 +18,7 @@ failure into the contract's 400.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -36,6 +37,23 @@ Title = Annotated[str, Meta(min_length=1, max_length=200)]
 Prompt = Annotated[str, Meta(min_length=1, max_length=500)]
 Label = Annotated[str, Meta(min_length=1, max_length=200)]
 Name = Annotated[str, Meta(min_length=1, max_length=64)]
+#: What a display name may not hold: control characters (C0 with NUL, DEL, C1), line and paragraph
+#: separators, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069),
+#: with which a name on a leaderboard reorders the text shown around it. Joiners stay (emoji need them).
+_NOT_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def clean_name(name: str) -> str:
+    """A display name without its surrounding spaces; ``ValueError`` (→ 400 ``bad_request`` when raised
+    while decoding) saying what is wrong with it."""
+    match = _NOT_IN_NAMES.search(name)
+    if match is not None:
+        raise ValueError(f"name: U+{ord(match.group()):04X} is not allowed "
+                         "(no control, line-separator or bidirectional-override characters)")
+    stripped = name.strip()
+    if not stripped:
+        raise ValueError("name: must not be blank")
+    return stripped
 #: An interaction stays open at most an hour: longer is a mistake, and it bounds scheduler state.
 Duration = Annotated[float, Meta(gt=0, le=3600)]
 Points = Annotated[int, Meta(ge=0, le=100_000)]
@@ -77,10 +95,14 @@ class SessionRequest(_Body, kw_only=True):
 
     user_id: Id | None = None
     resume: TicketText | None = None
-    name: Name | None = None
+    name: Name | None = None  # the viewer's display name (a resume with one renames)
     # Free strings, not a Literal: a client naming a transport this server does not know yet (say "sse")
     # must still be admitted; the gatekeeper lists the ones it has, in the client's order.
     transports: Annotated[list[Annotated[str, Meta(max_length=32)]], Meta(max_length=8)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            self.name = clean_name(self.name)
 
 
 class PushEndpoints(_Sparse, kw_only=True):
@@ -371,6 +393,9 @@ class Profile(_Body, kw_only=True):
 
 class UpdateProfile(_Body, kw_only=True):
     name: Name
+
+    def __post_init__(self) -> None:
+        self.name = clean_name(self.name)
 
 
 class AddFriend(_Body, kw_only=True):

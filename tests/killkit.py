@@ -30,7 +30,9 @@ HTTP_CONNECTIONS = 64
 #: tests of its own).
 FAST_NODES = {"PLAYTOTV_NODE_HEARTBEAT_TTL": "2", "PLAYTOTV_NODE_HEARTBEAT_INTERVAL": "0.5",
               "PLAYTOTV_GATEKEEPER_SLO_CORE_P95_MS": "60000", "PLAYTOTV_GATEKEEPER_SLO_LOOP_LAG_MS": "60000",
-              "PLAYTOTV_GATEKEEPER_SLO_FANOUT_P99_MS": "60000", "PLAYTOTV_GATEKEEPER_SLO_QUEUE_LAG_S": "600"}
+              "PLAYTOTV_GATEKEEPER_SLO_FANOUT_P99_MS": "60000", "PLAYTOTV_GATEKEEPER_SLO_QUEUE_LAG_S": "600",
+              # The whole audience joins from this one address: no per-address limit on new sessions.
+              "PLAYTOTV_GATEKEEPER_SESSION_RATE": "0"}
 
 
 @dataclass

@@ -236,3 +236,19 @@ def test_generated_secrets():
 )
 def test_bearer_token(header, expected):
     assert auth.bearer_token(header) == expected
+
+
+def test_a_ticket_is_accepted_only_for_its_own_purpose(ring):
+    """A gatekeeper queue token proves a place in the queue, never a session; a viewer ticket is never a
+    queue token. The check lives in ``verify`` itself, so no endpoint can forget it."""
+    queue_token, _ = ring.issue("q_1", ttl=60, role=auth.QUEUE_ROLE, now=NOW)
+    viewer_token, _ = ring.issue("u_1", ttl=60, now=NOW)
+    with pytest.raises(auth.WrongPurpose, match="queue"):
+        ring.verify(queue_token, now=NOW)  # the default purpose: a viewer's
+    with pytest.raises(auth.WrongPurpose):
+        ring.verify(viewer_token, role=auth.QUEUE_ROLE, now=NOW)
+    assert ring.verify(queue_token, role=auth.QUEUE_ROLE, now=NOW).user_id == "q_1"
+    assert ring.verify(viewer_token, now=NOW).user_id == "u_1"
+    # the purpose is checked before the expiry: an expired token of another purpose is still the wrong one
+    with pytest.raises(auth.WrongPurpose):
+        ring.verify(queue_token, now=NOW + 3600, allow_expired_for=7200)

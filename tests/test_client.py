@@ -161,3 +161,16 @@ async def test_sdk_falls_back_to_polling_when_the_websocket_port_is_blocked(nurs
                     await trio.sleep(0.3)
                     await publish(node.ctx.broker, channel, range(1, 11))
         assert got == list(range(1, 11)) and stream.transport == "polling"
+
+
+async def test_sdk_waits_and_retries_when_its_address_asked_too_often(nursery):
+    node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"],
+                            gatekeeper_session_rate="2", gatekeeper_session_burst="1")
+    async with PlayToTVClient(node.url("gatekeeper")) as first, PlayToTVClient(node.url("gatekeeper")) as second:
+        with trio.fail_after(15):
+            await first.join()
+            await second.join()  # 429 rate_limited first (the burst is spent), admitted after Retry-After
+        assert second.user_id != first.user_id
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(f"{node.url('gatekeeper')}/metrics")).text
+        assert 'playtotv_admissions_total{outcome="rate_limited"} 1.0' in metrics

@@ -158,7 +158,7 @@ async def test_refusals_answered_beneath_quart_match_the_route(nursery):
         assert r.status_code == 503 and r.headers["content-type"] == "application/json"
         assert r.headers["Access-Control-Allow-Origin"] == "*" and int(r.headers["Retry-After"]) >= 1
         assert r.json()["error"]["code"] == "at_capacity" and r.json()["queue"]
-        assert node.ctx.tickets.verify(r.json()["queue"]).role == "queue"
+        assert node.ctx.tickets.verify(r.json()["queue"], role="queue").user_id.startswith("q_")
         assert (await http.post("/v1/session", content='{"name": 5}')).status_code == 400
         assert (await http.post("/v1/session", content=b"{" + b" " * 20_000 + b"}")).status_code == 413
         metrics = (await http.get("/metrics")).text
@@ -181,3 +181,118 @@ async def test_a_flooded_gatekeepers_own_lag_does_not_cut_capacity(nursery):
         await node.ctx.registry.heartbeat(core_node(1, loop_lag_ms=900), ttl=60)
         gk._apply(await node.ctx.registry.nodes(), time.time())
         assert (await http.get("/v1/status")).json()["qos_capacity"] < 100
+
+
+async def test_a_viewer_ticket_is_no_queue_token_and_a_queue_token_no_resume(nursery):
+    """Each token is accepted only for its own purpose: a viewer ticket shown as ``queue`` does not jump the
+    waiting room (it is a newcomer), and a queue token shown as ``resume`` does not give its q_ identity."""
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
+                                  gatekeeper_licensed_capacity="1")
+    gk = node.ctx.extras["gatekeeper"]
+    async with http:
+        early_viewer, _ = node.ctx.tickets.issue("u_early", ttl=600, now=time.time() - 100)
+        waiting = (await http.post("/v1/session")).json()["queue"]
+        await node.ctx.registry.heartbeat(push_node(1, connections=0), ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        jumper = await http.post("/v1/session", json={"queue": early_viewer})
+        assert jumper.status_code == 503  # one waited longer; the viewer ticket earned no place
+        assert node.ctx.tickets.verify(jumper.json()["queue"], role="queue").user_id.startswith("q_")
+        admitted = await http.post("/v1/session", json={"queue": waiting, "resume": waiting})
+        assert admitted.status_code == 200 and admitted.json()["user_id"].startswith("u_")
+
+
+async def test_nodes_failing_the_schedulers_probes_leave_the_endpoint_lists(nursery):
+    """A node still in the registry but unreachable (its probe failed) is not handed out; if the probes
+    fail everywhere, the probe is the likelier fault and every node stays listed."""
+    node, http = await gatekeeper(nursery, [core_node(1), core_node(2), push_node(1), push_node(2)])
+    gk = node.ctx.extras["gatekeeper"]
+
+    async def lists() -> tuple[list[str], list[str]]:
+        body = (await http.post("/v1/session")).json()
+        return sorted(body["core"]), sorted(p["websocket"] for p in body["push"])
+
+    async with http:
+        scheduler = NodeInfo(id="sched-1", roles=["scheduler"], unreachable=["core-2", "push-1"])
+        await node.ctx.registry.heartbeat(scheduler, ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert await lists() == (["http://10.9.0.1:8001"], ["ws://10.9.1.2:8002/v1/ws"])
+        assert (await http.get("/v1/status")).json()["at_capacity"] is False  # no QoS consequence
+        everything = NodeInfo(id="sched-1", roles=["scheduler"], unreachable=["core-1", "core-2"])
+        await node.ctx.registry.heartbeat(everything, ttl=60)
+        gk._apply(await node.ctx.registry.nodes(), time.time())
+        assert (await lists())[0] == ["http://10.9.0.1:8001", "http://10.9.0.2:8001"]
+
+
+async def test_a_push_nodes_users_are_counted_not_its_connections(nursery):
+    """One ticket holding 210 WebSockets is one admitted session (push nodes report distinct users)."""
+    greedy = NodeInfo(id="push-1", roles=["push"], endpoints=push_node(1).endpoints,
+                      load={"connections": 210, "sessions": 1})
+    node, http = await gatekeeper(nursery, [core_node(1), greedy], gatekeeper_licensed_capacity="5")
+    async with http:
+        status = (await http.get("/v1/status")).json()
+        assert status["admitted"] == 1 and status["at_capacity"] is False
+        assert (await http.post("/v1/session")).status_code == 200
+
+
+async def test_waiting_room_entries_of_clients_that_never_came_back_expire_after_a_retry_or_two(nursery):
+    """A crowd refused at once that never retries (900 such left 700 entries ahead of real newcomers for
+    33 s) stops counting ahead once it has missed a retry or two; a client that keeps retrying keeps its
+    place, and one that comes back late still has its first arrival in its token."""
+    import json
+
+    from playtotv.roles.gatekeeper import RETRY_AFTER_RANGE, WAITING_TTL
+    from playtotv.roles.gatekeeper.outcome import Place, Refusal
+
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
+                                  gatekeeper_licensed_capacity="1")
+    gk = node.ctx.extras["gatekeeper"]
+    assert RETRY_AFTER_RANGE[1] * 1.5 < WAITING_TTL <= 3 * RETRY_AFTER_RANGE[1]  # the SDKs jitter up to 1.5x
+    start = time.time()
+    for _ in range(50):
+        assert isinstance(gk.decide(b"", start), Refusal)
+    loyal = json.loads(gk.decide(b"", start + 0.5).body)["queue"]
+    retry = json.dumps({"queue": loyal}).encode()
+    now = start + 0.5
+    while now < start + WAITING_TTL + 1:
+        now += RETRY_AFTER_RANGE[1]
+        assert isinstance(gk.decide(retry, now), Refusal)  # still full
+    await node.ctx.registry.heartbeat(push_node(1, connections=0), ttl=60)
+    gk._apply(await node.ctx.registry.nodes(), now)
+    assert len(gk.room) == 1  # the crowd is gone, the loyal client waits on
+    assert isinstance(gk.decide(b"", now), Refusal)  # a newcomer is behind the loyal client...
+    assert isinstance(gk.decide(retry, now), Place)  # ...who gets the place
+    late = now + WAITING_TTL * 2
+    gk._apply(await node.ctx.registry.nodes(), late)
+    assert len(gk.room) == 0 and isinstance(gk.decide(retry, late), Place)  # its token still ranks it
+
+
+async def test_new_sessions_are_rate_limited_per_client_address(nursery):
+    """230 anonymous sessions from one address in 0.3 s once filled a capacity of 200: past its burst, an
+    address gets 429 rate_limited with Retry-After, and nothing is admitted or queued for it."""
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)], gatekeeper_session_rate="0.5",
+                                  gatekeeper_session_burst="3")
+    gk = node.ctx.extras["gatekeeper"]
+    async with http:
+        statuses = [(await http.post("/v1/session", json={})).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        admitted = (await http.get("/v1/status")).json()["admitted"]
+        for _ in range(20):
+            r = await http.post("/v1/session", json={})
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "rate_limited" and r.json()["error"]["retry_after"] >= 1
+            assert int(r.headers["Retry-After"]) >= 1
+        assert (await http.get("/v1/status")).json()["admitted"] == admitted and len(gk.room) == 0
+        assert (await http.get("/v1/status")).status_code == 200  # other routes are not limited
+        metrics = (await http.get("/metrics")).text
+        assert 'playtotv_admissions_total{outcome="rate_limited"} 20.0' in metrics
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(nursery):
+    node, http = await gatekeeper(nursery, [core_node(1), push_node(1)], gatekeeper_session_rate="0.5",
+                                  gatekeeper_session_burst="1", gatekeeper_trusted_proxies="127.0.0.1")
+    async with http:
+        for client in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+            r = await http.post("/v1/session", json={}, headers={"X-Forwarded-For": client})
+            assert r.status_code == 200
+        r = await http.post("/v1/session", json={}, headers={"X-Forwarded-For": "198.51.100.1"})
+        assert r.status_code == 429

@@ -309,3 +309,86 @@ def test_push_fanout_window_keeps_enough_samples_for_a_p99():
         busy.record(i * 0.01, 0.01)  # a busy node: 2,000 samples in 20 s
     assert busy.percentile(20.0, 0.99) == 0.01 and len(busy._samples) <= 1001  # ten seconds of them
     assert w.percentile(now + MAX_AGE_SECONDS + 1, 0.99) is None  # nothing older than the max age
+
+
+def test_capacity_cut_by_a_breach_with_nobody_in_recovers_without_anyone_connecting():
+    # A breach with hardly anyone admitted (a dead node's probe, a restart's queue lag, a flood of
+    # connections that were never admitted) says nothing about how many sessions the platform holds.
+    # Growth by use can never start from there (nobody is connected to use the capacity), so once the
+    # signals are healthy again, capacity grows back to where it was before, bounded per tick as always.
+    from playtotv.roles.gatekeeper.capacity import MAX_GROWTH_STEP
+
+    for breach in ("probe_core_rtt_ms=3000>200", "loop_lag_ms=131>100", "queue_lag_s=27.8>5"):
+        c = CapacityController(initial=1000, ceiling=100_000)
+        c.update(admitted=0, breaches=[breach], pressure=15.0, in_use=0)
+        c.update(admitted=3, breaches=[breach], pressure=15.0, in_use=0)
+        assert c.value == MIN_CAPACITY  # while it lasts, nobody more comes in
+        for _ in range(RECOVERY_TICKS - 1):
+            assert c.update(admitted=0, breaches=[], pressure=0.1, in_use=0) == MIN_CAPACITY
+        steps = []
+        for _ in range(60):
+            before = c.value
+            c.update(admitted=0, breaches=[], pressure=0.1, in_use=0)
+            steps.append(c.value - before)
+        assert c.value == 1000, breach  # back where it was: no higher, since nobody used more
+        assert max(steps) <= MAX_GROWTH_STEP
+
+
+def test_recovery_on_an_empty_platform_waits_for_healthy_signals_and_never_passes_a_limit_found():
+    c = CapacityController(initial=1000, ceiling=100_000)
+    c.update(admitted=0, breaches=["queue_lag_s=27.8>5"], pressure=5.5, in_use=0)
+    for _ in range(20):  # under the SLO but at the stop: that is no room to grow into
+        assert c.update(admitted=0, breaches=[], pressure=GROW_UNTIL, in_use=0) == MIN_CAPACITY
+    # A breach that did find a limit (a real load breaching) is not undone by an empty platform: the
+    # sessions that left were too many, and the capacity they left is what newcomers may use.
+    c = CapacityController(initial=1000, ceiling=100_000)
+    c.update(admitted=400, breaches=["fanout_p99_ms=1500>1000"], pressure=1.5, in_use=400)
+    limit = c.value
+    for _ in range(60):
+        c.update(admitted=0, breaches=[], pressure=0.1, in_use=0)
+    assert c.value == limit
+
+
+def test_the_client_address_is_the_peer_unless_a_trusted_proxy_forwarded_it():
+    from playtotv.roles.gatekeeper.sessionlimit import ClientAddresses, networks
+
+    plain = ClientAddresses([])
+    assert str(plain.client("203.0.113.7", "198.51.100.1")) == "203.0.113.7"  # nobody trusted: the peer
+    proxied = ClientAddresses(networks(["10.0.0.0/8", "192.0.2.10"]))
+    assert str(proxied.client("203.0.113.7", "198.51.100.1")) == "203.0.113.7"  # not a proxy of ours
+    assert str(proxied.client("10.1.2.3", "198.51.100.1")) == "198.51.100.1"
+    # read from the right: what the client put on the left is its own say
+    assert str(proxied.client("10.1.2.3", "1.1.1.1, 198.51.100.1, 192.0.2.10")) == "198.51.100.1"
+    assert str(proxied.client("10.1.2.3", "10.9.9.9, 10.8.8.8")) == "10.9.9.9"  # all ours: the farthest
+    assert str(proxied.client("10.1.2.3", "garbage, 10.8.8.8")) == "10.8.8.8"
+    assert str(proxied.client("::ffff:198.51.100.1", None)) == "198.51.100.1"
+    # IPv6 subscribers get a /64 each: one bucket per /64
+    a = plain.key(plain.client("2001:db8:1:2::1", None))
+    b = plain.key(plain.client("2001:db8:1:2:ffff::9", None))
+    assert a == b == "2001:db8:1:2::/64" and plain.key(plain.client("2001:db8:1:3::1", None)) != a
+    assert plain.key(None) == "unknown"
+
+
+def test_session_limit_per_address_with_burst_refill_and_exemptions():
+    from playtotv.roles.gatekeeper.sessionlimit import SessionLimit
+    from playtotv.settings import GatekeeperSettings
+
+    now = [0.0]
+    settings = GatekeeperSettings(session_rate=2.0, session_burst=3, session_rate_exempt=["192.0.2.0/24"])
+    limit = SessionLimit(settings, clock=lambda: now[0])
+
+    def scope(peer: str, forwarded: str | None = None) -> dict:
+        headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+        return {"client": (peer, 40000), "headers": headers}
+
+    assert [limit.wait(scope("203.0.113.7")) for _ in range(3)] == [None, None, None]
+    wait = limit.wait(scope("203.0.113.7"))
+    assert wait is not None and 0 < wait <= 0.5
+    assert limit.wait(scope("203.0.113.8")) is None  # another address, its own bucket
+    assert limit.wait(scope("203.0.113.7", "198.51.100.1")) is not None  # an untrusted peer's header is ignored
+    now[0] += 0.5
+    assert limit.wait(scope("203.0.113.7")) is None  # refilled at 2 a second
+    assert all(limit.wait(scope("192.0.2.55")) is None for _ in range(100))  # exempt
+    off = SessionLimit(GatekeeperSettings(session_rate=0))
+    assert all(off.wait(scope("203.0.113.7")) is None for _ in range(100))
+    assert GatekeeperSettings().session_rate > 0  # on unless turned off

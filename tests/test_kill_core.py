@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import httpx
+
 import pytest
 import trio
 
@@ -68,3 +70,58 @@ async def test_core_sigkilled_mid_burst_every_answer_is_counted_exactly_once() -
             assert results["total"] == len(viewers)
             assert results["counts"] == {option: expected[option] for option in "abc"}
             nursery.cancel_scope.cancel()
+
+
+async def test_a_sigkilled_core_node_does_not_close_the_doors(nursery, redis_url, tmp_path) -> None:
+    """A gatekeeper+worker+scheduler node, two core nodes and a push node on one Redis; one core is
+    SIGKILLed while newcomers keep arriving (fresh clients that take their ticket and go, as a crowd at the
+    door does). The scheduler's probe of the dead core fails: that must not read as a QoS breach (it once
+    gave probe_core_rtt_ms=3000 > 200, capacity fell to its floor, and with nobody connected to make it
+    grow again every newcomer got 503 for good), and the dead core must leave the endpoint lists even
+    while it is still registered (its heartbeat TTL here outlives the test). Within 15 s of the kill,
+    newcomers are admitted and sent to the survivor only."""
+    from tests.nodes import NodeProcess
+
+    base = {"PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{tmp_path / 'cluster.db'}",
+            "PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key",
+            "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0", "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
+            "PLAYTOTV_PUSH_BIND": "127.0.0.1:0", "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
+            "PLAYTOTV_NODE_HEARTBEAT_INTERVAL": "0.5", "PLAYTOTV_NODE_HEARTBEAT_TTL": "2",
+            "PLAYTOTV_NODE_DRAIN_SECONDS": "2",
+            # A loaded test machine must not breach by itself; the core SLO stays under the probe timeout
+            # (3,000 ms), which is what a failed probe used to report.
+            "PLAYTOTV_GATEKEEPER_SLO_CORE_P95_MS": "2000", "PLAYTOTV_GATEKEEPER_SLO_LOOP_LAG_MS": "60000",
+            "PLAYTOTV_GATEKEEPER_SLO_FANOUT_P99_MS": "60000", "PLAYTOTV_GATEKEEPER_SLO_QUEUE_LAG_S": "600",
+            "PLAYTOTV_GATEKEEPER_SLO_CPU_BUSY": "100"}
+    with trio.fail_after(TEST_BOUND):
+        survivor = await NodeProcess("core", env={**base, "PLAYTOTV_NODE_ID": "core-a"}).start(nursery)
+        doomed = await NodeProcess("core", env={**base, "PLAYTOTV_NODE_ID": "core-b",
+                                                "PLAYTOTV_NODE_HEARTBEAT_TTL": "120"}).start(nursery)
+        await NodeProcess("push", env={**base, "PLAYTOTV_NODE_ID": "push-a"}).start(nursery)
+        front = await NodeProcess("gatekeeper,worker,scheduler",
+                                  env={**base, "PLAYTOTV_NODE_ID": "front"}).start(nursery)
+        survivor_url = survivor.listening["core"]
+        async with httpx.AsyncClient(base_url=front.listening["gatekeeper"], timeout=5) as http:
+            while True:  # until the gatekeeper's snapshot holds every node
+                r = await http.post("/v1/session")
+                if r.status_code == 200 and len(r.json()["core"]) == 2:
+                    break
+                await trio.sleep(0.2)
+
+            doomed.kill()
+            refused_after_kill = 0
+            # Newcomers during the 15 s after the kill (the scheduler probes every 5 s: two rounds at
+            # least), then the check.
+            with trio.move_on_after(15.0 - 1.0):
+                while True:
+                    r = await http.post("/v1/session")
+                    refused_after_kill += r.status_code == 503
+                    await trio.sleep(0.25)
+            for _ in range(3):
+                r = await http.post("/v1/session")
+                assert r.status_code == 200, (r.status_code, r.text, (await http.get("/v1/status")).json())
+                assert r.json()["core"] == [survivor_url]
+            status = (await http.get("/v1/status")).json()
+            assert status["nodes"]["core"] == 2  # still registered: routed around on the probe's word alone
+            assert status["qos_capacity"] >= 1000 and refused_after_kill == 0, (status, refused_after_kill)
+        nursery.cancel_scope.cancel()

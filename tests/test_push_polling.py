@@ -139,3 +139,15 @@ async def test_websocket_and_polling_clients_receive_identical_sequences() -> No
                 [(m.offset, msgspec.json.decode(m.data)) for m in poll_seen] == \
                 [(i + 1, data(i)) for i in range(count)]
             assert ws_seen == poll_seen  # byte for byte, sent_at included
+
+
+async def test_a_gatekeeper_queue_token_cannot_poll() -> None:
+    with trio.fail_after(BOUND):
+        async with push_node() as node, httpx.AsyncClient() as http:
+            queue_token, _ = node.ctx.tickets.issue("q_refused", ttl=600, role="queue")
+            r = await http.get(node.poll_url(), params={"ticket": queue_token, "channel": "episode:E1", "timeout": 0})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            r = await http.get(node.poll_url(), params={"channel": "user:q_refused", "timeout": 0},
+                               headers={"Authorization": f"Bearer {queue_token}"})
+            assert r.status_code == 401
+            assert node.hub.channels == {}

@@ -345,3 +345,16 @@ async def test_load_and_fanout_delay_are_reported_for_the_heartbeat() -> None:
             assert node.ctx.endpoints["push_poll"].endswith("/v1/poll")
             info = (await node.ctx.registry.nodes())[0]
             assert info.endpoints == node.ctx.endpoints
+
+
+async def test_a_gatekeeper_queue_token_is_not_a_ticket() -> None:
+    """The ``queue`` token of a 503 at_capacity answer is signed like a ticket but made for the waiting
+    room: push refuses it (401) before any subscription."""
+    with trio.fail_after(BOUND):
+        async with push_node() as node:
+            queue_token, _ = node.ctx.tickets.issue("q_refused", ttl=600, role="queue")
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(f"{node.ctx.endpoints['push_ws']}?ticket={queue_token}"):
+                    pass
+            assert rejected.value.status_code == 401 and b"unauthorized" in rejected.value.body
+            assert node.hub.channels == {}

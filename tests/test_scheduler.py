@@ -189,6 +189,43 @@ async def test_probe_measures_core_and_push_and_reports_qos(nursery):
     node = await start_node(nursery, ["core", "push", "worker", "scheduler"])
     async with httpx.AsyncClient(timeout=5) as http:
         with trio.fail_after(10):
-            signals = await probe_once(node.ctx, http)
-    assert set(signals) == {"probe_core_rtt_ms", "probe_push_delay_ms"}
+            report = await probe_once(node.ctx, http)
+    signals = report.signals
+    assert set(signals) == {"probe_core_rtt_ms", "probe_push_delay_ms"} and report.unreachable == set()
     assert 0 < signals["probe_core_rtt_ms"] < 3000 and 0 < signals["probe_push_delay_ms"] < 3000
+
+
+async def test_a_node_that_fails_its_probe_is_reported_unreachable_not_slow(nursery):
+    """Dead is not slow: a registered node that refuses the probe, never answers it, or answers it with an
+    error is named in ``unreachable`` and measured not at all, so it cannot read as a QoS breach (a
+    SIGKILLed core once gave probe_core_rtt_ms=3000 and closed the platform's doors)."""
+    from playtotv.registry.base import NodeInfo
+    from playtotv.roles.scheduler.probe import PROBE_TIMEOUT, probe_once
+
+    node = await start_node(nursery, ["core", "push", "worker", "scheduler"])
+    closed = trio.socket.socket()
+    await closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    silent = trio.socket.socket()
+    await silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts, nobody ever answers: the probe times out
+    silent_port = silent.getsockname()[1]
+    core_url = node.listening["core"]
+    dead = [
+        NodeInfo(id="core-refused", roles=["core"], endpoints={"core": f"http://127.0.0.1:{refused_port}"}),
+        NodeInfo(id="core-silent", roles=["core"], endpoints={"core": f"http://127.0.0.1:{silent_port}"}),
+        NodeInfo(id="core-erring", roles=["core"], endpoints={"core": f"{core_url}/no-such-path"}),
+        NodeInfo(id="push-refused", roles=["push"], endpoints={"push_ws": f"ws://127.0.0.1:{refused_port}/v1/ws"}),
+    ]
+    for info in dead:
+        await node.ctx.registry.heartbeat(info, ttl=60)
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            with trio.fail_after(PROBE_TIMEOUT + 10):
+                report = await probe_once(node.ctx, http)
+    finally:
+        silent.close()
+    assert report.unreachable == {info.id for info in dead}
+    assert set(report.signals) == {"probe_core_rtt_ms", "probe_push_delay_ms"}  # the live nodes only
+    assert report.signals["probe_core_rtt_ms"] < PROBE_TIMEOUT * 1000 * 0.9

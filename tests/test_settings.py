@@ -94,3 +94,14 @@ def test_replicated_durability_needs_redis():
     s = load_settings(None, environ={"PLAYTOTV_ANSWERS_DURABILITY": "replicated"})
     with pytest.raises(ConfigError, match="answers.durability"):
         check_deployment(s, parse_roles("all"))
+
+
+def test_session_limit_networks_are_checked_at_start():
+    s = load_settings(None, environ={"PLAYTOTV_GATEKEEPER_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
+                                     "PLAYTOTV_GATEKEEPER_SESSION_RATE_EXEMPT": "2001:db8::/32"})
+    check_deployment(s, parse_roles("all"))
+    assert s.gatekeeper.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"] and s.gatekeeper.session_rate == 5.0
+    for key in ("TRUSTED_PROXIES", "SESSION_RATE_EXEMPT"):
+        bad = load_settings(None, environ={f"PLAYTOTV_GATEKEEPER_{key}": "10.0.0.0/8,the-proxy"})
+        with pytest.raises(ConfigError, match=f"gatekeeper.{key.lower()}: 'the-proxy' is not an IP"):
+            check_deployment(bad, parse_roles("all"))

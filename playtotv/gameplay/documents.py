@@ -130,6 +130,9 @@ class ScoreDoc(_Doc, kw_only=True):
 
 class UserDoc(_Doc, kw_only=True):
     name: str
+    #: When ``name`` was chosen (a rename's time, or the issue time of the ticket that carried it): a
+    #: ticket issued earlier, seen by a core for the first time, does not undo a later choice.
+    name_set_at: float = 0.0
     created_at: float = 0.0
     #: Bumped by every change, so read-modify-write updates can compare-and-set on it.
     version: int = 0

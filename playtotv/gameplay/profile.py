@@ -8,13 +8,15 @@ the scorer, an award, a rename or a follow changes it.
 from __future__ import annotations
 
 from playtotv.gameplay import achievements, friends, schema
-from playtotv.gameplay.documents import ScoreDoc, from_docs
+from playtotv.gameplay.documents import ScoreDoc, UserDoc, from_doc, from_docs, to_doc
 from playtotv.gameplay.loyalty import tier_for
 from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.rest import Profile
 
 #: Score documents read per profile; far more episodes than anyone plays in years.
 MAX_EPISODES_SUMMED = 10_000
+#: Compare-and-set attempts when a ticket's name is adopted.
+NAME_ATTEMPTS = 5
 
 
 async def profile(g: Gameplay, user_id: str) -> Profile:
@@ -40,6 +42,29 @@ async def profile(g: Gameplay, user_id: str) -> Profile:
 
 async def rename(g: Gameplay, user_id: str, name: str) -> Profile:
     await g.ensure_user(user_id)
-    await g.store.update(schema.USERS, user_id, set={"name": name}, inc={"version": 1})
+    await g.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": g.clock()}, inc={"version": 1})
     await g.invalidate("user", [user_id])
     return await profile(g, user_id)
+
+
+async def adopt_name(g: Gameplay, user_id: str, name: str, chosen_at: float) -> bool:
+    """Make ``name``, chosen at ``chosen_at``, the user's name, creating the user on first sight; a name
+    set later (a rename, a newer ticket's) is kept. Compare-and-set on the version, so concurrent
+    changes to the user are never lost. False if the user kept changing under every attempt."""
+    for _ in range(NAME_ATTEMPTS):
+        found = await g.store.get(schema.USERS, user_id)
+        if found is None:
+            fresh = UserDoc(id=user_id, name=name, name_set_at=chosen_at, created_at=g.clock(), version=1)
+            if await g.store.insert(schema.USERS, to_doc(fresh)):
+                break
+            continue  # created meanwhile (the worker scoring a first answer, another core): look again
+        doc = from_doc(found, UserDoc)
+        if chosen_at <= doc.name_set_at or doc.name == name:
+            return True
+        if await g.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": chosen_at},
+                                inc={"version": 1}, where={"version": doc.version}) is not None:
+            break
+    else:
+        return False
+    await g.invalidate("user", [user_id])
+    return True

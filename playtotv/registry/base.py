@@ -27,6 +27,8 @@ class NodeInfo(msgspec.Struct):
     load: dict[str, float] = {}
     #: QoS signals, e.g. {"loop_lag_ms": 2.0, "core_p95_ms": 12.0, "fanout_p99_ms": 80.0}
     qos: dict[str, float] = {}
+    #: Ids of nodes this node found unreachable (the scheduler's probes): registered, but failing.
+    unreachable: list[str] = []
     started_at: float = 0.0
     updated_at: float = 0.0  # set by the registry on heartbeat (wall clock)
 

@@ -19,6 +19,7 @@ from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
 from playtotv.roles.core import director_api, viewer_api, web
 from playtotv.roles.core.auth import Authenticator
+from playtotv.roles.core.names import TicketNames
 from playtotv.roles.core.qos import LatencyWindow
 from playtotv.settings import ConfigError
 
@@ -46,7 +47,9 @@ class CoreApi:
                                      replicas=settings.answers.replicas,
                                      replica_timeout=settings.answers.replica_timeout)
         self.latency = LatencyWindow()
+        self.ticket_names = TicketNames(self.gameplay, self.auth.tickets)
         self.app = create_app(ctx, "core", max_body=max(self.max_body, self.max_director_body))
+        self.app.before_request(self.ticket_names.before_request)
         self.app.after_request(self.latency.after_request)
         director_api.register(self)
         viewer_api.register(self)

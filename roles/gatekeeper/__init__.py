@@ -19,7 +19,7 @@ import msgspec
 import trio
 from quart import Response, request
 
-from playtotv.auth import ExpiredTicket, InvalidTicket
+from playtotv.auth import QUEUE_ROLE, ExpiredTicket, InvalidTicket
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.http import create_app, json_response, serve_http
 from playtotv.logs import event
@@ -48,10 +48,14 @@ log = logging.getLogger("playtotv.gatekeeper")
 SNAPSHOT_INTERVAL = 1.0
 #: Rejected clients are told to come back after a jittered delay in this range (no lockstep return).
 RETRY_AFTER_RANGE = (2.0, 6.0)
-#: A queue token is honoured this long after its holder's last try.
-QUEUE_TTL = 30.0
-#: Queue tokens are tickets with this role, so they can never be used as a viewer ticket.
-QUEUE_ROLE = "queue"
+#: A queue token keeps its holder's first arrival (its place) this long.
+QUEUE_TOKEN_TTL = 300.0
+#: A refused client that has not come back within two of the longest retry delays handed out (the SDKs
+#: wait up to 1.5 times the delay) has given up: its entry stops counting ahead of newcomers. Should it
+#: come back later, its token still carries its first arrival and it takes its place again.
+WAITING_TTL = 2 * RETRY_AFTER_RANGE[1]
+#: Queue tokens are tickets with the role ``QUEUE_ROLE``, so they can never be used as a viewer ticket
+#: (``KeyRing.verify`` checks the purpose), nor a viewer ticket as a queue token.
 QUEUE_USER_PREFIX = "q_"
 #: Session request bodies are small JSON objects (a resume ticket is the largest field).
 MAX_BODY = 16 * 1024
@@ -88,7 +92,7 @@ class Gatekeeper:
         })
         self.snapshot = Snapshot()
         self.admissions = Admissions()
-        self.room = WaitingRoom(ttl=QUEUE_TTL)
+        self.room = WaitingRoom(ttl=WAITING_TTL)
         self.rng = random.Random()
 
     # -- the numbers -------------------------------------------------------------------------------------
@@ -115,9 +119,12 @@ class Gatekeeper:
     def _apply(self, nodes: list[NodeInfo], now: float) -> None:
         counts = NodeCounts(**{role: sum(1 for n in nodes if role in n.roles)
                                for role in ("core", "push", "worker", "scheduler")})
-        core = [n for n in nodes if "core" in n.endpoints]
-        push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
-        sessions = {n.id: n.load.get("connections", 0) + n.load.get("polling_sessions", 0) for n in push}
+        unreachable = {node_id for n in nodes for node_id in n.unreachable}
+        core = _reachable([n for n in nodes if "core" in n.endpoints], unreachable)
+        registered_push = [n for n in nodes if "push_ws" in n.endpoints or "push_poll" in n.endpoints]
+        push = _reachable(registered_push, unreachable)
+        # Sessions still count on a node the probes cannot reach: refusing early is the safe side.
+        sessions = {n.id: _sessions_of(n) for n in registered_push}
         connected = int(sum(sessions.values()))
         others = int(sum(n.load.get("recent_admissions", 0) for n in nodes if n.id != self.ctx.node_id))
         self.snapshot = Snapshot(core=core, push=push, counts=counts, connected=connected, sessions=sessions,
@@ -155,9 +162,8 @@ class Gatekeeper:
         """(queue id, first arrival, token to hand back) — from a valid queue token or fresh."""
         if token:
             try:
-                ticket = self.ctx.tickets.verify(token, now=now)
-                if ticket.role == QUEUE_ROLE:
-                    return ticket.user_id, ticket.issued_at, token
+                ticket = self.ctx.tickets.verify(token, role=QUEUE_ROLE, now=now)
+                return ticket.user_id, ticket.issued_at, token
             except InvalidTicket:
                 pass  # a forged or stale token just means a place at the back
         return f"{QUEUE_USER_PREFIX}{secrets.token_urlsafe(9)}", now, None
@@ -165,7 +171,7 @@ class Gatekeeper:
     def _refuse(self, queue_id: str, first_arrival: float, token: str | None, now: float) -> Refusal:
         self.room.wait(queue_id, first_arrival, now)
         if token is None:
-            token, _ = self.ctx.tickets.issue(queue_id, ttl=QUEUE_TTL * 10, role=QUEUE_ROLE, now=first_arrival)
+            token, _ = self.ctx.tickets.issue(queue_id, ttl=QUEUE_TOKEN_TTL, role=QUEUE_ROLE, now=first_arrival)
         retry_after = round(self.rng.uniform(*RETRY_AFTER_RANGE), 2)
         self.ctx.metrics.admissions.labels("rejected").inc()
         body = {"error": {"code": "at_capacity", "message": AT_CAPACITY_MESSAGE, "retry_after": retry_after},
@@ -192,8 +198,7 @@ class Gatekeeper:
             try:
                 ticket = self.ctx.tickets.verify(req.resume, now=now,
                                                  allow_expired_for=self.ctx.settings.auth.resume_window)
-                if ticket.role != QUEUE_ROLE:
-                    return ticket.user_id
+                return ticket.user_id
             except (InvalidTicket, ExpiredTicket):
                 pass  # an unusable resume ticket gets a new identity, not an error
         if req.user_id and self.ctx.settings.auth.trust_user_id:
@@ -212,7 +217,10 @@ class Gatekeeper:
             raise ApiError("unavailable", "no core or push node is up yet", retry_after=2.0)
         self.room.leave(outcome.queue_id)
         user_id = self._resolve_user(req, now)
-        ticket, claims = self.ctx.tickets.issue(user_id, ttl=self.ctx.settings.auth.ticket_ttl, now=now)
+        # The name travels to core in the ticket (core names the profile on the ticket's first request): an
+        # admission stays free of store calls, like every gatekeeper decision.
+        ticket, claims = self.ctx.tickets.issue(user_id, ttl=self.ctx.settings.auth.ticket_ttl, name=req.name,
+                                                now=now)
         self.admissions.add(now)
         self.ctx.metrics.admissions.labels("admitted").inc()
         wanted = req.transports or ["websocket", "polling"]
@@ -249,6 +257,21 @@ def _serves_admitted(node: NodeInfo) -> bool:
     flooded gatekeeper's own loop lag read as a platform breach; bench admission saw capacity fall to
     the floor)."""
     return any(role != "gatekeeper" for role in node.roles)
+
+
+def _sessions_of(node: NodeInfo) -> float:
+    """The sessions a push node holds: its distinct users (one ticket's many connections count once);
+    connections and polls from a node that does not report users."""
+    if "sessions" in node.load:
+        return node.load["sessions"]
+    return node.load.get("connections", 0) + node.load.get("polling_sessions", 0)
+
+
+def _reachable(nodes: list[NodeInfo], unreachable: set[str]) -> list[NodeInfo]:
+    """Nodes still registered but failing the scheduler's probes are routed around (dead is not slow).
+    If every one fails, the probe itself is the likelier fault: keep listing them all."""
+    reachable = [n for n in nodes if n.id not in unreachable]
+    return reachable or nodes
 
 
 def _healthy_core(nodes: list[NodeInfo], slo: Slo) -> list[NodeInfo]:

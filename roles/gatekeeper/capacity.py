@@ -3,7 +3,10 @@
 In the spirit of Netflix's concurrency-limits (Gradient2) and Envoy's adaptive concurrency: while every
 QoS signal is within its SLO, capacity grows with admissions (it only grows when it is being used, so an
 idle platform does not talk itself into a huge number it never tested); when a signal breaches, capacity
-stops at the current level and backs off; after a few healthy ticks it grows again.
+stops at the current level and backs off; after a few healthy ticks it grows again. A breach with hardly
+anyone admitted (a dead node, a restart's queue lag, a flood of connections nobody admitted) finds no
+limit: once it is over, capacity grows back to where it was even with nobody connected, since growth by
+use could never start from a capacity nobody can fill.
 
 Three brakes, because admitted clients show in the signals only once they have connected, and an overshoot
 cannot be taken back (the gatekeeper never disconnects anyone):
@@ -157,6 +160,8 @@ class CapacityController:
     breach_anchor: float = field(default=0.0, init=False)  # the current breach's load, backed off
     holding: bool = field(default=False, init=False)  # a stop or breach was reached; see RESUME_BELOW
     calm_ticks: int = field(default=0, init=False)  # ticks in a row under the resume level (RESUME_AFTER)
+    #: Where capacity was before a breach that found no limit cut it; it grows back there unused.
+    restore_to: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
         self.capacity = float(max(MIN_CAPACITY, min(self.initial, self.ceiling)))
@@ -187,13 +192,17 @@ class CapacityController:
             # else: the breach is not getting worse (the same bad samples still in a node's window, or
             # fewer of them): hold. Backing off on a breach that only lingered in a window took 10 % off
             # capacity for one bad second in bench overload.
+            before = self.capacity
             self.capacity = max(float(MIN_CAPACITY), min(self.capacity, self.breach_anchor))
             self.breached = True
-            # A breach with hardly anyone admitted (a node starting up, a GC pause) says nothing about
-            # how many sessions the platform holds: keep growing multiplicatively after it, as soon as
-            # it is over.
+            # A breach with hardly anyone admitted (a node starting up or gone, a GC pause, a restart's
+            # queue lag) says nothing about how many sessions the platform holds: it pauses admissions
+            # while it lasts; once it is over, capacity grows back (see below) and multiplicatively.
             if admitted >= MIN_CAPACITY:
                 self.limit_found, self.limit_level, self.holding = True, self.capacity, True
+                self.restore_to = 0.0
+            else:
+                self.restore_to = max(self.restore_to, before)
             self.healthy_ticks = self.calm_ticks = 0
         else:
             self.breached = False
@@ -203,22 +212,32 @@ class CapacityController:
                 self.holding = True
             elif self.calm_ticks >= RESUME_AFTER:
                 self.holding = False
-            if (not self.holding and self.healthy_ticks >= RECOVERY_TICKS
-                    and in_use >= self.capacity * GROW_WHEN_USED):
-                room = max(0.0, 1.0 - pressure / GROW_UNTIL)
-                nodes = max(1, push_nodes)
-                bound = float(self.max_step_per_node * nodes)
-                if self.limit_found and self.capacity >= self.limit_level * FORGET_BREACH_BEYOND:
-                    self.limit_found = False  # well past it, healthy: that breach was not the limit
-                if self.limit_found:
-                    step = min(float(ADDITIVE_STEP * nodes), bound)
-                else:
-                    step = min(self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN, bound)
-                growth = room * step
-                if room >= FLOOR_ROOM:
-                    growth = max(growth, min(float(MIN_GROWTH_STEP * nodes), step))
-                self.capacity = min(float(self.ceiling), self.capacity + growth)
+            healthy = self.healthy_ticks >= RECOVERY_TICKS
+            if not self.holding and healthy and in_use >= self.capacity * GROW_WHEN_USED:
+                self._grow(pressure, push_nodes, top=float(self.ceiling))
+            elif healthy and self.capacity < self.restore_to and pressure < GROW_UNTIL:
+                # Growth by use cannot start when nobody can get in to use the capacity: a breach that
+                # found no limit left the platform refusing everyone, for good (0 admitted, capacity at
+                # the floor). Back to where it was, unused, at the pace of ordinary growth.
+                self._grow(pressure, push_nodes, top=min(float(self.ceiling), self.restore_to))
+            if self.capacity >= self.restore_to:
+                self.restore_to = 0.0
         return self.value
+
+    def _grow(self, pressure: float, push_nodes: int, top: float) -> None:
+        room = max(0.0, 1.0 - pressure / GROW_UNTIL)
+        nodes = max(1, push_nodes)
+        bound = float(self.max_step_per_node * nodes)
+        if self.limit_found and self.capacity >= self.limit_level * FORGET_BREACH_BEYOND:
+            self.limit_found = False  # well past it, healthy: that breach was not the limit
+        if self.limit_found:
+            step = min(float(ADDITIVE_STEP * nodes), bound)
+        else:
+            step = min(self.capacity * (GROWTH_FACTOR - 1.0) + GROWTH_MIN, bound)
+        growth = room * step
+        if room >= FLOOR_ROOM:
+            growth = max(growth, min(float(MIN_GROWTH_STEP * nodes), step))
+        self.capacity = min(top, self.capacity + growth)
 
     @property
     def value(self) -> int:

@@ -14,6 +14,10 @@ and headers the route would send (JSON body, ``Retry-After``, CORS) and is count
 metrics. Everything else — admissions, malformed or oversized bodies, a draining node, other routes —
 goes on to Quart with the body replayed, so the route stays the one authority on those (it decides
 again: deciding a place has no side effect).
+
+It is also the gatekeeper's front door for the per-address limit on new sessions (``sessionlimit.py``):
+every ``POST /v1/session`` passes here first, and one over its address's limit is answered 429
+``rate_limited`` before any decision.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 import msgspec
 
 from playtotv.http import CORS_HEADERS
-from playtotv.protocol.errors import ApiError
+from playtotv.protocol.errors import ApiError, ErrorCode
 
 from .outcome import Refusal
+from .sessionlimit import SessionLimit
 
 if TYPE_CHECKING:
     from . import Gatekeeper
@@ -40,6 +45,9 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 SESSION_PATH = "/v1/session"
 #: The route name the request metrics use for this path (Quart's rule), so both paths count as one.
 SESSION_RULE = "/v1/session"
+RATE_LIMITED_MESSAGE = "too many new sessions from this address; retry later"
+#: A refused address is told to wait at least this long: retrying at the refill rate is still a flood.
+MIN_RATE_RETRY_AFTER = 1.0
 _STATIC_HEADERS = [(b"content-type", b"application/json")] + [
     (name.lower().encode(), value.encode()) for name, value in CORS_HEADERS.items()
 ]
@@ -52,9 +60,12 @@ class FastRefusals:
         self.app = app
         self.gatekeeper = gatekeeper
         self.max_body = max_body
+        self.limit = SessionLimit(gatekeeper.ctx.settings.gatekeeper)
         metrics = gatekeeper.ctx.metrics
         # Label lookups are bound once: prometheus_client's labels() costs more than the refusal logic.
         self._requests = metrics.requests.labels("gatekeeper", "POST", SESSION_RULE, "503")
+        self._limited = metrics.requests.labels("gatekeeper", "POST", SESSION_RULE, "429")
+        self._limited_admissions = metrics.admissions.labels("rate_limited")
         self._latency = metrics.latency.labels("gatekeeper", SESSION_RULE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,6 +74,15 @@ class FastRefusals:
             return
         started = time.perf_counter()
         messages, body = await _read_body(scope, receive, self.max_body)
+        wait = self.limit.wait(scope)
+        if wait is not None:
+            retry_after = round(max(wait, MIN_RATE_RETRY_AFTER), 2)
+            error = ApiError(ErrorCode.RATE_LIMITED, RATE_LIMITED_MESSAGE, retry_after=retry_after)
+            await _send_refusal(send, Refusal(error.encode(), error.headers()["Retry-After"]), status=429)
+            self._limited.inc()
+            self._limited_admissions.inc()
+            self._latency.observe(time.perf_counter() - started)
+            return
         refusal = self._refusal(body) if body is not None else None
         if refusal is None:
             await self.app(scope, _replay(messages, receive), send)
@@ -116,10 +136,10 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-async def _send_refusal(send: Send, refusal: Refusal) -> None:
+async def _send_refusal(send: Send, refusal: Refusal, status: int = 503) -> None:
     headers = _STATIC_HEADERS + [
         (b"content-length", str(len(refusal.body)).encode()),
         (b"retry-after", refusal.retry_after.encode()),
     ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": refusal.body, "more_body": False})

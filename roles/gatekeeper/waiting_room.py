@@ -3,7 +3,9 @@
 A client refused at capacity receives a ``queue`` token carrying its first arrival time (signed, so it
 cannot be forged to jump ahead). When it returns with that token, it is admitted only if fewer clients
 that arrived before it are still waiting than there are free places. Clients that stop retrying leave the
-room after ``ttl``. Sans-io: times are passed in.
+room ``ttl`` after their last try (a retry or two: a crowd that never comes back must not stand ahead of
+real newcomers); one that returns later is ranked again by the first arrival its token carries. Sans-io:
+times are passed in.
 
 Scope: each gatekeeper process keeps its own room; with several gatekeepers the order is FIFO per
 gatekeeper (a client that returns to another gatekeeper still keeps its first-arrival time, which that

@@ -11,6 +11,7 @@ Modules, one concept each:
     wsframe       server frames built once for every socket
     clientframes  decoding client frames and the policy for bad ones
     access        which channels a client may follow
+    users         connections per user: the cap, and the distinct users reported as sessions
     polling       the long-poll HTTP route
     qos           the fan-out delay window reported to the registry
 
@@ -34,6 +35,7 @@ from .handshake import WS_PATH
 from .hub import Hub
 from .listener import DRAIN_GRACE_MAX, WebSocketServer, serve_websockets
 from .polling import POLL_PATH, PollStats, add_poll_route
+from .users import UserSlots
 
 if TYPE_CHECKING:
     from playtotv.node import NodeContext
@@ -50,14 +52,15 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
     settings = ctx.settings.push
     hub = Hub(ctx.broker, recovery_limit=settings.recovery_limit, linger=settings.channel_linger)
     services = ConnectionServices(hub, settings, on_dropped_slow=ctx.metrics.dropped_slow.inc)
+    users = UserSlots(settings.max_connections_per_user)  # WebSockets and long polls of each user
     server = WebSocketServer(
         services, ctx.tickets.verify, handshake_timeout=settings.handshake_timeout,
-        max_connections=settings.max_connections, keepalive_interval=settings.keepalive_interval,
+        max_connections=settings.max_connections, keepalive_interval=settings.keepalive_interval, users=users,
     )
     polls = PollStats()
     runtime = ctx.extras["push"] = PushRuntime(ctx, hub, server, polls)
     app = create_app(ctx, "push")
-    add_poll_route(app, ctx, hub, polls)
+    add_poll_route(app, ctx, hub, polls, users)
     drain_grace = min(DRAIN_GRACE_MAX, ctx.settings.node.drain_seconds / 2)
     on_listening = ctx.extras.get("on_listening", lambda role, url: None)
 
@@ -94,6 +97,8 @@ class PushRuntime:
         ctx, metrics = self.ctx, self.ctx.metrics
         websockets = len(self.server.connections)
         ctx.load["connections"] = float(websockets + self.polls.active)
+        # What the gatekeeper counts against capacity: users, once each, however many connections they hold.
+        ctx.load["sessions"] = float(len(self.server.users))
         ctx.load["channels"] = float(len(self.hub.channels))
         p99 = self.hub.fanout_delays.percentile(time.time(), FANOUT_PERCENTILE)
         ctx.qos["fanout_p99_ms"] = round(p99 * 1000, 2) if p99 is not None else 0.0

@@ -2,7 +2,8 @@
 
 A client must show a valid ticket (``GET /v1/ws?ticket=...`` or ``Authorization: Bearer``) before it
 gets a WebSocket: anything else is refused with a plain HTTP answer (401 for a bad ticket, 404 for
-another path, 400 for a malformed request, 503 when the node is full) and the connection is closed. So a
+another path, 400 for a malformed request, 503 when the node is full, 429 when the ticket's user already
+holds ``push.max_connections_per_user`` connections here) and the connection is closed. So a
 bad ticket never reaches the hub, let alone a subscription.
 
 The caller bounds the whole exchange with ``push.handshake_timeout`` (slowloris, reliability.md #5); the
@@ -26,11 +27,15 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from playtotv.auth import InvalidTicket, Ticket, bearer_token
 from playtotv.protocol.errors import ApiError, ErrorCode
 
+from .users import UserSlots
+
 WS_PATH = "/v1/ws"
 #: Bytes read per receive while the request head arrives; heads are a few hundred bytes.
 HANDSHAKE_RECEIVE_BYTES = 4096
 #: How long a full node tells a refused client to wait before trying again.
 AT_CAPACITY_RETRY_AFTER = 5.0
+#: ...and a user holding all its connections (one of them may be a half-open one about to time out).
+USER_FULL_RETRY_AFTER = 5.0
 
 
 @dataclass(slots=True)
@@ -75,8 +80,9 @@ async def accept(
     *,
     at_capacity: Callable[[], bool],
     limiter: trio.CapacityLimiter | None = None,
+    users: UserSlots | None = None,
 ) -> Accepted:
-    """Read the upgrade request, check path, capacity and ticket, and answer it.
+    """Read the upgrade request, check path, capacity, ticket and the user's connections, and answer it.
 
     ``verify`` raises ``InvalidTicket`` (or a subclass) for a ticket that must be refused. Returns the
     open wsproto connection and the ticket; raises Refused after answering anything else.
@@ -87,9 +93,9 @@ async def accept(
     CPU-heavy part of a handshake."""
     head = await _read_head(stream)
     if limiter is None:
-        return await _answer(stream, head, verify, at_capacity)
+        return await _answer(stream, head, verify, at_capacity, users)
     async with limiter:
-        return await _answer(stream, head, verify, at_capacity)
+        return await _answer(stream, head, verify, at_capacity, users)
 
 
 #: The end of a request head as h11 finds it (it accepts bare LF line endings too).
@@ -113,7 +119,8 @@ async def _read_head(stream: trio.SocketStream) -> bytes:
 
 
 async def _answer(
-    stream: trio.SocketStream, head: bytes, verify: Callable[[str], Ticket], at_capacity: Callable[[], bool]
+    stream: trio.SocketStream, head: bytes, verify: Callable[[str], Ticket], at_capacity: Callable[[], bool],
+    users: UserSlots | None,
 ) -> Accepted:
     handshake = H11Handshake(ConnectionType.SERVER)
     data = head
@@ -128,7 +135,7 @@ async def _answer(
         for request in handshake.events():
             if not isinstance(request, Request):
                 continue
-            verdict = _check(request, verify, at_capacity)
+            verdict = _check(request, verify, at_capacity, users)
             if isinstance(verdict, ApiError):
                 await stream.send_all(_reject_bytes(handshake, verdict))
                 raise Refused(verdict.message)
@@ -139,7 +146,8 @@ async def _answer(
         data = await stream.receive_some(HANDSHAKE_RECEIVE_BYTES)  # h11 wants more (rare: see _read_head)
 
 
-def _check(request: Request, verify: Callable[[str], Ticket], at_capacity: Callable[[], bool]) -> Ticket | ApiError:
+def _check(request: Request, verify: Callable[[str], Ticket], at_capacity: Callable[[], bool],
+           users: UserSlots | None = None) -> Ticket | ApiError:
     try:
         path = urlsplit(request.target).path
         token = _ticket_token(request)
@@ -155,6 +163,8 @@ def _check(request: Request, verify: Callable[[str], Ticket], at_capacity: Calla
         return ApiError(ErrorCode.UNAUTHORIZED, str(e))
     if at_capacity():
         return ApiError(ErrorCode.AT_CAPACITY, "push node full or draining", retry_after=AT_CAPACITY_RETRY_AFTER)
+    if users is not None and users.full(ticket.user_id):
+        return ApiError(ErrorCode.RATE_LIMITED, users.refusal(), retry_after=USER_FULL_RETRY_AFTER)
     return ticket
 
 

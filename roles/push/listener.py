@@ -19,8 +19,12 @@ from playtotv.auth import Ticket
 from playtotv.logs import event
 from playtotv.settings import split_bind
 
-from . import handshake
+from wsproto.events import CloseConnection
+from wsproto.utilities import LocalProtocolError
+
+from . import handshake, wsframe
 from .connection import ConnectionServices, WsConnection
+from .users import UserSlots
 
 log = logging.getLogger("playtotv.push.ws")
 
@@ -72,8 +76,11 @@ class WebSocketServer:
     """Accepts clients on ``listeners`` and serves each as a WsConnection."""
 
     def __init__(self, services: ConnectionServices, verify_ticket: Callable[[str], Ticket], *,
-                 handshake_timeout: float, max_connections: int, keepalive_interval: float) -> None:
+                 handshake_timeout: float, max_connections: int, keepalive_interval: float,
+                 users: UserSlots | None = None) -> None:
         self.services = services
+        #: Connections per user, shared with the long polls (``users.py``).
+        self.users = users if users is not None else UserSlots(services.settings.max_connections_per_user)
         self.verify_ticket = verify_ticket
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
@@ -91,12 +98,18 @@ class WebSocketServer:
         with trio.move_on_after(self.handshake_timeout):  # slowloris: a slow head is just hung up on
             try:
                 accepted = await handshake.accept(stream, self.verify_ticket, at_capacity=self.at_capacity,
-                                                  limiter=self.handshakes)
+                                                  limiter=self.handshakes, users=self.users)
             except (handshake.Refused, trio.BrokenResourceError, trio.ClosedResourceError):
                 return
         if accepted is None:
             return
-        conn = WsConnection(self.services, stream, accepted.connection, accepted.ticket.user_id)
+        user_id = accepted.ticket.user_id
+        if not self.users.acquire(user_id):
+            # Another handshake of this user took its last slot while this one was answered.
+            with trio.move_on_after(self.handshake_timeout):
+                await _close_at_once(stream, accepted, self.users.refusal())
+            return
+        conn = WsConnection(self.services, stream, accepted.connection, user_id)
         self.connections.add(conn)
         try:
             await conn.serve()
@@ -105,6 +118,7 @@ class WebSocketServer:
             log.exception("websocket connection failed", extra={"fields": {"user": conn.user_id}})
         finally:
             self.connections.discard(conn)
+            self.users.release(user_id)
 
     async def keepalive(self) -> None:
         """Ping every client that has been quiet for keepalive_interval (its pong resets its idle timer)."""
@@ -121,6 +135,15 @@ class WebSocketServer:
         """Tell every client to reconnect (jittered), and start closing each."""
         for conn in list(self.connections.open):
             conn.drain(after=round(random.uniform(0, DRAIN_RECONNECT_SPREAD), 3))
+
+
+async def _close_at_once(stream: trio.SocketStream, accepted: handshake.Accepted, reason: str) -> None:
+    """A close frame (1008, with the reason) right after the upgrade; the caller hangs up after it."""
+    try:
+        data = accepted.connection.send(CloseConnection(code=wsframe.CLOSE_POLICY_VIOLATION, reason=reason))
+        await stream.send_all(data)
+    except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client is gone already
 
 
 async def serve_websockets(

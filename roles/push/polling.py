@@ -25,6 +25,7 @@ from playtotv.protocol.push import CHANNEL_REGEX
 
 from .access import may_follow
 from .hub import ChannelUnavailable, Hub, PollRequest
+from .users import UserSlots
 
 if TYPE_CHECKING:
     from playtotv.node import NodeContext
@@ -38,6 +39,8 @@ MAX_TIMEOUT = 60.0
 MAX_CHANNELS = 8
 #: A client told the broker is down retries after this long.
 UNAVAILABLE_RETRY_AFTER = 2.0
+#: A user holding all its connections on this node (``push.max_connections_per_user``) retries after this.
+USER_FULL_RETRY_AFTER = 5.0
 
 _channel_re = re.compile(CHANNEL_REGEX)
 
@@ -102,12 +105,14 @@ def _position(channel: str, epoch: str, offset: str) -> PollRequest:
     return PollRequest(channel, epoch, int(offset))
 
 
-def add_poll_route(app: QuartTrio, ctx: "NodeContext", hub: Hub, stats: PollStats) -> None:
+def add_poll_route(app: QuartTrio, ctx: "NodeContext", hub: Hub, stats: PollStats, users: UserSlots) -> None:
     @app.get(POLL_PATH)
     async def poll() -> Response:
         ticket = _ticket(ctx)
         requests = _requests(ticket.user_id)
         timeout = _timeout()
+        if not users.acquire(ticket.user_id):  # a waiting poll holds a connection like a WebSocket
+            raise ApiError(ErrorCode.RATE_LIMITED, users.refusal(), retry_after=USER_FULL_RETRY_AFTER)
         stats.active += 1
         try:
             answers = await hub.poll(requests, timeout)
@@ -115,5 +120,6 @@ def add_poll_route(app: QuartTrio, ctx: "NodeContext", hub: Hub, stats: PollStat
             raise ApiError(ErrorCode.UNAVAILABLE, str(e), retry_after=UNAVAILABLE_RETRY_AFTER) from None
         finally:
             stats.active -= 1
+            users.release(ticket.user_id)
         body = answers[0] if len(answers) == 1 else b"[" + b",".join(answers) + b"]"
         return Response(body, content_type="application/json")

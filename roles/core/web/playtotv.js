@@ -202,8 +202,8 @@ export class PlayToTV {
       }
       if (answer && answer.status === 200) return this._adopt(answer.payload, sentAt);
       let waitMs;
-      if (answer && answer.status === 503) {
-        const error = errorOf(503, answer.payload);
+      if (answer && (answer.status === 503 || answer.status === 429)) {
+        const error = errorOf(answer.status, answer.payload); // full, or this address asked too often
         this._queueToken = answer.payload?.queue || this._queueToken; // keeps our place in the queue
         waitMs = (error.retryAfter ?? 1) * 1000 * (1 + Math.random() * 0.5);
         this._emit("waiting", { retryIn: Math.ceil(waitMs / 1000), reason: error.code });
@@ -368,6 +368,8 @@ export class PlayToTV {
         error.retried = attempt > 0;
         throw error;
       }
+      // A later join (a resume) sends this.name: it must not undo a rename made since.
+      if (method === "PUT" && path === "/v1/me" && !opts.auth && opts.body?.name) this.name = opts.body.name;
       return payload;
     }
     throw new Unavailable(`${method} ${path}: no core node answered after ${MAX_FAILOVERS} failovers`);
