@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -47,6 +48,12 @@ CORS_HEADERS = {
 }
 #: Browsers cache a preflight this long (seconds), sparing one OPTIONS round trip per call.
 CORS_MAX_AGE = "600"
+
+#: Label values of the request metrics come from closed sets: anything a client chooses (a made-up
+#: method, a status a handler never returns) would otherwise add a time series per distinct value, kept
+#: for the life of the process. Routes are Quart's rule templates ("unmatched" when none matched).
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+METRIC_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "bad_request", 413: "bad_request", 429: "rate_limited", 503: "unavailable"}
@@ -96,7 +103,8 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
         started = getattr(g, "started", None)
         if started is not None:
             ctx.metrics.latency.labels(role, rule).observe(time.perf_counter() - started)
-        ctx.metrics.requests.labels(role, request.method, rule, str(response.status_code)).inc()
+        ctx.metrics.requests.labels(role, metric_method(request.method), rule,
+                                    metric_status(response.status_code)).inc()
         response.headers.update(CORS_HEADERS)
         return response
 
@@ -123,6 +131,14 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
         return api_error_response(ApiError("unavailable", "internal error"), status=500)
 
     return app
+
+
+def metric_method(method: str) -> str:
+    return method if method in METRIC_METHODS else "other"
+
+
+def metric_status(status: int) -> str:
+    return str(status) if status in METRIC_STATUSES else f"{status // 100}xx"
 
 
 def _preflight() -> Response | None:
