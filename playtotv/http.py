@@ -4,22 +4,36 @@ Every HTTP listener of every role serves ``/healthz``, ``/readyz`` and ``/metric
 Every response carries CORS headers and preflights are answered (the web pages call other roles' ports).
 Errors always leave as api.md's error body: an ``ApiError`` raised anywhere in a handler, Quart's own
 404/405/413, a malformed body; an unexpected exception becomes a logged 500 with the same shape.
+
+Connections: every listener accepts through ``playtotv.accept`` (caps per listener and per client
+address; accept errors logged once per interval) and bounds each connection's time with
+``playtotv.httpdeadlines`` (``node.request_timeout``). Hypercorn speaks HTTP on each connection: its
+trio ``TCPServer``, ``Lifespan`` and ``WorkerContext`` are used directly (as of hypercorn 0.17-0.18),
+since its ``serve`` has no place for our own accept loop.
 """
 
 from __future__ import annotations
 
 import logging
+import resource
 import time
+from functools import partial
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import msgspec
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.utils import repr_socket_addr, wrap_app
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from playtotv.accept import node_gate, serve_tcp
+from playtotv.httpdeadlines import CLOCK_KEY, ClockedStream, ConnectionClock, RequestDeadlines
 from playtotv.logs import event
 from playtotv.protocol.errors import ApiError, bad_request
 from playtotv.signals import track_inflight
@@ -29,10 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("playtotv.http")
 
-#: Idle keep-alive connections are closed after this long (bounded resources; clients reconnect cheaply).
-KEEP_ALIVE_TIMEOUT = 30.0
 #: Largest request head Hypercorn buffers before answering 400 (slowloris / oversized headers).
 MAX_INCOMPLETE_BYTES = 16 * 1024
+#: Pending connections the kernel queues for each HTTP listener (a flash crowd arrives at once).
+LISTEN_BACKLOG = 1024
+#: ``node.max_connections = 0`` never caps an HTTP listener below this, however low the open-file limit.
+MIN_AUTO_CONNECTIONS = 64
 #: Default cap for request bodies; roles lower it where api.md says so (core: 16 KiB).
 DEFAULT_MAX_BODY = 64 * 1024
 
@@ -47,6 +63,12 @@ CORS_HEADERS = {
 }
 #: Browsers cache a preflight this long (seconds), sparing one OPTIONS round trip per call.
 CORS_MAX_AGE = "600"
+
+#: Label values of the request metrics come from closed sets: anything a client chooses (a made-up
+#: method, a status a handler never returns) would otherwise add a time series per distinct value, kept
+#: for the life of the process. Routes are Quart's rule templates ("unmatched" when none matched).
+METRIC_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+METRIC_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "bad_request", 413: "bad_request", 429: "rate_limited", 503: "unavailable"}
@@ -96,7 +118,8 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
         started = getattr(g, "started", None)
         if started is not None:
             ctx.metrics.latency.labels(role, rule).observe(time.perf_counter() - started)
-        ctx.metrics.requests.labels(role, request.method, rule, str(response.status_code)).inc()
+        ctx.metrics.requests.labels(role, metric_method(request.method), rule,
+                                    metric_status(response.status_code)).inc()
         response.headers.update(CORS_HEADERS)
         return response
 
@@ -125,6 +148,14 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
     return app
 
 
+def metric_method(method: str) -> str:
+    return method if method in METRIC_METHODS else "other"
+
+
+def metric_status(status: int) -> str:
+    return str(status) if status in METRIC_STATUSES else f"{status // 100}xx"
+
+
 def _preflight() -> Response | None:
     """Answer a CORS preflight for any path that has a route (whatever its methods): 204 + CORS headers
     (added by the after-request hook). An unknown path keeps its 404."""
@@ -140,29 +171,71 @@ def _hypercorn_config(ctx: "NodeContext", bind: str) -> HypercornConfig:
     config.bind = [bind]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = KEEP_ALIVE_TIMEOUT
+    # Hypercorn's own idle timer agrees with the connection clock's (playtotv.httpdeadlines).
+    config.keep_alive_timeout = ctx.settings.node.request_timeout
     config.h11_max_incomplete_size = MAX_INCOMPLETE_BYTES
     config.graceful_timeout = ctx.settings.node.drain_seconds
-    config.backlog = 1024
+    config.backlog = LISTEN_BACKLOG
     return config
+
+
+def max_connections(ctx: "NodeContext") -> int:
+    """``node.max_connections``, or when 0 a quarter of the open-file limit (0: no cap when unlimited)."""
+    configured = ctx.settings.node.max_connections
+    if configured:
+        return configured
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 0 if soft == resource.RLIM_INFINITY else max(MIN_AUTO_CONNECTIONS, soft // 4)
 
 
 async def serve_http(
     ctx: "NodeContext", app: QuartTrio, bind: str, role: str,
     *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` on ``bind`` until the node drains; report the bound URL (port 0 resolved)."""
+    """Serve ``app`` on ``bind`` until the node drains; report the bound URL (port 0 resolved).
 
-    async def _serve(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-        await hypercorn_serve(app, _hypercorn_config(ctx, bind), shutdown_trigger=ctx.draining.wait,
-                              task_status=task_status)
+    Hypercorn's ``serve`` with our own accept loop (``playtotv.accept``: caps, resource errors) and a
+    clock per connection (``playtotv.httpdeadlines``); hypercorn still speaks HTTP on each connection
+    (its trio ``TCPServer``), and the drain is its own: stop accepting, close idle connections, give
+    busy ones ``node.drain_seconds``."""
+    config = _hypercorn_config(ctx, bind)
+    sockets = config.create_sockets().insecure_sockets
+    listeners = []
+    for sock in sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    url = "http://" + repr_socket_addr(sockets[0].family, sockets[0].getsockname())
+    asgi = wrap_app(RequestDeadlines(app), config.wsgi_max_body_size, "asgi")
+    lifespan_state: dict[str, object] = {}
+    lifespan = Lifespan(asgi, config, lifespan_state)
+    context = WorkerContext(None)
+    gate = node_gate(ctx, role, max_connections(ctx))
+    timeout = ctx.settings.node.request_timeout
 
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(_serve)
-        url = binds[0]
-        event(log, "listening", role=role, url=url)
-        ctx.extras["on_listening"](role, url)
-        task_status.started(url)
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        clock = ConnectionClock(timeout)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(clock.watch, stream, nursery.cancel_scope)
+            await TCPServer(asgi, config, context, {**lifespan_state, CLOCK_KEY: clock},
+                            ClockedStream(stream, clock))
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                await accepting.start(partial(serve_tcp, serve_connection, listeners, gate,
+                                              handler_nursery=connections))
+                event(log, "listening", role=role, url=url)
+                ctx.extras["on_listening"](role, url)
+                task_status.started(url)
+                await ctx.draining.wait()
+                accepting.cancel_scope.cancel()  # closes the listeners
+            await context.terminated.set()  # idle connections close now, the others after their response
+            connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
 
 
 async def serve_ops(ctx: "NodeContext", *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:

@@ -27,6 +27,13 @@ class Metrics:
         self.connections = Gauge(
             "playtotv_connections", "Open client connections", ["role", "kind"], registry=r
         )
+        self.connections_refused = Counter(
+            "playtotv_connections_refused", "Connections closed on accept: a listener or address cap reached",
+            ["role", "reason"], registry=r,
+        )
+        self.accept_errors = Counter(
+            "playtotv_accept_errors", "Accepts that failed for lack of resources (EMFILE, ...)", ["role"], registry=r
+        )
         self.ready = Gauge("playtotv_ready", "1 when dependencies answer and the node is registered", registry=r)
         self.loop_lag = Gauge("playtotv_event_loop_lag_seconds", "Latest measured event-loop lag", registry=r)
         self.published = Counter(

@@ -20,6 +20,7 @@ ENV_PREFIX = "PLAYTOTV_"
 Bind = Annotated[str, msgspec.Meta(pattern=r"^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$")]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class ConfigError(Exception):
@@ -38,6 +39,16 @@ class NodeSettings(_Section):
     drain_seconds: PositiveFloat = 10.0
     heartbeat_interval: PositiveFloat = 1.0
     heartbeat_ttl: PositiveFloat = 3.0
+    #: HTTP listeners: a request head must arrive within this long of the connection opening (or of its
+    #: previous response), its body within this long of the head, and a response must be taken within
+    #: this long of its start; past it the connection is closed. Idle keep-alive connections close too.
+    request_timeout: PositiveFloat = 30.0
+    #: Connections one HTTP listener holds at once; 0: a quarter of the process's open-file limit. More
+    #: are closed as soon as they are accepted, so a flood on one listener cannot starve the others.
+    max_connections: NonNegativeInt = 0
+    #: Connections one client address holds on any listener (WebSocket included); 0: no cap. Keep 0
+    #: behind a proxy or load balancer: every connection then comes from its address.
+    max_connections_per_address: NonNegativeInt = 0
 
 
 class RedisSettings(_Section):

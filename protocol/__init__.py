@@ -6,6 +6,7 @@ roles), so a client can depend on this package alone.
 * :mod:`.errors` — the error body, its codes and statuses, :class:`~.errors.ApiError`.
 * :mod:`.rest` — every REST request and response body, request decoders, cross-field checks.
 * :mod:`.push` — WebSocket frames, the long-poll response, message data types, frame encoders.
+* :mod:`.decoding` — the JSON decoder wrapper whose every failure is a ``msgspec.DecodeError``.
 * :mod:`.schema` — the JSON Schema of the push protocol and the OpenAPI document of the REST API.
 """
 

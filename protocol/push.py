@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from .decoding import JsonDecoder
 from .rest import InteractionView, LeaderboardEntry, Notification, Results
 
 #: Client frames are tiny (a subscribe is < 200 bytes); anything much larger is abuse, refused before
@@ -64,7 +65,7 @@ class Ping(_Frame, tag="ping", kw_only=True):
 
 ClientFrame = Subscribe | Unsubscribe | Ping
 
-client_frame_decoder = msgspec.json.Decoder(ClientFrame)
+client_frame_decoder: JsonDecoder[ClientFrame] = JsonDecoder(ClientFrame)
 
 
 # -- server → client ---------------------------------------------------------------------------------------

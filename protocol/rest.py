@@ -12,8 +12,8 @@ Conventions (design.md §6):
 * What msgspec can check (types, enums, lengths, ranges) is checked while decoding; cross-field rules live
   in :func:`check_interaction` so that every server applies the same ones.
 
-Request decoders are built once at import (``*_decoder``); :func:`decode_request` wraps one and turns any
-failure into the contract's 400.
+Request decoders are built once at import (``*_decoder``, see :mod:`.decoding`); :func:`decode_request`
+wraps one and turns any failure into the contract's 400.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 from msgspec import Meta
 
+from .decoding import JsonDecoder
 from .errors import ApiError, ErrorCode, bad_request
 
 # -- shared constraints ------------------------------------------------------------------------------------
@@ -498,20 +499,20 @@ def check_choice(interaction: InteractionView, choice: str | int) -> None:
 
 # -- decoders ------------------------------------------------------------------------------------------------
 
-session_request_decoder = msgspec.json.Decoder(SessionRequest)
-create_show_decoder = msgspec.json.Decoder(CreateShow)
-create_episode_decoder = msgspec.json.Decoder(CreateEpisode)
-interaction_body_decoder = msgspec.json.Decoder(InteractionBody)
-open_interaction_decoder = msgspec.json.Decoder(OpenInteraction)
-close_interaction_decoder = msgspec.json.Decoder(CloseInteraction)
-reveal_interaction_decoder = msgspec.json.Decoder(RevealInteraction)
-start_episode_decoder = msgspec.json.Decoder(StartEpisode)
-end_episode_decoder = msgspec.json.Decoder(EndEpisode)
-director_event_decoder = msgspec.json.Decoder(DirectorEvent)
-answer_request_decoder = msgspec.json.Decoder(AnswerRequest)
-update_profile_decoder = msgspec.json.Decoder(UpdateProfile)
-add_friend_decoder = msgspec.json.Decoder(AddFriend)
-create_series_decoder = msgspec.json.Decoder(CreateSeries)
+session_request_decoder = JsonDecoder(SessionRequest)
+create_show_decoder = JsonDecoder(CreateShow)
+create_episode_decoder = JsonDecoder(CreateEpisode)
+interaction_body_decoder = JsonDecoder(InteractionBody)
+open_interaction_decoder = JsonDecoder(OpenInteraction)
+close_interaction_decoder = JsonDecoder(CloseInteraction)
+reveal_interaction_decoder = JsonDecoder(RevealInteraction)
+start_episode_decoder = JsonDecoder(StartEpisode)
+end_episode_decoder = JsonDecoder(EndEpisode)
+director_event_decoder = JsonDecoder(DirectorEvent)
+answer_request_decoder = JsonDecoder(AnswerRequest)
+update_profile_decoder = JsonDecoder(UpdateProfile)
+add_friend_decoder = JsonDecoder(AddFriend)
+create_series_decoder = JsonDecoder(CreateSeries)
 
 #: Bodies larger than this are refused before decoding (api.md: "body too large" is a 400). A timeline of
 #: MAX_TIMELINE_ENTRIES full interactions fits; nothing else comes close.
@@ -520,7 +521,7 @@ MAX_BODY_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 
-def decode_request(decoder: msgspec.json.Decoder[T], body: bytes) -> T:
+def decode_request(decoder: JsonDecoder[T], body: bytes) -> T:
     """Decode a request body, treating an empty body as ``{}`` (api.md lets ``{}`` bodies be left out).
 
     Any failure, too large included, is raised as the contract's 400 ``bad_request``.

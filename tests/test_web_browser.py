@@ -560,6 +560,14 @@ async def test_pages_static_files_config_and_cors(nursery):
         page = await http.get(f"{core}/play")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "script-src 'self'" in page.headers["content-security-policy"]
+        # Every file carries the pages' policy: no other site may frame them under any of their paths.
+        csp = (await http.get(f"{core}/console")).headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp
+        for path in ("/static/console.html", "/static/play.html", "/static/playtotv.js", "/static/style.css", "/play"):
+            served = await http.get(f"{core}{path}")
+            assert served.status_code == 200, path
+            assert served.headers.get("content-security-policy") == csp, path
+            assert served.headers.get("x-frame-options") == "DENY", path
         script = await http.get(f"{core}/static/playtotv.js")
         assert script.headers["content-type"].startswith("text/javascript")  # modules need a JS MIME type
         again = await http.get(f"{core}/static/playtotv.js", headers={"If-None-Match": script.headers["etag"]})

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import msgspec
 from quart import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from playtotv.keys import ID_PATTERN
+from playtotv.protocol.decoding import JsonDecoder
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import decode_request
 
@@ -19,7 +19,7 @@ LEADERBOARD_DEFAULT_LIMIT = 10
 LEADERBOARD_MAX_LIMIT = 100
 
 
-async def body(decoder: msgspec.json.Decoder[T], max_bytes: int) -> T:
+async def body(decoder: JsonDecoder[T], max_bytes: int) -> T:
     """Decode the request body; larger than ``max_bytes`` → 400 without reading it (when declared)."""
     declared = request.content_length
     if declared is not None and declared > max_bytes:

@@ -40,7 +40,9 @@ CONTENT_TYPES = {
     ".ico": "image/x-icon",
 }
 #: The pages load scripts and styles from here only; they talk to the gatekeeper, core and push on other
-#: ports (and hosts, in a cluster), hence the open connect-src.
+#: ports (and hosts, in a cluster), hence the open connect-src. Every file core serves carries it, not
+#: only /console and /play: the same pages are reachable as /static/console.html and /static/play.html,
+#: and no other site may frame any of them (frame-ancestors; X-Frame-Options for older browsers).
 PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
             "connect-src 'self' http: https: ws: wss:; frame-ancestors 'none'; base-uri 'none'")
 #: The gatekeeper list in /config.json is re-read from the registry at most this often: a page load
@@ -70,12 +72,15 @@ def load_files(directory: Path = WEB_DIR) -> dict[str, StaticFile]:
     return files
 
 
-def _serve(file: StaticFile, *, page: bool = False) -> Response:
+#: Headers of every file core serves.
+FILE_HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": PAGE_CSP, "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+def _serve(file: StaticFile) -> Response:
     # no-cache = revalidate every time (cheap with the ETag): a new release is picked up on reload,
     # never half old, half new modules.
-    headers = {"ETag": file.etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-    if page:
-        headers |= {"Content-Security-Policy": PAGE_CSP, "Referrer-Policy": "no-referrer"}
+    headers = {"ETag": file.etag, **FILE_HEADERS}
     if request.headers.get("If-None-Match") == file.etag:
         return Response(b"", status=304, headers=headers)
     return Response(file.body, content_type=file.content_type, headers=headers)
@@ -118,10 +123,10 @@ def register(api: "CoreApi") -> None:
         return file
 
     async def console() -> Response:
-        return _serve(file_or_404("console.html"), page=True)
+        return _serve(file_or_404("console.html"))
 
     async def play() -> Response:
-        return _serve(file_or_404("play.html"), page=True)
+        return _serve(file_or_404("play.html"))
 
     async def static_file(name: str) -> Response:
         return _serve(file_or_404(name))

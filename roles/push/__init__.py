@@ -28,12 +28,13 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from playtotv.accept import node_gate
 from playtotv.http import create_app, serve_http
 
 from .connection import ConnectionServices
 from .handshake import WS_PATH
 from .hub import Hub
-from .listener import DRAIN_GRACE_MAX, WebSocketServer, serve_websockets
+from .listener import DRAIN_GRACE_MAX, WebSocketServer, max_open, serve_websockets
 from .polling import POLL_PATH, PollStats, add_poll_route
 from .users import UserSlots
 
@@ -68,7 +69,9 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
         await background.start(hub.run)
         background.start_soon(runtime.report_forever)
         async with trio.open_nursery() as listeners:
-            ws_url = await listeners.start(serve_websockets, server, settings.bind, ctx.draining, drain_grace)
+            gate = node_gate(ctx, "push", max_open(settings.max_connections))
+            ws_url = await listeners.start(serve_websockets, server, settings.bind, ctx.draining, drain_grace,
+                                           gate)
             ctx.endpoints["push_ws"] = ctx.public_url(ws_url, WS_PATH)
             on_listening("push", ctx.endpoints["push_ws"])
             # Printed as "push-polling listening on ..." (the WebSocket listener is "push").

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from playtotv.protocol.decoding import JsonDecoder
 from playtotv.protocol.push import (
     MAX_CLIENT_FRAME_BYTES,
     Channel,
@@ -36,7 +37,7 @@ class BadFrame(msgspec.Struct, frozen=True):
     message: str
 
 
-_malformed_since_decoder = msgspec.json.Decoder(MalformedSince)
+_malformed_since_decoder = JsonDecoder(MalformedSince)
 
 
 def decode(raw: bytes | str) -> ClientFrame | MalformedSince | BadFrame:

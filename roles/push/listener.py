@@ -1,9 +1,10 @@
 """The WebSocket listener: accepting, handshaking, keepalive, and the drain.
 
-Accepting runs on ``trio.serve_listeners``, which already does what reliability.md #6 asks: when
-``accept()`` fails for lack of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS) it logs the error, sleeps
-100 ms and keeps serving. Connections live in their own nursery, so stopping the accept loop (drain)
-leaves them open until each has been told to reconnect and has closed or run out of grace.
+Accepting runs on ``playtotv.accept.serve_tcp``, like every listener of the node: when ``accept()``
+fails for lack of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS) it sleeps 100 ms and keeps serving
+(reliability.md #6), logging it once per interval; connections over the listener's cap or the node's
+per-address cap are closed on accept. Connections live in their own nursery, so stopping the accept
+loop (drain) leaves them open until each has been told to reconnect and has closed or run out of grace.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 
 import trio
 
+from playtotv.accept import ConnectionGate, serve_tcp
 from playtotv.auth import Ticket
 from playtotv.logs import event
 from playtotv.settings import split_bind
@@ -46,6 +48,14 @@ DRAIN_GRACE_MAX = 5.0
 #: each). Bounded, a fan-out waits behind two at most. It does not make handshakes cheaper: a node whose
 #: CPU is saturated by fan-out plus handshakes still delays deliveries (the gatekeeper's pace prevents that).
 MAX_CONCURRENT_HANDSHAKES = 2
+#: TCP connections the listener holds beyond ``push.max_connections``: clients still handshaking, so a
+#: burst at a full node is answered 503 (with Retry-After) rather than cut off unanswered.
+HANDSHAKE_HEADROOM = 1024
+
+
+def max_open(max_connections: int) -> int:
+    """The listener's cap on TCP connections for ``push.max_connections`` WebSockets."""
+    return max_connections + HANDSHAKE_HEADROOM
 
 
 class Connections:
@@ -93,7 +103,7 @@ class WebSocketServer:
         return self.draining or len(self.connections) >= self.max_connections
 
     async def handle(self, stream: trio.SocketStream) -> None:
-        """One accepted TCP connection, from handshake to close (serve_listeners closes the stream)."""
+        """One accepted TCP connection, from handshake to close (serve_tcp closes the stream)."""
         accepted: handshake.Accepted | None = None
         with trio.move_on_after(self.handshake_timeout):  # slowloris: a slow head is just hung up on
             try:
@@ -151,6 +161,7 @@ async def serve_websockets(
     bind: str,
     draining: trio.Event,
     drain_grace: float,
+    gate: ConnectionGate,
     *,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -165,7 +176,7 @@ async def serve_websockets(
     async with trio.open_nursery() as connection_nursery:
         async with trio.open_nursery() as accept_nursery:
             await accept_nursery.start(
-                partial(trio.serve_listeners, server.handle, listeners, handler_nursery=connection_nursery)
+                partial(serve_tcp, server.handle, listeners, gate, handler_nursery=connection_nursery)
             )
             accept_nursery.start_soon(server.keepalive)
             event(log, "listening", role="push", url=url)
