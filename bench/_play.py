@@ -11,13 +11,14 @@ import contextlib
 import os
 import subprocess
 import tempfile
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import httpx
 import trio
+
+from playtotv.nodeprocess import playtotv_command
 
 SECRET = "bench-secret-0123456789abcdef"
 DIRECTOR_KEY = "dk_bench"
@@ -97,7 +98,7 @@ async def start_process(cmd: list[str], env: dict[str, str], log_name: str) -> P
 
 
 async def start_node(roles: str, env: dict[str, str], log_name: str) -> Process:
-    return await start_process([sys.executable, "-m", "playtotv.cli", "serve", "--role", roles], env, log_name)
+    return await start_process(playtotv_command("serve", "--role", roles), env, log_name)
 
 
 class Director:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from typing import Mapping
 
 import trio
+
+from playtotv.nodeprocess import playtotv_command
 
 #: How long a node may take to print ``ready`` on a loaded CI machine.
 READY_TIMEOUT = 30.0
@@ -38,7 +39,7 @@ class NodeProcess:
         return self.proc.pid
 
     async def start(self, nursery: trio.Nursery, *, wait_ready: bool = True) -> "NodeProcess":
-        cmd = [sys.executable, "-m", "playtotv.cli", "serve", "--role", self.roles, *self.args]
+        cmd = playtotv_command("serve", "--role", self.roles, *self.args)
         self.proc = await trio.lowlevel.open_process(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env
         )
@@ -102,6 +103,6 @@ class NodeProcess:
 def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """A short CLI invocation (``--version``, a refused configuration) run to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "playtotv.cli", *args], capture_output=True, text=True, timeout=timeout,
+        playtotv_command(*args), capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
