@@ -99,8 +99,9 @@ class RoleProcess:
         async with trio.open_nursery() as nursery:
             async def fail_on_exit() -> None:
                 await self.exited.wait()
-                raise NodeExited(f"{self.name} exited with {self.returncode} before ready (log: {self.log_path})"
-                                 f"\n{self.log_tail()}")
+                # First line: the log's last line, which says why (a refused setting is one line).
+                raise NodeExited(f"{self.name} exited with {self.returncode} before ready: {self.log_tail(1)} "
+                                 f"(log: {self.log_path})\n{self.log_tail()}")
 
             nursery.start_soon(fail_on_exit)
             await self.ready.wait()

@@ -21,8 +21,11 @@ READY_TIMEOUT = 30.0
 
 
 class NodeProcess:
-    def __init__(self, roles: str = "all", env: Mapping[str, str] | None = None, args: list[str] | None = None):
+    def __init__(self, roles: str = "all", env: Mapping[str, str] | None = None, args: list[str] | None = None,
+                 log_path: str | None = None):
         self.roles = roles
+        #: Where the node's standard error (its log) goes; by default nowhere.
+        self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args or []
         self.listening: dict[str, str] = {}
@@ -40,9 +43,12 @@ class NodeProcess:
 
     async def start(self, nursery: trio.Nursery, *, wait_ready: bool = True) -> "NodeProcess":
         cmd = playtotv_command("serve", "--role", self.roles, *self.args)
-        self.proc = await trio.lowlevel.open_process(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env
-        )
+        if self.log_path is None:
+            self.proc = await trio.lowlevel.open_process(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
+        else:
+            with open(self.log_path, "ab") as log:
+                self.proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env)
         nursery.start_soon(self._read_stdout)
         if wait_ready:
             with trio.fail_after(READY_TIMEOUT):
