@@ -21,7 +21,7 @@ import trio
 from playtotv.nodeprocess import playtotv_command
 
 SECRET = "bench-secret-0123456789abcdef"
-DIRECTOR_KEY = "dk_bench"
+DIRECTOR_KEY = "dk_bench_director_key"
 OUT_DIR = os.path.join("bench", "out")
 NODE_START_TIMEOUT = 60.0
 

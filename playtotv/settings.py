@@ -348,7 +348,7 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
         raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
     if not settings.embedded and not settings.auth.secret:
         raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
-    from playtotv.auth import check_secret
+    from playtotv.auth import check_director_key, check_secret
 
     for key, secret in [("auth.secret", settings.auth.secret)] + [
         ("auth.previous_secrets", old) for old in settings.auth.previous_secrets
@@ -360,6 +360,11 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
                 raise ConfigError(f"{key}: {e}") from None
     if not settings.embedded and "core" in roles and not settings.auth.director_keys:
         raise ConfigError("auth.director_keys: required for the core role in a cluster")
+    for key in settings.auth.director_keys:
+        try:
+            check_director_key(key)
+        except ValueError as e:
+            raise ConfigError(f"auth.director_keys: {e}") from None
 
 
 def check_redis_url(url: str) -> None:

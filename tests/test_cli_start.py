@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 
+import httpx
 import pytest
 import trio
 
@@ -90,3 +93,53 @@ def test_two_listeners_on_one_address_are_refused():
     assert out.returncode == 2
     assert out.stderr.splitlines() == [
         "playtotv: push.bind 127.0.0.1:18471 is also core.bind; set PLAYTOTV_PUSH_BIND or --config"]
+
+
+# -- embedded keys across restarts ------------------------------------------------------------------------
+def embedded_env(store: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLAYTOTV_AUTH_")}
+    return {**env, **PORT0, "PLAYTOTV_STORE_URL": f"sqlite:///{store}"}
+
+
+async def test_a_restarted_embedded_node_keeps_its_tickets_and_director_key(tmp_path, nursery):
+    store = tmp_path / "play.db"
+    keys = tmp_path / "play.db.keys"
+    first = NodeProcess("all", env=embedded_env(str(store)), log_path=str(tmp_path / "first.log"))
+    await first.start(nursery)
+    assert first.director_key and first.director_key.startswith("dk_")
+    async with httpx.AsyncClient(timeout=10) as http:
+        session = (await http.post(f"{first.listening['gatekeeper']}/v1/session", json={})).json()
+        auth = {"Authorization": f"Bearer {session['ticket']}"}
+        me = await http.get(f"{first.listening['core']}/v1/me", headers=auth)
+        assert me.status_code == 200 and me.json()["user_id"] == session["user_id"]
+        assert await first.terminate() == 0
+        assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+        said = [line for line in (tmp_path / "first.log").read_text().splitlines() if str(keys) in line]
+        assert len(said) == 1 and "generated" in said[0], said
+
+        second = await NodeProcess("all", env=embedded_env(str(store))).start(nursery)
+        assert second.director_key == first.director_key
+        me = await http.get(f"{second.listening['core']}/v1/me", headers=auth)
+        assert me.status_code == 200 and me.json()["user_id"] == session["user_id"]
+        director = {"Authorization": f"Bearer {second.director_key}"}
+        show = await http.post(f"{second.listening['core']}/v1/shows", json={"title": "After"}, headers=director)
+        assert show.is_success, show.text
+        assert await second.terminate() == 0
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+
+
+def test_an_unreadable_keys_file_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "play.db.keys").write_text("not json")
+    out = run_cli("serve", env=embedded_env(str(tmp_path / "play.db")))
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[-1].startswith(f"playtotv: {tmp_path / 'play.db.keys'}: not a valid keys file")
+    assert "Traceback" not in out.stderr
+
+
+def test_short_director_keys_are_refused_before_waiting_for_redis():
+    env = {**PORT0, **CLUSTER, "PLAYTOTV_REDIS_URL": "redis://127.0.0.1:1/0",
+           "PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk_long_enough_key_1,abc"}
+    out = run_cli("serve", "--role", "core", env=env, timeout=10)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == ["playtotv: auth.director_keys: every key must be at least 16 characters "
+                                       "(see playtotv.auth.generate_director_key)"]

@@ -141,3 +141,13 @@ def test_secret_values_are_never_repeated_in_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_settings(str(cfg), environ={})
     assert str(e.value) == "auth.previous_secrets[1]: (value not shown), expected a string"
+
+
+def test_short_director_keys_are_refused_without_showing_them():
+    s = load_settings(None, environ={"PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk_long_enough_key_1,abcdefghijklmno"})
+    with pytest.raises(ConfigError) as e:
+        check_deployment(s, parse_roles("all"))
+    assert str(e.value).startswith("auth.director_keys: every key must be at least 16 characters")
+    assert "abcdefghijklmno" not in str(e.value)
+    check_deployment(load_settings(None, environ={"PLAYTOTV_AUTH_DIRECTOR_KEYS": "abcdefghijklmnop"}),
+                     parse_roles("all"))
