@@ -89,6 +89,11 @@ class CoreSettings(_Section):
     #: interaction and reads a few times a second at most; a script hammering the API is refused (429).
     rate_per_second: PositiveFloat = 10.0
     rate_burst: PositiveInt = 20
+    #: Per client address: credentials that are neither a director key nor a genuine ticket (guesses, in
+    #: the main). Past the burst, director keys from that address are refused (429) without being compared,
+    #: so a key can be guessed at this rate at most; viewers' genuine tickets are still accepted.
+    failed_auth_per_second: PositiveFloat = 0.2
+    failed_auth_burst: PositiveInt = 10
 
 
 class PushSettings(_Section):
