@@ -11,7 +11,6 @@ import contextlib
 import os
 import subprocess
 import tempfile
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -19,8 +18,10 @@ from typing import Any, Iterator
 import httpx
 import trio
 
+from playtotv.nodeprocess import playtotv_command
+
 SECRET = "bench-secret-0123456789abcdef"
-DIRECTOR_KEY = "dk_bench"
+DIRECTOR_KEY = "dk_bench_director_key"
 OUT_DIR = os.path.join("bench", "out")
 NODE_START_TIMEOUT = 60.0
 
@@ -99,7 +100,7 @@ async def start_process(cmd: list[str], env: dict[str, str], log_name: str) -> P
 
 
 async def start_node(roles: str, env: dict[str, str], log_name: str) -> Process:
-    return await start_process([sys.executable, "-m", "playtotv.cli", "serve", "--role", roles], env, log_name)
+    return await start_process(playtotv_command("serve", "--role", roles), env, log_name)
 
 
 class Director:

@@ -41,6 +41,7 @@ import trio
 
 from bench._play import LineReader, stop_process
 from playtotv.broker import open_broker
+from playtotv.nodeprocess import playtotv_command
 from playtotv.registry import open_registry
 
 CHANNEL = "episode:bench"
@@ -126,7 +127,7 @@ async def start_push_node(index: int, redis_url: str, clients: int) -> Server:
         "PLAYTOTV_STORE_URL": "sqlite:///:memory:", "PLAYTOTV_NODE_ID": f"bench-push-{index}",
         "PLAYTOTV_PUSH_MAX_CONNECTIONS": str(clients + 1000),
     }
-    cmd = [sys.executable, "-m", "playtotv.cli", "serve", "--role", "push"]
+    cmd = playtotv_command("serve", "--role", "push")
     return await start_server(cmd, env, f"fanout-push-{index}.log", "push listening on")
 
 

@@ -34,6 +34,9 @@ MAX_DIRECTOR_KEY_CHARS = 1024
 #: tests and tools can build throwaway rings freely.
 MIN_SECRET_BYTES = 16
 
+#: Director keys shorter than this are guessable; enforced where configuration is validated, like secrets.
+MIN_DIRECTOR_KEY_CHARS = 16
+
 #: Signed along with the payload: a signature made for anything else (another token type, another version
 #: of this format) can never verify as a ticket.
 _DOMAIN = b"playtotv.ticket.v1\x00"
@@ -124,6 +127,16 @@ def check_secret(secret: str | bytes) -> None:
     """
     if len(_secret_bytes(secret)) < MIN_SECRET_BYTES:
         raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (see playtotv.auth.generate_secret)")
+
+
+def check_director_key(key: str) -> None:
+    """Raise ``ValueError`` if ``key`` is too short to be a director key (for configuration checks).
+
+    The message says how long it must be, never what it was.
+    """
+    if len(key) < MIN_DIRECTOR_KEY_CHARS:
+        raise ValueError(f"every key must be at least {MIN_DIRECTOR_KEY_CHARS} characters "
+                         "(see playtotv.auth.generate_director_key)")
 
 
 def key_id(secret: str | bytes) -> str:

@@ -1,6 +1,7 @@
 """The ``playtotv`` command (api.md "Command line and configuration").
 
     playtotv serve [--role ROLES] [--config FILE] [--log-format text|json]
+                   [--log-level debug|info|warning|error]
     playtotv schema [push|openapi]
     playtotv cluster up [--gatekeepers N --cores N --pushes N --workers N --schedulers N --store URL
                          --base-port P]                      (a local multi-process cluster: playtotv.cluster)
@@ -15,13 +16,15 @@ Standard output carries exactly the lines a supervisor or test waits for: ``<rol
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
-from typing import NoReturn, Sequence
+from typing import Iterator, NoReturn, Sequence
 
 import msgspec
 import trio
 
 from playtotv import __version__
+from playtotv.logs import LOG_LEVELS
 from playtotv.settings import ConfigError, check_deployment, load_settings, parse_roles
 
 EXIT_USAGE = 2
@@ -41,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--role", default="all", help="comma-separated: gatekeeper,core,push,worker,scheduler or all")
     serve.add_argument("--config", default=None, help="TOML configuration file")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                       help="least severe level logged (default info; other libraries log warnings and up "
+                            "unless debug)")
     schema = sub.add_parser("schema", help="print the JSON Schema of push messages or the OpenAPI document")
     schema.add_argument("which", nargs="?", choices=("push", "openapi"), default="openapi")
     from playtotv import cluster, warmup
@@ -60,7 +66,13 @@ def _announce_listener(role: str, url: str) -> None:
         _say(f"director console: {url}/console  viewer page: {url}/play")
 
 
+def _refuse(problem: object) -> int:
+    print(f"playtotv: {problem}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def serve(args: argparse.Namespace) -> int:
+    from playtotv.binds import check_binds
     from playtotv.logs import setup_logging
     from playtotv.node import run_node
 
@@ -68,10 +80,10 @@ def serve(args: argparse.Namespace) -> int:
         roles = parse_roles(args.role)
         settings = load_settings(args.config)
         check_deployment(settings, roles)
+        check_binds(settings, roles)
     except ConfigError as e:
-        print(f"playtotv: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    setup_logging(args.log_format)
+        return _refuse(e)
+    setup_logging(args.log_format, args.log_level)
 
     async def main() -> None:
         await run_node(
@@ -88,7 +100,36 @@ def serve(args: argparse.Namespace) -> int:
         trio.run(main)
     except KeyboardInterrupt:  # a second Ctrl-C during drain: stop now, still a clean exit
         pass
+    except (ConfigError, OSError, BaseExceptionGroup) as error:
+        problem = _start_failure(error)
+        if problem is None:
+            raise
+        return _refuse(problem)
     return 0
+
+
+def _start_failure(error: BaseException) -> str | None:
+    """The one line for a node that could not start: a configuration error found while starting (a keys
+    file, a role's own check), or a listener address in use although ``check_binds`` found it free (taken
+    meanwhile). None: anything else, which keeps its traceback."""
+    from playtotv.binds import bind_error_message
+
+    leaves = list(_leaves(error))
+    for e in leaves:
+        if isinstance(e, ConfigError):
+            return str(e)
+    for e in leaves:
+        if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
+            return bind_error_message(e)
+    return None
+
+
+def _leaves(error: BaseException) -> Iterator[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield error
 
 
 def print_schema(which: str) -> int:

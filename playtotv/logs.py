@@ -39,15 +39,23 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
+#: ``--log-level`` choices, least severe first.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Our loggers all live under this name (``playtotv.*``, roles included: they install as playtotv.roles).
+OWN_LOGGER = "playtotv"
+
+
+def setup_logging(fmt: str = "text", level: str = "info") -> None:
+    """Our own loggers log from ``level`` on; every other library's (httpx logs each request, coredis each
+    retry, Hypercorn and Quart each request at INFO) only warnings and errors, unless ``level`` is debug,
+    which shows everything."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    own = logging.getLevelName(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Hypercorn and Quart log every request at INFO; we count requests in metrics instead.
-    for noisy in ("hypercorn.access", "hypercorn.error", "quart.serving"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root.setLevel(own if own <= logging.DEBUG else max(own, logging.WARNING))
+    logging.getLogger(OWN_LOGGER).setLevel(own)
 
 
 def event(logger: logging.Logger, msg: str, **fields: object) -> None:

@@ -24,11 +24,12 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from playtotv import gcpacer
-from playtotv.auth import DirectorKeys, KeyRing
+from playtotv.auth import DirectorKeys, KeyRing, generate_secret
 from playtotv.broker import open_broker
 from playtotv.broker.base import Broker, BrokerUnavailable
 from playtotv.cpubusy import CpuBusy
 from playtotv.gcpause import PauseTimer
+from playtotv.keyfile import keys_path, load_or_generate
 from playtotv.logs import event
 from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
@@ -216,18 +217,28 @@ def _role_runner(role: str) -> RoleRunner:
 
 
 def build_keyring(settings: Settings) -> tuple[KeyRing, DirectorKeys, list[str]]:
-    """Ticket keys and director keys; in embedded mode missing ones are generated (and returned so the
-    CLI can print the director key once)."""
-    from playtotv.auth import generate_director_key, generate_secret
-
-    generated: list[str] = []
-    secret = settings.auth.secret or generate_secret()
+    """Ticket keys and director keys. In embedded mode the missing ones are generated, and kept beside a
+    SQLite store file so that a restart keeps every ticket and director key valid (``playtotv.keyfile``);
+    the generated director key is returned so the CLI can print it. Blocks on the file system."""
+    need_secret = not settings.auth.secret
+    need_director_key = not settings.auth.director_keys
+    if not settings.embedded or not (need_secret or need_director_key):
+        secret = settings.auth.secret or generate_secret()  # check_deployment requires it in a cluster
+        return KeyRing.from_secrets(secret, settings.auth.previous_secrets), \
+            DirectorKeys(settings.auth.director_keys), []
+    path = keys_path(settings.store.url)
+    generated = load_or_generate(path, secret=need_secret, director_key=need_director_key)
+    missing = " and ".join(name for name, needed in (("auth.secret", need_secret),
+                                                      ("auth.director_keys", need_director_key)) if needed)
+    if path is None:
+        event(log, f"{missing} not configured: generated for this run only (a restart invalidates them)")
+    else:
+        event(log, f"{missing} not configured: generated ones are kept in {path} (reused at every start)")
+    secret = settings.auth.secret or generated.secret
+    keys = settings.auth.director_keys or [generated.director_key]
+    assert secret is not None and all(keys)
     ring = KeyRing.from_secrets(secret, settings.auth.previous_secrets)
-    keys = list(settings.auth.director_keys)
-    if not keys:
-        keys = [generate_director_key()]
-        generated = keys
-    return ring, DirectorKeys(keys), generated
+    return ring, DirectorKeys(keys), [] if settings.auth.director_keys else list(keys)
 
 
 async def run_node(
@@ -248,7 +259,7 @@ async def run_node(
     ready, collect garbage on a clock (``playtotv.gcpacer``; it sets the process's collector, so only a
     process serving this one node asks for it)."""
     drain = trio.Event() if drain is None else drain
-    tickets, director_keys, generated_keys = build_keyring(settings)
+    tickets, director_keys, generated_keys = await trio.to_thread.run_sync(build_keyring, settings)
     runners = {role: _role_runner(role) for role in roles}
     async with AsyncExitStack() as stack:
         broker = await stack.enter_async_context(open_broker(settings.redis.url))

@@ -23,6 +23,16 @@ READY_TIMEOUT = 60.0
 KEPT_LINES = 50
 
 
+def playtotv_command(*args: str) -> list[str]:
+    """The command that runs ``playtotv <args>`` in a child process: every child is started this way.
+
+    ``-P`` keeps the working directory off the child's ``sys.path``: in a repository checkout its
+    ``playtotv/`` is the source tree, which lacks ``roles`` and ``protocol`` (setup.cfg maps them into the
+    installed package), and would shadow the installed package. Unlike ``-I``, ``-P`` still honours the
+    ``PYTHON*`` environment variables (``PYTHONUNBUFFERED``, which supervisors reading stdout rely on)."""
+    return [sys.executable, "-P", "-m", "playtotv.cli", *args]
+
+
 def child_options() -> dict[str, object]:
     """``open_process`` options for a supervised child: a session of its own, so a Ctrl-C in the terminal
     reaches only the supervisor, which then stops the children in order (drain first).
@@ -72,7 +82,7 @@ class RoleProcess:
         self.returncode = None
         self.stopped_on_purpose = False
         self.starts += 1
-        command = [sys.executable, "-m", "playtotv.cli", "serve", "--role", self.roles]
+        command = playtotv_command("serve", "--role", self.roles)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with open(self.log_path, "ab") as log:
             self.proc = await trio.lowlevel.open_process(
@@ -89,8 +99,9 @@ class RoleProcess:
         async with trio.open_nursery() as nursery:
             async def fail_on_exit() -> None:
                 await self.exited.wait()
-                raise NodeExited(f"{self.name} exited with {self.returncode} before ready (log: {self.log_path})"
-                                 f"\n{self.log_tail()}")
+                # First line: the log's last line, which says why (a refused setting is one line).
+                raise NodeExited(f"{self.name} exited with {self.returncode} before ready: {self.log_tail(1)} "
+                                 f"(log: {self.log_path})\n{self.log_tail()}")
 
             nursery.start_soon(fail_on_exit)
             await self.ready.wait()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import socket
 import tomllib
-from typing import Annotated, Any, Literal, Mapping
+from types import UnionType
+from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 
 import msgspec
 
@@ -107,6 +108,11 @@ class CoreSettings(_Section):
     #: interaction and reads a few times a second at most; a script hammering the API is refused (429).
     rate_per_second: PositiveFloat = 10.0
     rate_burst: PositiveInt = 20
+    #: Per client address: credentials that are neither a director key nor a genuine ticket (guesses, in
+    #: the main). Past the burst, director keys from that address are refused (429) without being compared,
+    #: so a key can be guessed at this rate at most; viewers' genuine tickets are still accepted.
+    failed_auth_per_second: PositiveFloat = 0.2
+    failed_auth_burst: PositiveInt = 10
 
 
 class PushSettings(_Section):
@@ -218,7 +224,93 @@ def _key_of(error: msgspec.ValidationError) -> tuple[str, str]:
     return key, problem.replace("`", "")
 
 
+def _field_type(key: str) -> Any:
+    """The declared type of ``section.key`` (a list index, ``[0]``, is dropped), or None."""
+    section, _, name = key.partition("[")[0].partition(".")
+    section_type = _section_types().get(section)
+    if section_type is None:
+        return None
+    if not name:
+        return section_type
+    return next((f.type for f in msgspec.structs.fields(section_type) if f.name == name), None)
+
+
+_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def expected(tp: Any) -> str:
+    """What a value of type ``tp`` must look like, in words: ``an integer > 0``, ``one of a, b``."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        base, *metas = get_args(tp)
+        text = expected(base)
+        for meta in metas:
+            if getattr(meta, "pattern", None) and base is str:
+                return "HOST:PORT (port 0 picks a free one)"
+            for bound, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+                if getattr(meta, bound, None) is not None:
+                    text += f" {sign} {getattr(meta, bound)}"
+        return text
+    if origin is Literal:
+        return "one of " + ", ".join(str(v) for v in get_args(tp))
+    if origin in (Union, UnionType):
+        return " or ".join(expected(a) for a in get_args(tp) if a is not type(None))
+    if origin is list:
+        return "a list of strings (in the environment: comma-separated)"
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return "a table"
+    return _WORDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _takes_text(tp: Any) -> bool:
+    """Whether a string can be a valid value of ``tp`` (``str``, a string ``Literal``, ``str | None``...)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _takes_text(get_args(tp)[0])
+    if origin in (Union, UnionType):
+        return any(_takes_text(a) for a in get_args(tp))
+    if origin is Literal:
+        return any(isinstance(v, str) for v in get_args(tp))
+    return tp is str
+
+
+#: Values never repeated in an error message: secrets, and URLs (they may carry a password).
+_HIDDEN_VALUES = ("auth.secret", "auth.previous_secrets", "auth.director_keys", "redis.url", "store.url")
+
+
+def _shown(key: str, value: Any) -> str:
+    if key.partition("[")[0] in _HIDDEN_VALUES:
+        return "(value not shown)"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _lookup(values: dict[str, Any], key: str) -> Any:
+    """The value at ``section.key`` or ``section.key[i]`` (None where there is none)."""
+    path, _, index = key.partition("[")
+    value: Any = values
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if index and isinstance(value, list):
+        i = int(index.rstrip("]"))
+        value = value[i] if i < len(value) else None
+    return value
+
+
+def _typed(section: str, key: str, value: Any) -> Any:
+    """An environment value converted to its setting's type (environment values are all strings, so here,
+    and only here, "8001" becomes 8001 and "true" True); an error names the variable and the value."""
+    name = f"{section}.{key}"
+    try:
+        return msgspec.convert(value, _field_type(name), strict=False)
+    except msgspec.ValidationError:
+        variable = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+        raise ConfigError(f"{name}: {variable}={_shown(name, value)}, expected {expected(_field_type(name))}") from None
+
+
 def load_settings(path: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """TOML values must have their setting's type (a TOML string "100" is not an integer); environment
+    values are strings and are converted."""
     environ = os.environ if environ is None else environ
     raw: dict[str, Any] = {}
     if path is not None:
@@ -229,19 +321,31 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"--config {path}: cannot read ({e.strerror or e})") from None
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"--config {path}: invalid TOML ({e})") from None
-    merged = _merge(raw, env_overrides(environ))
+    overrides = {section: {key: _typed(section, key, value) for key, value in values.items()}
+                 for section, values in env_overrides(environ).items()}
+    merged = _merge(raw, overrides)
     try:
-        # strict=False: environment values arrive as strings ("8001", "true") and are converted.
-        return msgspec.convert(merged, Settings, strict=False)
+        return msgspec.convert(merged, Settings, strict=True)
     except msgspec.ValidationError as e:
-        key, problem = _key_of(e)
-        if "matching regex" in problem and key.endswith("bind"):
-            problem = "expected HOST:PORT (port 0 picks a free one)"
-        if problem.startswith("Object contains unknown field"):
-            field = problem.split("unknown field ", 1)[1].strip("` ")
-            key = f"{key}.{field}" if key != "config" else field
-            problem = "unknown key"
-        raise ConfigError(f"{key}: {problem}") from None
+        raise ConfigError(_explain(e, merged)) from None
+
+
+def _explain(error: msgspec.ValidationError, values: dict[str, Any]) -> str:
+    """One line for a value msgspec refused: the key, the value (unless secret) and what was expected."""
+    key, problem = _key_of(error)
+    if problem.startswith("Object contains unknown field"):
+        field = problem.split("unknown field ", 1)[1].strip("` ")
+        return f"{key}.{field}: unknown key" if key != "config" else f"{field}: unknown key"
+    tp = _field_type(key)
+    if tp is None:
+        return f"{key}: {problem}"
+    if key.endswith("]"):  # one element of a list setting
+        tp = next(iter(get_args(tp)), str)
+    value = _lookup(values, key)
+    hint = ""
+    if isinstance(value, str) and not _takes_text(tp):
+        hint = " (a TOML string is not converted: write it without quotes)"
+    return f"{key}: {_shown(key, value)}, expected {expected(tp)}{hint}"
 
 
 def parse_roles(value: str) -> list[str]:
@@ -270,7 +374,7 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
         raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
     if not settings.embedded and not settings.auth.secret:
         raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
-    from playtotv.auth import check_secret
+    from playtotv.auth import check_director_key, check_secret
 
     for key, secret in [("auth.secret", settings.auth.secret)] + [
         ("auth.previous_secrets", old) for old in settings.auth.previous_secrets
@@ -290,6 +394,11 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
                 ip_network(value, strict=False)
             except ValueError:
                 raise ConfigError(f"gatekeeper.{key}: {value!r} is not an IP address or network") from None
+    for key in settings.auth.director_keys:
+        try:
+            check_director_key(key)
+        except ValueError as e:
+            raise ConfigError(f"auth.director_keys: {e}") from None
 
 
 def check_redis_url(url: str) -> None:

@@ -20,7 +20,7 @@ DEFAULTS = {
     "store_url": "sqlite:///:memory:",
     "node_drain_seconds": "2",
     "auth_secret": "test-secret-0123456789",
-    "auth_director_keys": "director-key",
+    "auth_director_keys": "director-key-0123456789",
 }
 
 

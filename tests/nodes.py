@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from typing import Mapping
 
 import trio
+
+from playtotv.nodeprocess import playtotv_command
 
 #: How long a node may take to print ``ready`` on a loaded CI machine.
 READY_TIMEOUT = 30.0
@@ -23,7 +24,8 @@ class NodeProcess:
     def __init__(self, roles: str = "all", env: Mapping[str, str] | None = None, args: list[str] | None = None,
                  log_path: str | None = None):
         self.roles = roles
-        self.log_path = log_path  # where the node's log (its stderr) goes; None: discarded
+        #: Where the node's standard error (its log) goes; by default nowhere.
+        self.log_path = log_path
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.args = args or []
         self.listening: dict[str, str] = {}
@@ -40,11 +42,10 @@ class NodeProcess:
         return self.proc.pid
 
     async def start(self, nursery: trio.Nursery, *, wait_ready: bool = True) -> "NodeProcess":
-        cmd = [sys.executable, "-m", "playtotv.cli", "serve", "--role", self.roles, *self.args]
+        cmd = playtotv_command("serve", "--role", self.roles, *self.args)
         if self.log_path is None:
             self.proc = await trio.lowlevel.open_process(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env
-            )
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=self.env)
         else:
             with open(self.log_path, "ab") as log:
                 self.proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=log, env=self.env)
@@ -108,6 +109,6 @@ class NodeProcess:
 def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> subprocess.CompletedProcess:
     """A short CLI invocation (``--version``, a refused configuration) run to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "playtotv.cli", *args], capture_output=True, text=True, timeout=timeout,
+        playtotv_command(*args), capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )

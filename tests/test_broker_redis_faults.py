@@ -146,3 +146,41 @@ async def test_replicated_enqueue_waits_for_a_replica_and_fails_without_one(redi
                     assert (await on_replica.queue_stats("answers"))["waiting"] == 2
             finally:
                 replica.close()
+
+
+async def noscript_replies(url: str) -> int:
+    client = coredis.Redis.from_url(url)
+    async with client:
+        stats = await client.info("errorstats")
+    return int(stats.get("errorstat_NOSCRIPT", {}).get("count", 0))
+
+
+async def test_scripts_are_loaded_before_their_first_use(redis_server: RedisServer) -> None:
+    """No EVALSHA of a script Redis does not know (NOSCRIPT, then a retry that coredis logs) in normal
+    operation; after a restart, which forgets every script, calls still succeed."""
+    from playtotv.registry import open_registry
+
+    with trio.fail_after(TEST_BOUND):
+        async with RedisBroker.open(redis_server.url) as broker, open_registry(redis_server.url) as registry:
+            await broker.publish("news", b"1")
+            await broker.publish_once("news", b"2", "marker", ttl=10)
+            await broker.history("news", since=0)
+            await broker.enqueue("jobs", [b"a"])
+            await broker.enqueue_unique("jobs", [("k", b"b")], dedupe_ttl=10)
+            claimed = await broker.claim("jobs", "worker", count=2)
+            await broker.ack("jobs", [item.id for item in claimed])
+            await broker.queue_stats("jobs")
+            await broker.hincrby("h", {"x": 1})
+            await broker.zincrby("z", {"m": 1.0})
+            await broker.zadd_many({"z2": {"m": 1.0}})
+            await broker.zrank_desc("z", "m")
+            assert await broker.acquire_lease("lead", "me", ttl=5) is not None
+            await broker.release_lease("lead", "me")
+            await registry.nodes()
+            await registry.prune()
+            assert await noscript_replies(redis_server.url) == 0
+
+            redis_server.restart()
+            await broker.ping()
+            assert (await broker.publish("news", b"3")).offset == 1
+            await registry.nodes()

@@ -20,7 +20,7 @@ PORT0 = {
     "PLAYTOTV_STORE_URL": "sqlite:///:memory:",
     "PLAYTOTV_NODE_DRAIN_SECONDS": "2",
 }
-CLUSTER = {"PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk"}
+CLUSTER = {"PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk_test_director_key"}
 
 
 def test_version():

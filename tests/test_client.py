@@ -21,13 +21,13 @@ from tests.nodes import NodeProcess
 from tests.redis_server import free_port
 
 SECRET = "client-test-secret-0123456789"
-DIRECTOR = {"Authorization": "Bearer director-key"}
+DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}
 
 
 def cluster_env(redis_url: str, db, name: str) -> dict[str, str]:
     return {
         "PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{db}",
-        "PLAYTOTV_AUTH_SECRET": SECRET, "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key",
+        "PLAYTOTV_AUTH_SECRET": SECRET, "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key-0123456789",
         "PLAYTOTV_NODE_ID": name, "PLAYTOTV_NODE_DRAIN_SECONDS": "2",
         "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0", "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
         "PLAYTOTV_PUSH_BIND": "127.0.0.1:0", "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",

@@ -7,12 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import httpx
 import pytest
 import trio
 
+from playtotv.nodeprocess import playtotv_command
 from tests.nodes import run_cli
 
 pytestmark = pytest.mark.slow
@@ -32,8 +32,8 @@ def alive(pid: int) -> bool:
 
 
 async def test_cluster_up_prints_endpoints_serves_warms_up_and_stops_on_ctrl_c() -> None:
-    command = [sys.executable, "-m", "playtotv.cli", "cluster", "up", "--gatekeepers", "1", "--cores", "1",
-               "--pushes", "1", "--workers", "1", "--schedulers", "0"]
+    command = playtotv_command("cluster", "up", "--gatekeepers", "1", "--cores", "1", "--pushes", "1",
+                               "--workers", "1", "--schedulers", "0")
     with trio.fail_after(TEST_BOUND):
         proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})

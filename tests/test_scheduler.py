@@ -18,7 +18,7 @@ from playtotv.roles.scheduler.timeline import TIMELINE_LOG
 from tests.inprocess import start_node
 from tests.nodes import NodeProcess
 
-DIRECTOR = {"Authorization": "Bearer director-key"}
+DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}
 
 
 def quiz(prompt: str, duration: float = 30) -> dict:
@@ -139,7 +139,7 @@ async def test_three_schedulers_leader_killed_between_entries_every_entry_fires_
     fire exactly once (late rather than never)."""
     db = tmp_path / "cluster.db"
     base = {"PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{db}",
-            "PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key",
+            "PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key-0123456789",
             "PLAYTOTV_CORE_BIND": "127.0.0.1:0", "PLAYTOTV_SCHEDULER_LEASE_TTL": "1.5",
             "PLAYTOTV_NODE_DRAIN_SECONDS": "2"}
     core = await NodeProcess("core,worker", env={**base, "PLAYTOTV_NODE_ID": "core-1"}).start(nursery)

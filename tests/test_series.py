@@ -11,7 +11,7 @@ from playtotv.gameplay import series
 from playtotv.gameplay.service import Gameplay
 from tests.inprocess import start_node
 
-DIRECTOR = {"Authorization": "Bearer director-key"}
+DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}
 FRIDAY = 4
 
 

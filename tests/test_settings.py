@@ -105,3 +105,60 @@ def test_session_limit_networks_are_checked_at_start():
         bad = load_settings(None, environ={f"PLAYTOTV_GATEKEEPER_{key}": "10.0.0.0/8,the-proxy"})
         with pytest.raises(ConfigError, match=f"gatekeeper.{key.lower()}: 'the-proxy' is not an IP"):
             check_deployment(bad, parse_roles("all"))
+
+
+def test_an_invalid_choice_lists_the_allowed_values(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[answers]\ndurability = "maybe"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(str(cfg), environ={})
+    assert str(e.value) == "answers.durability: 'maybe', expected one of queued, replicated, stored"
+
+
+def test_a_bad_environment_value_names_the_variable_the_value_and_the_type():
+    with pytest.raises(ConfigError) as e:
+        load_settings(None, environ={"PLAYTOTV_GATEKEEPER_LICENSED_CAPACITY": "abc"})
+    assert str(e.value) == ("gatekeeper.licensed_capacity: PLAYTOTV_GATEKEEPER_LICENSED_CAPACITY='abc', "
+                            "expected an integer > 0")
+    with pytest.raises(ConfigError, match=r"PLAYTOTV_AUTH_TRUST_USER_ID='yes', expected true or false"):
+        load_settings(None, environ={"PLAYTOTV_AUTH_TRUST_USER_ID": "yes"})
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ('[gatekeeper]\nlicensed_capacity = "100"\n',
+     "gatekeeper.licensed_capacity: '100', expected an integer > 0 (a TOML string is not converted: "
+     "write it without quotes)"),
+    ('[auth]\ntrust_user_id = "true"\n', "auth.trust_user_id: 'true', expected true or false"),
+    ('[node]\ndrain_seconds = "3"\n', "node.drain_seconds: '3', expected a number > 0"),
+])
+def test_a_toml_string_is_not_a_number_or_a_boolean(tmp_path, toml, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError) as e:
+        load_settings(str(cfg), environ={})
+    assert str(e.value).startswith(message)
+
+
+def test_typed_toml_values_and_environment_strings_are_accepted(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[gatekeeper]\nlicensed_capacity = 100\n[node]\ndrain_seconds = 3\n")
+    s = load_settings(str(cfg), environ={"PLAYTOTV_NODE_HEARTBEAT_TTL": "4.5"})
+    assert (s.gatekeeper.licensed_capacity, s.node.drain_seconds, s.node.heartbeat_ttl) == (100, 3.0, 4.5)
+
+
+def test_secret_values_are_never_repeated_in_errors(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[auth]\nprevious_secrets = ["first-secret-value", 12345678901234567]\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(str(cfg), environ={})
+    assert str(e.value) == "auth.previous_secrets[1]: (value not shown), expected a string"
+
+
+def test_short_director_keys_are_refused_without_showing_them():
+    s = load_settings(None, environ={"PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk_long_enough_key_1,abcdefghijklmno"})
+    with pytest.raises(ConfigError) as e:
+        check_deployment(s, parse_roles("all"))
+    assert str(e.value).startswith("auth.director_keys: every key must be at least 16 characters")
+    assert "abcdefghijklmno" not in str(e.value)
+    check_deployment(load_settings(None, environ={"PLAYTOTV_AUTH_DIRECTOR_KEYS": "abcdefghijklmnop"}),
+                     parse_roles("all"))

@@ -45,7 +45,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 README_SCREENSHOTS = ROOT / "docs" / "screenshots"
-DIRECTOR_KEY = "dk-browser-test"
+DIRECTOR_KEY = "dk-browser-test-key"
 NODE_ENV = {
     "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0",
     "PLAYTOTV_CORE_BIND": "127.0.0.1:0",

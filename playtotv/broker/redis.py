@@ -37,6 +37,7 @@ from coredis.exceptions import (
 from .. import keys as redis_keys
 from ..redis_client import RedisEndpoint, is_failover_error, open_redis
 from . import _redis_scripts as scripts
+from ._redis_script_loader import ScriptSet
 from ._redis_connections import DedicatedConnections
 from ._redis_subscription import RedisSubscription
 from ._semantics import (
@@ -172,20 +173,21 @@ class RedisBroker:
         self._client = client = endpoint.client
         self._nursery = nursery
         self._dedicated = DedicatedConnections(endpoint, nursery)
-        self._publish = client.register_script(scripts.PUBLISH)
-        self._publish_once = client.register_script(scripts.PUBLISH_ONCE)
-        self._read_history = client.register_script(scripts.READ_HISTORY)
-        self._enqueue = client.register_script(scripts.ENQUEUE)
-        self._enqueue_unique = client.register_script(scripts.ENQUEUE_UNIQUE)
-        self._redeliver = client.register_script(scripts.REDELIVER)
-        self._ack = client.register_script(scripts.ACK)
-        self._queue_stats = client.register_script(scripts.QUEUE_STATS)
-        self._acquire_lease = client.register_script(scripts.ACQUIRE_LEASE)
-        self._release_lease = client.register_script(scripts.RELEASE_LEASE)
-        self._hincrby_many = client.register_script(scripts.HINCRBY_MANY)
-        self._zincrby_many = client.register_script(scripts.ZINCRBY_MANY)
-        self._zrank_desc = client.register_script(scripts.ZRANK_DESC)
-        self._zadd_many = client.register_script(scripts.ZADD_MANY)
+        self._scripts = ScriptSet(client)
+        self._publish = self._scripts.register(scripts.PUBLISH)
+        self._publish_once = self._scripts.register(scripts.PUBLISH_ONCE)
+        self._read_history = self._scripts.register(scripts.READ_HISTORY)
+        self._enqueue = self._scripts.register(scripts.ENQUEUE)
+        self._enqueue_unique = self._scripts.register(scripts.ENQUEUE_UNIQUE)
+        self._redeliver = self._scripts.register(scripts.REDELIVER)
+        self._ack = self._scripts.register(scripts.ACK)
+        self._queue_stats = self._scripts.register(scripts.QUEUE_STATS)
+        self._acquire_lease = self._scripts.register(scripts.ACQUIRE_LEASE)
+        self._release_lease = self._scripts.register(scripts.RELEASE_LEASE)
+        self._hincrby_many = self._scripts.register(scripts.HINCRBY_MANY)
+        self._zincrby_many = self._scripts.register(scripts.ZINCRBY_MANY)
+        self._zrank_desc = self._scripts.register(scripts.ZRANK_DESC)
+        self._zadd_many = self._scripts.register(scripts.ZADD_MANY)
         #: How often this broker looks for expired claims to redeliver, per queue, while claims keep
         #: finding new items (a claim that finds nothing always looks).
         self._redelivery_period = min(REDELIVERY_SCAN_PERIOD, self.visibility_timeout / 4)

@@ -30,6 +30,14 @@ class TokenBuckets:
         # key → (tokens, time of last refill)
         self._buckets: dict[str, tuple[float, float]] = {}
 
+    def wait(self, key: str) -> float | None:
+        """Like ``allow`` but takes nothing: None when ``key`` could go ahead now, else the seconds until it
+        could."""
+        now = self._clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def allow(self, key: str) -> float | None:
         now = self._clock()
         tokens, last = self._buckets.get(key, (self.burst, now))

@@ -29,6 +29,7 @@ import coredis.exceptions as redis_errors
 import msgspec
 
 from playtotv import keys
+from playtotv.broker._redis_script_loader import ScriptSet
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.redis_client import is_failover_error
 from playtotv.registry.base import DEFAULT_TTL, NodeInfo
@@ -91,9 +92,11 @@ class RedisRegistry:
         self._redis = client
         self._on_primary_lost = on_primary_lost
         self._clock = clock  # only for NodeInfo.updated_at, which is informational
+        # The heartbeat runs in a pipeline, which loads its scripts itself; the others run alone.
         self._heartbeat_script = client.register_script(_INDEX_HEARTBEAT)
-        self._live_script = client.register_script(_INDEX_LIVE)
-        self._prune_script = client.register_script(_INDEX_PRUNE)
+        scripts = ScriptSet(client)
+        self._live_script = scripts.register(_INDEX_LIVE)
+        self._prune_script = scripts.register(_INDEX_PRUNE)
 
     async def heartbeat(self, node: NodeInfo, ttl: float = DEFAULT_TTL) -> None:
         keys.validate_id(node.id)

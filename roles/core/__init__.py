@@ -18,7 +18,7 @@ from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
 from playtotv.roles.core import director_api, viewer_api, web
-from playtotv.roles.core.auth import Authenticator
+from playtotv.roles.core.auth import Authenticator, FailedCredentials
 from playtotv.roles.core.names import TicketNames
 from playtotv.roles.core.qos import LatencyWindow
 from playtotv.settings import ConfigError
@@ -41,7 +41,9 @@ class CoreApi:
         #: director's creation endpoints accept bodies up to this size (still checked before decoding).
         self.max_director_body = settings.core.max_director_body_bytes
         self.auth = Authenticator(ctx.tickets, ctx.director_keys,
-                                  TokenBuckets(settings.core.rate_per_second, settings.core.rate_burst))
+                                  TokenBuckets(settings.core.rate_per_second, settings.core.rate_burst),
+                                  FailedCredentials(settings.core.failed_auth_per_second,
+                                                    settings.core.failed_auth_burst))
         check_durability(ctx)
         self.batcher = AnswerBatcher(ctx.broker, ctx.store, settings.answers.durability,
                                      replicas=settings.answers.replicas,
