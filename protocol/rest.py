@@ -24,6 +24,7 @@ import msgspec
 from msgspec import Meta
 
 from .errors import ApiError, ErrorCode, bad_request
+from .text import DisplayText
 
 # -- shared constraints ------------------------------------------------------------------------------------
 
@@ -32,10 +33,11 @@ ID_REGEX = r"^[A-Za-z0-9_.:-]+$"
 Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=ID_REGEX)]
 OptionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=ID_REGEX)]
 
-Title = Annotated[str, Meta(min_length=1, max_length=200)]
-Prompt = Annotated[str, Meta(min_length=1, max_length=500)]
-Label = Annotated[str, Meta(min_length=1, max_length=200)]
-Name = Annotated[str, Meta(min_length=1, max_length=64)]
+#: Texts other people read are display texts (protocol.text): no control or bidirectional override characters.
+Title = Annotated[DisplayText, Meta(min_length=1, max_length=200)]
+Prompt = Annotated[DisplayText, Meta(min_length=1, max_length=500)]
+Label = Annotated[DisplayText, Meta(min_length=1, max_length=200)]
+Name = Annotated[DisplayText, Meta(min_length=1, max_length=64)]
 #: An interaction stays open at most an hour: longer is a mistake, and it bounds scheduler state.
 Duration = Annotated[float, Meta(gt=0, le=3600)]
 Points = Annotated[int, Meta(ge=0, le=100_000)]

@@ -84,6 +84,36 @@ async def bad_requests(play: Play, episode_id: str, interaction_id: str) -> None
                 400, "bad_request")
     check_error(await http.get("/v1/me/notifications?since=garbage", headers=viewer), 400, "bad_request")
     check_error(await http.post("/v1/me/friends", json={"user_id": "u_bad"}, headers=viewer), 400, "bad_request")
+    await disguised_texts(play, episode_id)
+
+
+#: Characters that hide or disguise what a title or name says (protocol.text): NUL, a newline, escape,
+#: a C1 control, the right-to-left override, a directional isolate, the line separator.
+DISGUISES = ("\x00", "\n", "\x1b[2J", "\x85", "\u202e", "\u2067", "\u2028")
+
+
+async def disguised_texts(play: Play, episode_id: str) -> None:
+    """Every text other people read refuses control and bidirectional override characters with a 400
+    that names the field; the same texts without them are accepted (shown by the happy paths)."""
+    http = play.http
+    show_id = (await http.get(f"/v1/episodes/{episode_id}", headers=play.director)).json()["show_id"]
+    for bad in DISGUISES:
+        title = f"Quiz{bad}night"
+        error = check_error(await http.post("/v1/shows", json={"title": title}, headers=play.director),
+                            400, "bad_request")
+        assert "control characters" in error["message"] and "$.title" in error["message"], error
+        check_error(await http.post(f"/v1/shows/{show_id}/episodes", json={"title": title},
+                                    headers=play.director), 400, "bad_request")
+        interactions = f"/v1/episodes/{episode_id}/interactions"
+        check_error(await http.post(interactions, json=quiz() | {"prompt": f"Who{bad}wins?"},
+                                    headers=play.director), 400, "bad_request")
+        labelled = quiz() | {"options": [{"id": "a", "label": f"A{bad}"}, {"id": "b", "label": "B"}]}
+        check_error(await http.post(interactions, json=labelled, headers=play.director), 400, "bad_request")
+        error = check_error(await http.put("/v1/me", json={"name": f"Ann{bad}"}, headers=play.viewer("u_bad")),
+                            400, "bad_request")
+        assert "$.name" in error["message"], error
+    me = await http.get("/v1/me", headers=play.viewer("u_bad"))
+    assert not any(bad in me.json()["name"] for bad in DISGUISES)
 
 
 async def unauthorized(play: Play, interaction_id: str) -> None:
