@@ -84,8 +84,9 @@ class CoreSettings(_Section):
     max_body_bytes: PositiveInt = 16 * 1024
     #: Director bodies that carry a timeline (POST .../episodes) may be up to this large.
     max_director_body_bytes: PositiveInt = 1024 * 1024
-    #: Per-ticket token bucket over viewer requests: sustained rate and burst. A viewer answers once per
-    #: interaction and reads a few times a second at most; a script hammering the API is refused (429).
+    #: Per-user token bucket over viewer requests (every ticket of a user shares it): sustained rate and
+    #: burst. A viewer answers once per interaction and reads a few times a second at most; a script
+    #: hammering the API is refused (429).
     rate_per_second: PositiveFloat = 10.0
     rate_burst: PositiveInt = 20
 

@@ -1,5 +1,5 @@
 """Who is calling: a director (configured key) or a viewer (signed ticket), checked without a network
-call; and the per-ticket rate limit applied to viewers.
+call; and the per-user rate limit applied to viewers.
 
 401 for anything that is not a valid credential (missing, malformed, forged, expired, or a gatekeeper
 queue token); 403 for a valid viewer ticket on a director endpoint, or a director on an endpoint that
@@ -22,8 +22,6 @@ from playtotv.protocol.errors import ApiError
 class Caller:
     user_id: str | None  # None for a director
     director: bool
-    #: Rate-limit key: the ticket's session (a new ticket from the gatekeeper is a new session).
-    session: str
 
     def require_user(self) -> str:
         if self.user_id is None:
@@ -31,7 +29,7 @@ class Caller:
         return self.user_id
 
 
-DIRECTOR = Caller(user_id=None, director=True, session="director")
+DIRECTOR = Caller(user_id=None, director=True)
 
 #: Tokens whose signature was verified, kept per process: a viewer sends many requests with one ticket
 #: (sticky to this core), and the HMAC and decoding are the larger part of authenticating one. Keyed by
@@ -78,15 +76,19 @@ class Authenticator:
             raise ApiError("unauthorized", f"invalid credentials ({exc})") from None
         if ticket.role != DEFAULT_ROLE:
             raise ApiError("unauthorized", "not a viewer ticket")
-        return Caller(user_id=ticket.user_id, director=False, session=ticket.session_id)
+        return Caller(user_id=ticket.user_id, director=False)
 
     def viewer(self) -> Caller:
-        """A viewer (rate limited) or a director (viewer reads are open to directors)."""
+        """A viewer (rate limited) or a director (viewer reads are open to directors).
+
+        The bucket is the user's, not the ticket's: the gatekeeper hands the same user a fresh ticket on
+        every resume, and one bucket per ticket would multiply the limit by the tickets a client collects.
+        """
         caller = self.caller()
-        if not caller.director:
-            wait = self.limits.allow(caller.session)
+        if caller.user_id is not None:
+            wait = self.limits.allow(caller.user_id)
             if wait is not None:
-                raise ApiError("rate_limited", "too many requests for this ticket", retry_after=round(wait, 3))
+                raise ApiError("rate_limited", "too many requests for this user", retry_after=round(wait, 3))
         return caller
 
     def director(self) -> Caller:
