@@ -105,6 +105,10 @@ class PushSettings(_Section):
     #: A channel no local client follows any more stays subscribed this long, so reconnecting clients and
     #: back-to-back long polls find it warm (recent messages in memory, no broker round trip).
     channel_linger: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    #: A channel's state in the broker (position and history; Redis keys or embedded memory) expires this
+    #: long after its last message. Every node applies it when it publishes. A channel idle longer starts a
+    #: new epoch: its followers get ``recovered: false`` and reload, as after any lost history.
+    channel_ttl: PositiveFloat = 24 * 3600.0
 
 
 class WorkerSettings(_Section):
