@@ -176,7 +176,7 @@ ROUTES: tuple[Route, ...] = (
           "WebSocket upgrade; frames are described by the push JSON Schema (x-frames)",
           TICKET_QUERY, None, 101, None, (400, 401, 503)),
     Route("get", "/v1/poll", "push", "poll", "Long-polling fallback",
-          TICKET_QUERY, None, 200, push.PollResponse, (400, 401, 403, 429, 503),
+          TICKET_QUERY, None, 200, push.PollResponse, (400, 401, 403, 404, 429, 503),
           (_Q_CHANNEL, _Q_EPOCH, _Q_OFFSET, _Q_TIMEOUT)),
     # every role
     Route("get", "/healthz", "every role", "healthz", "The process is alive",
