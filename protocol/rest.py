@@ -327,10 +327,16 @@ class FriendChoice(_Sparse, kw_only=True):
 
 
 class FriendsChoices(_Body, kw_only=True):
-    """``GET /v1/interactions/{id}/friends``: the choices of the caller's friends who answered."""
+    """``GET /v1/interactions/{id}/friends``: the choices of the caller's friends who answered.
+
+    While a quiz or prediction is open, friends' choices are shown only to a caller who has answered it:
+    until then ``friends`` is empty and ``hidden`` true (anyone may follow a top player, so showing them
+    would let anyone copy their answers). Polls, votes and ratings show them at any time.
+    """
 
     interaction_id: str
     friends: list[FriendChoice]
+    hidden: bool = False
 
 
 class LeaderboardEntry(_Body, kw_only=True):

@@ -156,7 +156,8 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/interactions/{id}/results", "core", "getResults", "Counts and percentages",
           VIEWER, None, 200, rest.Results, (401, 404, 429)),
     Route("get", "/v1/interactions/{id}/friends", "core", "getFriendsChoices",
-          "What the caller's friends answered", VIEWER_ONLY, None, 200, rest.FriendsChoices, (401, 404, 429)),
+          "What the caller's friends answered (quiz and prediction: only once the caller answered or it "
+          "closed; until then `hidden`)", VIEWER_ONLY, None, 200, rest.FriendsChoices, (401, 404, 429)),
     Route("get", "/v1/episodes/{episode_id}/leaderboard", "core", "getLeaderboard", "Top scores and the caller's",
           VIEWER, None, 200, rest.Leaderboard, (400, 401, 404, 429), (_Q_SCOPE, _Q_LIMIT)),
     Route("get", "/v1/me", "core", "getProfile", "The caller's profile",

@@ -398,6 +398,21 @@ async def test_enqueue_unique_accepts_a_key_again_after_its_ttl(broker: Broker) 
         assert [i.data for i in await broker.claim("answers", "w", count=10)] == [b"1", b"3"]
 
 
+async def test_seen_unique_tells_whether_a_key_was_accepted_within_its_ttl(broker: Broker) -> None:
+    with trio.fail_after(TEST_BOUND):
+        assert not await broker.seen_unique("answers", "i1:u1")
+        await broker.enqueue_unique("answers", [("i1:u1", b"a")], 0.3)
+        assert await broker.seen_unique("answers", "i1:u1")
+        assert not await broker.seen_unique("answers", "i1:u2")  # per key
+        assert not await broker.seen_unique("other", "i1:u1")  # per queue
+        await broker.claim("answers", "w", count=1)  # claimed or not, the key stays until its TTL
+
+        async def forgotten() -> bool:
+            return not await broker.seen_unique("answers", "i1:u1")
+
+        await wait_until(forgotten)
+
+
 # -- counters, hashes, sorted sets -------------------------------------------------------------------------
 async def test_counters_and_strings(broker: Broker) -> None:
     with trio.fail_after(TEST_BOUND):

@@ -155,6 +155,10 @@ class Broker(Protocol):
         answer path: a retried answer finds its key and is not enqueued twice.
         """
 
+    async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
+        """Whether ``enqueue_unique`` accepted ``dedupe_key`` on ``queue`` within its dedupe TTL (so
+        would refuse it now): "has this viewer answered?" before the worker has stored the answer."""
+
     async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:
         """Up to ``count`` items: redelivered ones whose visibility timeout passed first, then new ones.
 

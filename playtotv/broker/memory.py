@@ -220,6 +220,10 @@ class MemoryBroker(MemoryKeyspace):
         await trio.lowlevel.checkpoint()
         return self._queue(queue).enqueue_unique(entries, dedupe_ttl)
 
+    async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._queue(queue).seen_unique(dedupe_key)
+
     async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:
         # ``consumer`` only matters to Redis (whose consumer group tracks it); any consumer may ack here.
         if count < 1:

@@ -310,6 +310,10 @@ class RedisBroker:
         return [flag == 1 for flag in enqueued]
 
     @_redis_call(retry_safe=True)
+    async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
+        return await self._client.exists([redis_keys.queue_dedupe(queue, dedupe_key)]) == 1
+
+    @_redis_call(retry_safe=True)
     async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
