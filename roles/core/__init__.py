@@ -42,9 +42,11 @@ class CoreApi:
         self.auth = Authenticator(ctx.tickets, ctx.director_keys,
                                   TokenBuckets(settings.core.rate_per_second, settings.core.rate_burst))
         check_durability(ctx)
+        # Embedded, the queue ends with the process: answers acknowledged while draining go to the store too.
         self.batcher = AnswerBatcher(ctx.broker, ctx.store, settings.answers.durability,
                                      replicas=settings.answers.replicas,
-                                     replica_timeout=settings.answers.replica_timeout)
+                                     replica_timeout=settings.answers.replica_timeout,
+                                     store_from=ctx.draining if settings.embedded else None)
         self.latency = LatencyWindow()
         self.app = create_app(ctx, "core", max_body=max(self.max_body, self.max_director_body))
         self.app.after_request(self.latency.after_request)
