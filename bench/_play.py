@@ -81,6 +81,18 @@ def node_env(redis_url: str, db_path: str, node_id: str, **extra: str) -> dict[s
     }
 
 
+async def add_episode(store_url: str, episode_id: str) -> None:
+    """Push lets clients follow only channels of episodes in the store: put a benchmark's own there
+    (insert-if-absent, so calling it again is harmless)."""
+    from playtotv.gameplay import schema
+    from playtotv.gameplay.documents import EpisodeDoc, to_doc
+    from playtotv.store import open_store
+
+    async with open_store(store_url) as store:
+        await store.insert(schema.EPISODES, to_doc(EpisodeDoc(id=episode_id, show_id="bench", title="bench",
+                                                              mode="live")))
+
+
 async def start_process(cmd: list[str], env: dict[str, str], log_name: str) -> Process:
     """Start ``cmd``; return once it printed ``ready`` (its ``<role> listening on <url>`` lines parsed)."""
     os.makedirs(OUT_DIR, exist_ok=True)

@@ -39,12 +39,13 @@ from typing import Any
 import msgspec
 import trio
 
-from bench._play import LineReader, stop_process
+from bench._play import LineReader, add_episode, stop_process
 from playtotv.broker import open_broker
 from playtotv.nodeprocess import playtotv_command
 from playtotv.registry import open_registry
 
-CHANNEL = "episode:bench"
+EPISODE_ID = "bench"
+CHANNEL = f"episode:{EPISODE_ID}"
 SECRET = "bench-fanout-secret-0123456789"
 #: One realistic fan-out message: an interaction opening, about 300 bytes on the wire.
 PAYLOAD = msgspec.json.encode({
@@ -120,11 +121,11 @@ async def start_server(cmd: list[str], env: dict[str, str], log_name: str, url_p
                 return server
 
 
-async def start_push_node(index: int, redis_url: str, clients: int) -> Server:
+async def start_push_node(index: int, redis_url: str, clients: int, store_url: str) -> Server:
     env = {
         "PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_AUTH_SECRET": SECRET,
         "PLAYTOTV_PUSH_BIND": "127.0.0.1:0", "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
-        "PLAYTOTV_STORE_URL": "sqlite:///:memory:", "PLAYTOTV_NODE_ID": f"bench-push-{index}",
+        "PLAYTOTV_STORE_URL": store_url, "PLAYTOTV_NODE_ID": f"bench-push-{index}",
         "PLAYTOTV_PUSH_MAX_CONNECTIONS": str(clients + 1000),
     }
     cmd = playtotv_command("serve", "--role", "push")
@@ -257,11 +258,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     raise_fd_limit()
     redis = RedisServer().start()
+    os.makedirs(OUT_DIR, exist_ok=True)
+    store_url = f"sqlite:///{os.path.join(OUT_DIR, 'fanout.db')}"
+    await add_episode(store_url, EPISODE_ID)
     try:
         nodes = []
         try:
             for i in range(args.nodes):
-                nodes.append(await start_push_node(i, redis.url, args.clients))
+                nodes.append(await start_push_node(i, redis.url, args.clients, store_url))
             ours = await run_load(nodes, args, redis.url, read_qos=True)
         finally:
             for node in nodes:

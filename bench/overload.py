@@ -66,9 +66,9 @@ import trio
 
 from bench._cpu_budget import BudgetUnavailable, CpuBudget, open_budget
 from bench._fanout_load import raise_fd_limit
-from bench._play import SECRET, LineReader, Process, cpu_seconds, node_env, percentile, start_node
+from bench._play import SECRET, LineReader, Process, add_episode, cpu_seconds, node_env, percentile, start_node
 from bench._sessions import Arrivals, SessionPool
-from bench.fanout import CHANNEL, PAYLOAD
+from bench.fanout import CHANNEL, EPISODE_ID, PAYLOAD
 from playtotv.auth import KeyRing
 from playtotv.broker import open_broker
 from playtotv.registry import open_registry
@@ -164,6 +164,7 @@ async def start_push(redis_url: str, db_path: str, budget: CpuBudget, name: str)
     """A push node, moved under the CPU budget once it is ready (start-up itself is not what we measure)."""
     env = node_env(redis_url, db_path, name, push_bind="127.0.0.1:0", push_polling_bind="127.0.0.1:0",
                    push_max_connections=str(RAMP_MAX_CLIENTS * 2))
+    await add_episode(f"sqlite:///{db_path}", EPISODE_ID)
     node = await start_node("push", env, f"overload-{name}.log")
     budget.add(node.proc.pid)
     return node

@@ -262,7 +262,8 @@ async def run_node(
     tickets, director_keys, generated_keys = await trio.to_thread.run_sync(build_keyring, settings)
     runners = {role: _role_runner(role) for role in roles}
     async with AsyncExitStack() as stack:
-        broker = await stack.enter_async_context(open_broker(settings.redis.url))
+        broker = await stack.enter_async_context(
+            open_broker(settings.redis.url, channel_ttl=settings.push.channel_ttl))
         registry = await stack.enter_async_context(open_registry(settings.redis.url))
         store = await stack.enter_async_context(open_store(settings.store.url))
         ctx = NodeContext(

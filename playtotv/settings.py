@@ -104,8 +104,9 @@ class CoreSettings(_Section):
     max_body_bytes: PositiveInt = 16 * 1024
     #: Director bodies that carry a timeline (POST .../episodes) may be up to this large.
     max_director_body_bytes: PositiveInt = 1024 * 1024
-    #: Per-ticket token bucket over viewer requests: sustained rate and burst. A viewer answers once per
-    #: interaction and reads a few times a second at most; a script hammering the API is refused (429).
+    #: Per-user token bucket over viewer requests (every ticket of a user shares it): sustained rate and
+    #: burst. A viewer answers once per interaction and reads a few times a second at most; a script
+    #: hammering the API is refused (429).
     rate_per_second: PositiveFloat = 10.0
     rate_burst: PositiveInt = 20
     #: Per client address: credentials that are neither a director key nor a genuine ticket (guesses, in
@@ -131,6 +132,10 @@ class PushSettings(_Section):
     channel_linger: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     #: WebSockets and waiting long polls one user may hold on one node (a few tabs); more are refused (429).
     max_connections_per_user: PositiveInt = 8
+    #: A channel's state in the broker (position and history; Redis keys or embedded memory) expires this
+    #: long after its last message. Every node applies it when it publishes. A channel idle longer starts a
+    #: new epoch: its followers get ``recovered: false`` and reload, as after any lost history.
+    channel_ttl: PositiveFloat = 24 * 3600.0
 
 
 class WorkerSettings(_Section):

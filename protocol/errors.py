@@ -13,6 +13,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
+from .text import DISPLAY_TEXT_PATTERN, DISPLAY_TEXT_RULE
+
 
 class ErrorCode(enum.StrEnum):
     """Every code of api.md's table. A ``StrEnum`` so a member *is* its wire string."""
@@ -112,6 +114,11 @@ def bad_request(exc: msgspec.ValidationError | msgspec.DecodeError | str) -> Api
     """Translate a decoding failure into the 400 the contract asks for (design.md §6: never a 500).
 
     msgspec's messages name the offending path (``Expected `int`, got `str` - at `$.points` ``), which is
-    exactly what a client maker needs, and they never echo the input back.
+    exactly what a client maker needs, and they never echo the input back. A display text's pattern is
+    replaced by the rule in words (``may not contain control characters ... - at `$.title` ``).
     """
-    return ApiError(ErrorCode.BAD_REQUEST, str(exc))
+    message = str(exc)
+    if f"matching regex {DISPLAY_TEXT_PATTERN!r}" in message:
+        _, at, where = message.rpartition(" - at ")
+        message = f"text {DISPLAY_TEXT_RULE}{at}{where}"
+    return ApiError(ErrorCode.BAD_REQUEST, message)

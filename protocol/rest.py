@@ -26,6 +26,7 @@ from msgspec import Meta
 
 from .decoding import JsonDecoder
 from .errors import ApiError, ErrorCode, bad_request
+from .text import DisplayText
 
 # -- shared constraints ------------------------------------------------------------------------------------
 
@@ -34,23 +35,16 @@ ID_REGEX = r"^[A-Za-z0-9_.:-]+$"
 Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=ID_REGEX)]
 OptionId = Annotated[str, Meta(min_length=1, max_length=64, pattern=ID_REGEX)]
 
-Title = Annotated[str, Meta(min_length=1, max_length=200)]
-Prompt = Annotated[str, Meta(min_length=1, max_length=500)]
-Label = Annotated[str, Meta(min_length=1, max_length=200)]
-Name = Annotated[str, Meta(min_length=1, max_length=64)]
-#: What a display name may not hold: control characters (C0 with NUL, DEL, C1), line and paragraph
-#: separators, and the bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069),
-#: with which a name on a leaderboard reorders the text shown around it. Joiners stay (emoji need them).
-_NOT_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Texts other people read are display texts (protocol.text): no control or bidirectional override characters.
+Title = Annotated[DisplayText, Meta(min_length=1, max_length=200)]
+Prompt = Annotated[DisplayText, Meta(min_length=1, max_length=500)]
+Label = Annotated[DisplayText, Meta(min_length=1, max_length=200)]
+Name = Annotated[DisplayText, Meta(min_length=1, max_length=64)]
 
 
 def clean_name(name: str) -> str:
-    """A display name without its surrounding spaces; ``ValueError`` (→ 400 ``bad_request`` when raised
-    while decoding) saying what is wrong with it."""
-    match = _NOT_IN_NAMES.search(name)
-    if match is not None:
-        raise ValueError(f"name: U+{ord(match.group()):04X} is not allowed "
-                         "(no control, line-separator or bidirectional-override characters)")
+    """A display name without its surrounding spaces (the characters are checked by ``DisplayText``);
+    ``ValueError`` (→ 400 ``bad_request`` when raised while decoding) if nothing is left."""
     stripped = name.strip()
     if not stripped:
         raise ValueError("name: must not be blank")
@@ -348,10 +342,16 @@ class FriendChoice(_Sparse, kw_only=True):
 
 
 class FriendsChoices(_Body, kw_only=True):
-    """``GET /v1/interactions/{id}/friends``: the choices of the caller's friends who answered."""
+    """``GET /v1/interactions/{id}/friends``: the choices of the caller's friends who answered.
+
+    While a quiz or prediction is open, friends' choices are shown only to a caller who has answered it:
+    until then ``friends`` is empty and ``hidden`` true (anyone may follow a top player, so showing them
+    would let anyone copy their answers). Polls, votes and ratings show them at any time.
+    """
 
     interaction_id: str
     friends: list[FriendChoice]
+    hidden: bool = False
 
 
 class LeaderboardEntry(_Body, kw_only=True):

@@ -156,7 +156,8 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/interactions/{id}/results", "core", "getResults", "Counts and percentages",
           VIEWER, None, 200, rest.Results, (401, 404, 429)),
     Route("get", "/v1/interactions/{id}/friends", "core", "getFriendsChoices",
-          "What the caller's friends answered", VIEWER_ONLY, None, 200, rest.FriendsChoices, (401, 404, 429)),
+          "What the caller's friends answered (quiz and prediction: only once the caller answered or it "
+          "closed; until then `hidden`)", VIEWER_ONLY, None, 200, rest.FriendsChoices, (401, 404, 429)),
     Route("get", "/v1/episodes/{episode_id}/leaderboard", "core", "getLeaderboard", "Top scores and the caller's",
           VIEWER, None, 200, rest.Leaderboard, (400, 401, 404, 429), (_Q_SCOPE, _Q_LIMIT)),
     Route("get", "/v1/me", "core", "getProfile", "The caller's profile",
@@ -176,7 +177,7 @@ ROUTES: tuple[Route, ...] = (
           "WebSocket upgrade; frames are described by the push JSON Schema (x-frames)",
           TICKET_QUERY, None, 101, None, (400, 401, 503)),
     Route("get", "/v1/poll", "push", "poll", "Long-polling fallback",
-          TICKET_QUERY, None, 200, push.PollResponse, (400, 401, 403, 429, 503),
+          TICKET_QUERY, None, 200, push.PollResponse, (400, 401, 403, 404, 429, 503),
           (_Q_CHANNEL, _Q_EPOCH, _Q_OFFSET, _Q_TIMEOUT)),
     # every role
     Route("get", "/healthz", "every role", "healthz", "The process is alive",

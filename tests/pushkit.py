@@ -2,7 +2,8 @@
 
 ``push_node`` builds a NodeContext directly (memory registry, in-memory SQLite store, the broker the
 test gives or a MemoryBroker) and starts ``roles.push.run`` with ``nursery.start``, exactly as the node
-does. Clients are trio-websocket (the project's client library) or, where a test needs to misbehave on
+does. Push lets clients follow only channels of episodes that exist: the store holds episodes ``E1`` and
+``E2`` (the channels the tests follow) unless the test names others. Clients are trio-websocket (the project's client library) or, where a test needs to misbehave on
 the wire, raw sockets driven with wsproto.
 """
 
@@ -20,6 +21,8 @@ from wsproto.events import AcceptConnection, Request
 
 from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker.memory import MemoryBroker
+from playtotv.gameplay import schema
+from playtotv.gameplay.documents import EpisodeDoc, to_doc
 from playtotv.metrics import Metrics
 from playtotv.node import NodeContext
 from playtotv.protocol.push import encode_frame
@@ -29,6 +32,8 @@ from playtotv.store import open_store
 from tests.inprocess import make_settings
 
 SECRET = "push-test-secret-0123456789"
+#: Episodes in a test push node's store: ``episode:E1`` and ``episode:E2`` can be followed.
+EPISODES = ("E1", "E2")
 
 
 @dataclass
@@ -59,10 +64,13 @@ class PushNode:
 
 
 @asynccontextmanager
-async def push_node(broker: Any = None, **overrides: str) -> AsyncIterator[PushNode]:
+async def push_node(broker: Any = None, *, episodes: tuple[str, ...] = EPISODES,
+                    **overrides: str) -> AsyncIterator[PushNode]:
     """A running push role; ``overrides`` like make_settings (``push_idle_timeout="0.5"``)."""
     settings = make_settings(**overrides)
     async with open_store("sqlite:///:memory:") as store:
+        for episode_id in episodes:
+            await add_episode(store, episode_id)
         ctx = NodeContext(
             settings=settings, node_id="push-test", roles=["push"], broker=broker or MemoryBroker(),
             registry=MemoryRegistry(), store=store, tickets=KeyRing.from_secrets(SECRET),
@@ -73,6 +81,11 @@ async def push_node(broker: Any = None, **overrides: str) -> AsyncIterator[PushN
             await nursery.start(push.run, ctx)
             yield PushNode(ctx, ctx.extras["push"])
             nursery.cancel_scope.cancel()
+
+
+async def add_episode(store: Any, episode_id: str) -> None:
+    """Put an episode straight into the store, so that push lets clients follow ``episode:<id>``."""
+    await store.insert(schema.EPISODES, to_doc(EpisodeDoc(id=episode_id, show_id="S", title=episode_id, mode="live")))
 
 
 # -- trio-websocket clients -------------------------------------------------------------------------------

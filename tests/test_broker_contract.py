@@ -228,6 +228,68 @@ async def test_subscriber_that_falls_behind_gets_a_reset(make_broker) -> None:
                 assert offsets == sorted(offsets) and len(seen) < flood
 
 
+#: Channel TTL of the expiry tests: long enough that publishing every POLL_INTERVAL keeps a channel alive
+#: on a loaded machine, short enough that waiting for an idle channel to expire takes a moment.
+CHANNEL_TTL = 1.0
+
+
+async def test_idle_channel_expires_and_starts_a_new_epoch(make_broker) -> None:
+    """Channel state nobody publishes to is forgotten: the next reader or publisher starts a new epoch,
+    which a reader at the old position sees as a gap it cannot fill (never as a continuation)."""
+    with trio.fail_after(TEST_BOUND):
+        async with make_broker(channel_ttl=CHANNEL_TTL) as broker:
+            async with broker.subscribe(["idle"]) as subscription:
+                published = [await broker.publish("idle", f"m{i}".encode()) for i in range(3)]
+                old_epoch = published[-1].epoch
+                await wait_until(lambda: _epoch_changed(broker, "idle", old_epoch))
+
+                epoch, offset = await broker.position("idle")
+                assert offset == 0
+                history = await broker.history("idle", since=3)
+                assert (history.epoch, history.messages, history.complete) == (epoch, [], False)
+                # The subscription outlives the channel's state: it receives what is published next.
+                for _ in range(3):
+                    await subscription.__anext__()
+                fresh = await broker.publish("idle", b"again")
+                assert (fresh.epoch, fresh.offset) == (epoch, 1)
+                assert await subscription.__anext__() == fresh
+
+
+async def _epoch_changed(broker: Broker, channel: str, epoch: str) -> bool:
+    return (await broker.position(channel))[0] != epoch
+
+
+async def test_a_read_alone_leaves_nothing_for_good(make_broker) -> None:
+    """Reading a channel nobody publishes to (a made-up name) creates an epoch that expires too."""
+    with trio.fail_after(TEST_BOUND):
+        async with make_broker(channel_ttl=CHANNEL_TTL) as broker:
+            first, _ = await broker.position("made-up")
+            assert (await broker.position("made-up"))[0] == first  # stable while it lives
+            await wait_until(lambda: _epoch_changed(broker, "made-up", first))
+
+
+async def test_publishing_keeps_a_channel_alive(make_broker) -> None:
+    with trio.fail_after(TEST_BOUND):
+        async with make_broker(channel_ttl=CHANNEL_TTL) as broker:
+            published = []
+            until = trio.current_time() + 2.5 * CHANNEL_TTL
+            while trio.current_time() < until:
+                published.append(await broker.publish("busy", b"x"))
+                await trio.sleep(POLL_INTERVAL)
+            assert {m.epoch for m in published} == {published[0].epoch}
+            assert [m.offset for m in published] == list(range(1, len(published) + 1))
+
+
+async def test_channel_ttl_must_be_positive(broker_url: str | None) -> None:
+    refused = False
+    try:
+        async with open_broker(broker_url, channel_ttl=0):
+            pass
+    except* ValueError:  # the Redis broker raises it from inside its nursery
+        refused = True
+    assert refused
+
+
 # -- queues ------------------------------------------------------------------------------------------------
 async def test_claim_and_ack(broker: Broker) -> None:
     with trio.fail_after(TEST_BOUND):
@@ -334,6 +396,21 @@ async def test_enqueue_unique_accepts_a_key_again_after_its_ttl(broker: Broker) 
 
         await wait_until(accepted)
         assert [i.data for i in await broker.claim("answers", "w", count=10)] == [b"1", b"3"]
+
+
+async def test_seen_unique_tells_whether_a_key_was_accepted_within_its_ttl(broker: Broker) -> None:
+    with trio.fail_after(TEST_BOUND):
+        assert not await broker.seen_unique("answers", "i1:u1")
+        await broker.enqueue_unique("answers", [("i1:u1", b"a")], 0.3)
+        assert await broker.seen_unique("answers", "i1:u1")
+        assert not await broker.seen_unique("answers", "i1:u2")  # per key
+        assert not await broker.seen_unique("other", "i1:u1")  # per queue
+        await broker.claim("answers", "w", count=1)  # claimed or not, the key stays until its TTL
+
+        async def forgotten() -> bool:
+            return not await broker.seen_unique("answers", "i1:u1")
+
+        await wait_until(forgotten)
 
 
 # -- counters, hashes, sorted sets -------------------------------------------------------------------------
@@ -453,3 +530,19 @@ async def test_memory_broker_times_follow_the_trio_clock(autojump_clock: trio.te
             await trio.sleep(10.5)
             assert await memory.get("session") is None
             assert await memory.acquire_lease("leader", "b", ttl=10) is not None
+
+
+async def test_memory_broker_forgets_idle_channels(autojump_clock: trio.testing.MockClock) -> None:
+    """Made-up channels read once cost memory only until their TTL: the next channel operation after it
+    forgets them, while a channel someone publishes to stays, history and all."""
+    with trio.fail_after(10 * 3600):  # virtual seconds
+        async with open_broker(None, channel_ttl=3600) as memory:
+            for i in range(2000):
+                await memory.position(f"episode:made-up-{i}")
+            kept = await memory.publish("episode:real", b"x")
+            for _ in range(4):
+                await trio.sleep(1200)
+                kept = await memory.publish("episode:real", b"x")
+            assert len(memory._channels) == 1  # white box: the memory it holds
+            assert await memory.position("episode:real") == (kept.epoch, 5)
+

@@ -184,3 +184,23 @@ async def test_scripts_are_loaded_before_their_first_use(redis_server: RedisServ
             await broker.ping()
             assert (await broker.publish("news", b"3")).offset == 1
             await registry.nodes()
+
+
+async def test_every_channel_key_expires(redis_url: str) -> None:
+    """Reads of made-up channels and publishes alike leave only keys with a TTL (at most the channel TTL),
+    and a publish renews it: Redis never accumulates state of channels nobody uses."""
+    channel_ttl = 3600.0
+    with trio.fail_after(TEST_BOUND):
+        async with RedisBroker.open(redis_url, channel_ttl=channel_ttl) as broker:
+            for i in range(50):
+                await broker.position(f"user:made-up-{i}")
+                await broker.history(f"episode:made-up-{i}", since=3)
+            await broker.publish("episode:real", b"x")
+            await broker.publish_once("episode:real", b"y", "marker", ttl=60)
+        async with coredis.Redis.from_url(redis_url) as admin:
+            channel_keys = [key async for key in admin.scan_iter(match="ptv:*")
+                            if not key.startswith((b"ptv:pubonce:",))]
+            assert len(channel_keys) >= 2 * 100 + 3  # epoch and offset per channel read, + the history
+            ttls = {key: await admin.pttl(key) for key in channel_keys}
+            assert all(0 < ttl <= channel_ttl * 1000 for ttl in ttls.values()), {
+                k: v for k, v in ttls.items() if not 0 < v <= channel_ttl * 1000}

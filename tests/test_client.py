@@ -17,7 +17,9 @@ from playtotv.broker import open_broker
 from playtotv.client import ClientError, PlayToTVClient, message_data
 from playtotv.pushclient import MessageReceived, StateLost
 from tests.inprocess import start_node
+from playtotv.store import open_store
 from tests.nodes import NodeProcess
+from tests.pushkit import add_episode
 from tests.redis_server import free_port
 
 SECRET = "client-test-secret-0123456789"
@@ -118,6 +120,8 @@ async def test_sdk_survives_its_push_node_dying_without_losing_a_message(nursery
         for proc in processes:
             await proc.start(nursery)
         channel = keys.episode_channel("E-push")
+        async with open_store(f"sqlite:///{db}") as store:
+            await add_episode(store, "E-push")
         async with PlayToTVClient(front.listening["gatekeeper"]) as client, open_broker(redis_url) as broker:
             with trio.fail_after(20):
                 while len((await client.join())["push"]) < 2:
@@ -146,6 +150,7 @@ async def test_sdk_survives_its_push_node_dying_without_losing_a_message(nursery
 async def test_sdk_falls_back_to_polling_when_the_websocket_port_is_blocked(nursery):
     node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"])
     channel = keys.episode_channel("E-poll")
+    await add_episode(node.ctx.store, "E-poll")
     async with PlayToTVClient(node.url("gatekeeper")) as client:
         await client.join()
         blocked = f"ws://127.0.0.1:{free_port()}/v1/ws"  # nothing listens: a firewall dropped the port

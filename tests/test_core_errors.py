@@ -84,6 +84,36 @@ async def bad_requests(play: Play, episode_id: str, interaction_id: str) -> None
                 400, "bad_request")
     check_error(await http.get("/v1/me/notifications?since=garbage", headers=viewer), 400, "bad_request")
     check_error(await http.post("/v1/me/friends", json={"user_id": "u_bad"}, headers=viewer), 400, "bad_request")
+    await disguised_texts(play, episode_id)
+
+
+#: Characters that hide or disguise what a title or name says (protocol.text): NUL, a newline, escape,
+#: a C1 control, the right-to-left override, a directional isolate, the line separator.
+DISGUISES = ("\x00", "\n", "\x1b[2J", "\x85", "\u202e", "\u2067", "\u2028")
+
+
+async def disguised_texts(play: Play, episode_id: str) -> None:
+    """Every text other people read refuses control and bidirectional override characters with a 400
+    that names the field; the same texts without them are accepted (shown by the happy paths)."""
+    http = play.http
+    show_id = (await http.get(f"/v1/episodes/{episode_id}", headers=play.director)).json()["show_id"]
+    for bad in DISGUISES:
+        title = f"Quiz{bad}night"
+        error = check_error(await http.post("/v1/shows", json={"title": title}, headers=play.director),
+                            400, "bad_request")
+        assert "control characters" in error["message"] and "$.title" in error["message"], error
+        check_error(await http.post(f"/v1/shows/{show_id}/episodes", json={"title": title},
+                                    headers=play.director), 400, "bad_request")
+        interactions = f"/v1/episodes/{episode_id}/interactions"
+        check_error(await http.post(interactions, json=quiz() | {"prompt": f"Who{bad}wins?"},
+                                    headers=play.director), 400, "bad_request")
+        labelled = quiz() | {"options": [{"id": "a", "label": f"A{bad}"}, {"id": "b", "label": "B"}]}
+        check_error(await http.post(interactions, json=labelled, headers=play.director), 400, "bad_request")
+        error = check_error(await http.put("/v1/me", json={"name": f"Ann{bad}"}, headers=play.viewer("u_bad")),
+                            400, "bad_request")
+        assert "$.name" in error["message"], error
+    me = await http.get("/v1/me", headers=play.viewer("u_bad"))
+    assert not any(bad in me.json()["name"] for bad in DISGUISES)
 
 
 async def unauthorized(play: Play, interaction_id: str) -> None:
@@ -182,18 +212,19 @@ async def test_closed_and_prediction_reveal_errors() -> None:
             assert await play.ctx.store.count(schema.ANSWERS) == 0
 
 
-async def test_rate_limited_per_ticket() -> None:
+async def test_rate_limited_per_user() -> None:
     with trio.fail_after(TEST_BOUND):
         async with running(None, roles=("core",), closer=False, core_rate_per_second="0.5",
                            core_rate_burst="3") as play:
             episode_id = await play.live_episode()
-            viewer = play.viewer("u_fast")
+            # A fresh ticket per request, as a client resuming again and again would collect: one bucket.
             for _ in range(3):
-                assert (await play.http.get(f"/v1/episodes/{episode_id}", headers=viewer)).status_code == 200
-            r = await play.http.get(f"/v1/episodes/{episode_id}", headers=viewer)
+                r = await play.http.get(f"/v1/episodes/{episode_id}", headers=play.viewer("u_fast"))
+                assert r.status_code == 200
+            r = await play.http.get(f"/v1/episodes/{episode_id}", headers=play.viewer("u_fast"))
             error = check_error(r, 429, "rate_limited")
             assert error["retry_after"] > 0 and int(r.headers["Retry-After"]) >= 1
-            # another ticket, and the director, are not affected
+            # another user, and the director, are not affected
             assert (await play.http.get(f"/v1/episodes/{episode_id}", headers=play.viewer("u_slow"))).status_code == 200
             for _ in range(5):
                 assert (await play.http.get(f"/v1/episodes/{episode_id}", headers=play.director)).status_code == 200

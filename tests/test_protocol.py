@@ -75,6 +75,30 @@ def test_bad_request_from_validation_error_names_the_field():
     assert err.status == 400 and "points" in err.message
 
 
+@pytest.mark.parametrize("text", ["Ann\x00", "Ann\n", "\tAnn", "A\x7fnn", "A\x9bnn", "\u202eAnn", "Ann\u2066",
+                                  "Ann\u2028"])
+def test_display_text_refuses_control_and_bidi_override_characters(text):
+    with pytest.raises(msgspec.ValidationError) as info:
+        rest.update_profile_decoder.decode(enc({"name": text}))
+    err = errors.bad_request(info.value)
+    assert err.status == 400 and err.message.startswith("text may not contain control characters")
+    assert err.message.endswith("- at `$.name`")
+
+
+@pytest.mark.parametrize("text", ["Ann", "Zoë", "אב‏!", "العرب", "👨‍👩‍👧", "a b"])
+def test_display_text_accepts_any_script_emoji_and_directional_marks(text):
+    assert rest.update_profile_decoder.decode(enc({"name": text})).name == text
+
+
+def test_display_text_type_is_shared_by_every_text_people_read():
+    from playtotv.protocol.text import DISPLAY_TEXT_PATTERN, DisplayText
+
+    for alias in (rest.Title, rest.Prompt, rest.Label, rest.Name):
+        assert DisplayText.__metadata__[0] in alias.__metadata__
+    # The pattern means the same to an ECMAScript validator of the published OpenAPI document.
+    assert "\\Z" not in DISPLAY_TEXT_PATTERN and DISPLAY_TEXT_PATTERN.startswith("^")
+
+
 # -- REST requests -------------------------------------------------------------------------------------------
 
 def test_interaction_body_round_trip():

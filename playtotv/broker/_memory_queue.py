@@ -61,6 +61,10 @@ class MemoryQueue:
             enqueued.append(fresh)
         return enqueued
 
+    def seen_unique(self, key: str) -> bool:
+        self._forget_expired_dedupe_keys(trio.current_time())
+        return key in self._dedupe_expires_at
+
     def _forget_expired_dedupe_keys(self, now: float) -> None:
         while self._dedupe_deadlines and self._dedupe_deadlines[0][0] <= now:
             _, key = heapq.heappop(self._dedupe_deadlines)

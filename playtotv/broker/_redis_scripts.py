@@ -7,6 +7,8 @@ from __future__ import annotations
 
 # -- channels ----------------------------------------------------------------------------------------------
 # KEYS[1] epoch, KEYS[2] offset, KEYS[3] history stream; ARGV[1] a fresh epoch (used only if needed).
+# ``current_epoch(ttl)`` takes the channel TTL in ms: keys it creates expire then unless a publish renews
+# them (``base`` "Channels": a read of any name must not leave a key behind for good).
 # The epoch key holds ``<epoch> <replication id>``: the replication id of the primary that started the
 # epoch. A promoted replica gets a new replication id, and it may lack the last messages its old primary
 # published (replication is asynchronous), whose offsets it would hand out again; a reader who received
@@ -17,7 +19,7 @@ local function primary_run()
   local info = redis.call('INFO', 'replication')
   return string.match(info, 'master_replid:(%x+)') or '-'
 end
-local function current_epoch()
+local function current_epoch(ttl)
   local stamp = redis.call('GET', KEYS[1])
   local run = primary_run()
   if stamp and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -29,43 +31,47 @@ local function current_epoch()
   -- First use, a failover (see above), or part of the channel's state is gone (a restart, an eviction):
   -- start a new epoch, so a reader holding a position from the old one cannot mistake the new offsets
   -- for a continuation.
-  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. run)
-  redis.call('SET', KEYS[2], 0)
+  redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. run, 'PX', ttl)
+  redis.call('SET', KEYS[2], 0, 'PX', ttl)
   redis.call('DEL', KEYS[3])
   return ARGV[1]
 end
 """
 
-#: ARGV[2] history size, ARGV[3] pub/sub channel, ARGV[4] data -> {epoch, offset, sent_at}.
+#: ARGV[2] history size, ARGV[3] pub/sub channel, ARGV[4] data, ARGV[5] channel TTL in ms
+#: -> {epoch, offset, sent_at}. Every publish renews the TTL of the channel's three keys.
 #: The stream entry id is ``<offset>-0``, so history reads can start at an offset without scanning.
 #: The pub/sub envelope is ``epoch \\n offset \\n sent_at \\n data``: split once, data never re-encoded.
 _PUBLISH_BODY = """
-local epoch = current_epoch()
+local epoch = current_epoch(ARGV[5])
 local offset = redis.call('INCR', KEYS[2])
 local now = redis.call('TIME')
 local sent_at = now[1] .. '.' .. string.format('%06d', now[2])
 local offset_text = string.format('%d', offset)
 redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[2], offset_text .. '-0', 'd', ARGV[4], 't', sent_at)
+for i = 1, 3 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[5])
+end
 redis.call('PUBLISH', ARGV[3], epoch .. '\\n' .. offset_text .. '\\n' .. sent_at .. '\\n' .. ARGV[4])
 return {epoch, offset, sent_at}
 """
 PUBLISH = _CURRENT_EPOCH + _PUBLISH_BODY
 
-#: PUBLISH behind a marker: KEYS[4] the marker, ARGV[5] its TTL in ms -> {epoch, offset, sent_at}, or an
+#: PUBLISH behind a marker: KEYS[4] the marker, ARGV[6] its TTL in ms -> {epoch, offset, sent_at}, or an
 #: empty reply when the marker was already set (published before under it; nothing done). Marker and
 #: message are one write, so whoever repeats an announcement (a successor redoing a dead leader's fire)
 #: cannot send it twice, however far the first attempt got.
 PUBLISH_ONCE = _CURRENT_EPOCH + """
-if not redis.call('SET', KEYS[4], 1, 'NX', 'PX', ARGV[5]) then
+if not redis.call('SET', KEYS[4], 1, 'NX', 'PX', ARGV[6]) then
   return {}
 end
 """ + _PUBLISH_BODY
 
-#: ARGV[2] first stream id wanted (``<since + 1>-0``), ARGV[3] limit (0: position only)
-#: -> {epoch, offset, entries}. Reading creates the epoch if needed, so the epoch a reader sees before
-#: the first publish is the one that publish will use.
+#: ARGV[2] first stream id wanted (``<since + 1>-0``), ARGV[3] limit (0: position only), ARGV[4] channel
+#: TTL in ms -> {epoch, offset, entries}. Reading creates the epoch if needed (expiring after the TTL), so
+#: the epoch a reader sees before the first publish is the one that publish will use.
 READ_HISTORY = _CURRENT_EPOCH + """
-local epoch = current_epoch()
+local epoch = current_epoch(ARGV[4])
 local offset = tonumber(redis.call('GET', KEYS[2]))
 local entries = {}
 if tonumber(ARGV[3]) > 0 then

@@ -8,7 +8,9 @@ Channels
     ``publish`` assigns each message the channel's ``epoch`` and the next gap-free ``offset`` (1, 2, 3,
     ...). History keeps the last ``history_size`` messages of a channel. The epoch changes when the history
     was lost (a Redis restart, a new memory broker), so a client holding ``(epoch, offset)`` can tell a gap
-    it can fill from one it cannot.
+    it can fill from one it cannot. A channel's state (epoch, offset, history) expires ``channel_ttl``
+    seconds after its last publish (or after a read created it): any name can be read, so state nobody
+    publishes to must not accumulate. An expired channel starts a new epoch, like a lost history.
 
 Queues
     At-least-once: an item claimed and not acked within ``visibility_timeout`` is delivered again (to any
@@ -32,6 +34,9 @@ DEFAULT_HISTORY_SIZE = 1000
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 #: Deliveries before an item is dead-lettered (poison items must not block the queue forever).
 DEFAULT_MAX_DELIVERIES = 5
+#: A channel nobody published to for this long is forgotten (see "Channels" above). A day: longer than any
+#: show, so only channels that are really idle start a new epoch, which clients handle as a lost history.
+DEFAULT_CHANNEL_TTL = 24 * 3600.0
 
 
 class BrokerUnavailable(Exception):
@@ -149,6 +154,10 @@ class Broker(Protocol):
         One round trip for the whole batch; returns True for each entry that was enqueued. This is the
         answer path: a retried answer finds its key and is not enqueued twice.
         """
+
+    async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
+        """Whether ``enqueue_unique`` accepted ``dedupe_key`` on ``queue`` within its dedupe TTL (so
+        would refuse it now): "has this viewer answered?" before the worker has stored the answer."""
 
     async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:
         """Up to ``count`` items: redelivered ones whose visibility timeout passed first, then new ones.

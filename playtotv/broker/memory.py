@@ -3,6 +3,11 @@
 Single trio loop, so each operation is atomic by construction (no await between reading and writing
 state). Channel epochs are random per broker instance: a restarted node has lost its history and its
 clients must see that (``recovered: false``), exactly as after a Redis restart.
+
+Channel state expires ``channel_ttl`` after the channel's last publish (or its creation by a read), as the
+Redis keys do. Channels are kept in expiry order (a publish moves its channel to the end), so every channel
+operation forgets the expired ones at the front in amortised constant time. Times are
+``trio.current_time()`` so tests can drive expiry with ``MockClock``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ._semantics import (
     new_epoch,
 )
 from .base import (
+    DEFAULT_CHANNEL_TTL,
     DEFAULT_HISTORY_SIZE,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_VISIBILITY_TIMEOUT,
@@ -37,13 +43,15 @@ from .base import (
 
 
 class _Channel:
-    __slots__ = ("epoch", "offset", "history", "subscribers")
+    __slots__ = ("epoch", "offset", "history", "subscribers", "expires_at")
 
-    def __init__(self, history_size: int) -> None:
+    def __init__(self, history_size: int, expires_at: float,
+                 subscribers: "set[MemorySubscription] | None" = None) -> None:
         self.epoch = new_epoch()
         self.offset = 0
         self.history: deque[ChannelMessage] = deque(maxlen=history_size)
-        self.subscribers: set[MemorySubscription] = set()
+        self.subscribers: set[MemorySubscription] = set() if subscribers is None else subscribers
+        self.expires_at = expires_at
 
 
 class MemorySubscription:
@@ -96,11 +104,13 @@ class MemoryBroker(MemoryKeyspace):
         visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+        channel_ttl: float = DEFAULT_CHANNEL_TTL,
     ) -> None:
         super().__init__()
         if history_size < 1 or max_deliveries < 1:
             raise ValueError("history_size and max_deliveries must be >= 1")
         self.history_size = history_size
+        self.channel_ttl = check_ttl(channel_ttl)
         self.visibility_timeout = check_ttl(visibility_timeout)
         self.max_deliveries = max_deliveries
         self.subscriber_buffer = subscriber_buffer
@@ -114,10 +124,29 @@ class MemoryBroker(MemoryKeyspace):
     def _channel(self, name: str) -> _Channel:
         # Created on first sight, publish or read: the epoch a reader sees before the first publish must
         # be the one that publish uses, or the reader would take its first message for a lost history.
+        now = trio.current_time()
+        self._forget_expired_channels(now)
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = _Channel(self.history_size)
+            channel = self._channels[name] = _Channel(self.history_size, now + self.channel_ttl)
         return channel
+
+    def _forget_expired_channels(self, now: float) -> None:
+        """Drop the state of channels idle past their TTL. A channel someone is subscribed to keeps its
+        subscribers (on Redis the subscription outlives the keys too) under a new epoch."""
+        while self._channels:
+            name, channel = next(iter(self._channels.items()))
+            if channel.expires_at > now:
+                return
+            del self._channels[name]
+            if channel.subscribers:
+                self._channels[name] = _Channel(self.history_size, now + self.channel_ttl, channel.subscribers)
+
+    def _keep_alive(self, name: str, channel: _Channel) -> None:
+        """A publish restarts the channel's TTL and moves it to the end of the expiry order."""
+        channel.expires_at = trio.current_time() + self.channel_ttl
+        del self._channels[name]
+        self._channels[name] = channel
 
     async def publish(self, channel: str, data: bytes) -> ChannelMessage:
         await trio.lowlevel.checkpoint()
@@ -131,6 +160,7 @@ class MemoryBroker(MemoryKeyspace):
 
     def _append(self, channel: str, data: bytes) -> ChannelMessage:
         state = self._channel(channel)
+        self._keep_alive(channel, state)
         state.offset += 1
         message = ChannelMessage(channel, state.epoch, state.offset, time.time(), bytes(data))
         state.history.append(message)
@@ -189,6 +219,10 @@ class MemoryBroker(MemoryKeyspace):
         check_ttl(dedupe_ttl)
         await trio.lowlevel.checkpoint()
         return self._queue(queue).enqueue_unique(entries, dedupe_ttl)
+
+    async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return self._queue(queue).seen_unique(dedupe_key)
 
     async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:
         # ``consumer`` only matters to Redis (whose consumer group tracks it); any consumer may ack here.

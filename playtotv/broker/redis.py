@@ -49,6 +49,7 @@ from ._semantics import (
     new_epoch,
 )
 from .base import (
+    DEFAULT_CHANNEL_TTL,
     DEFAULT_HISTORY_SIZE,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_VISIBILITY_TIMEOUT,
@@ -162,10 +163,12 @@ class RedisBroker:
         visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         subscriber_buffer: int = DEFAULT_SUBSCRIBER_BUFFER,
+        channel_ttl: float = DEFAULT_CHANNEL_TTL,
     ) -> None:
         if history_size < 1 or max_deliveries < 1:
             raise ValueError("history_size and max_deliveries must be >= 1")
         self.history_size = history_size
+        self._channel_ttl_ms = _ms(check_ttl(channel_ttl))
         self.visibility_timeout = check_ttl(visibility_timeout)
         self.max_deliveries = max_deliveries
         self.subscriber_buffer = subscriber_buffer
@@ -216,7 +219,7 @@ class RedisBroker:
         ]
 
     def _publish_args(self, channel: str, data: bytes) -> list[Any]:
-        return [new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data]
+        return [new_epoch(), self.history_size, redis_keys.channel_pubsub(channel), data, self._channel_ttl_ms]
 
     @staticmethod
     def _published(channel: str, data: bytes, reply: list[Any]) -> ChannelMessage:
@@ -240,7 +243,7 @@ class RedisBroker:
     async def history(self, channel: str, since: int = 0, limit: int = 300) -> History:
         check_history_args(since, limit)
         epoch_bytes, offset, entries = await self._read_history(
-            keys=self._channel_keys(channel), args=[new_epoch(), f"{since + 1}-0", limit]
+            keys=self._channel_keys(channel), args=[new_epoch(), f"{since + 1}-0", limit, self._channel_ttl_ms]
         )
         epoch = epoch_bytes.decode()
         messages = [_decode_history_entry(channel, epoch, entry) for entry in entries]
@@ -250,7 +253,7 @@ class RedisBroker:
     @_redis_call(retry_safe=True)
     async def position(self, channel: str) -> tuple[str, int]:
         epoch, offset, _ = await self._read_history(
-            keys=self._channel_keys(channel), args=[new_epoch(), "0-0", 0]
+            keys=self._channel_keys(channel), args=[new_epoch(), "0-0", 0, self._channel_ttl_ms]
         )
         return epoch.decode(), offset
 
@@ -307,6 +310,10 @@ class RedisBroker:
             if confirmed < replicas:
                 raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
         return [flag == 1 for flag in enqueued]
+
+    @_redis_call(retry_safe=True)
+    async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
+        return await self._client.exists([redis_keys.queue_dedupe(queue, dedupe_key)]) == 1
 
     @_redis_call(retry_safe=True)
     async def claim(self, queue: str, consumer: str, count: int, wait: float = 0.0) -> list[QueueItem]:

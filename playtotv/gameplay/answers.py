@@ -23,6 +23,10 @@ Durability (``answers.durability``) — what a 202 promises:
 
 In every mode the dedupe key is set in the same atomic step as the enqueue, so a retried request finds
 it: 409 ``already_answered``, never a second answer.
+
+Draining an embedded node: its queue is in the process's memory and ends with it. The worker empties it
+once the drain begins, but requests in flight keep being answered after that; so from then on
+(``store_from`` set) every batch is also written to the store before its 202, as with ``stored``.
 """
 
 from __future__ import annotations
@@ -111,10 +115,13 @@ class _Waiter:
 
 class AnswerBatcher:
     def __init__(self, broker: Broker, store: Store, durability: Durability = "queued", *, replicas: int = 1,
-                 replica_timeout: float = 1.0, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT):
+                 replica_timeout: float = 1.0, max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT,
+                 store_from: trio.Event | None = None):
         self.broker = broker
         self.store = store
         self.durability = durability
+        #: Once set, batches are written to the store as with ``stored`` (see the module docstring).
+        self.store_from = store_from
         self.replicas = replicas
         self.replica_timeout = replica_timeout
         self.max_batch = max_batch
@@ -162,7 +169,9 @@ class AnswerBatcher:
     async def _flush(self, batch: list[_Waiter]) -> None:
         try:
             accepted = await self._enqueue(batch)
-            if self.durability == "stored":
+            # Looked at after the enqueue: a batch enqueued before the drain began is in the queue the
+            # draining worker empties; one enqueued after it may be too late for the worker.
+            if self.durability == "stored" or (self.store_from is not None and self.store_from.is_set()):
                 docs = [to_doc(w.item.document()) for w, ok in zip(batch, accepted) if ok]
                 await self.store.bulk_insert(schema.ANSWERS, docs)
             for waiter, ok in zip(batch, accepted):

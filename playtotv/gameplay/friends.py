@@ -1,5 +1,10 @@
 """Friends (follow model: following someone needs no consent) and friend notifications.
 
+Following needs no consent and user ids are public on leaderboards, so a friend's choice in a scored
+interaction (quiz, prediction) is shown only once the caller answered it or it closed: otherwise anyone
+could copy a top player's answers. Polls, votes and ratings show friends' choices at any time: nothing is
+won by copying them, and their running totals are public while they are open (``stats.updated``).
+
 Friend notifications are rate limited twice, so a popular user never floods anyone: a follower gets at
 most one notification of a kind per ``FRIEND_NOTIFY_INTERVAL`` (whoever it is about), and one event
 reaches at most ``MAX_FOLLOWERS_NOTIFIED`` followers (the most recent ones).
@@ -8,12 +13,20 @@ reaches at most ``MAX_FOLLOWERS_NOTIFIED`` followers (the most recent ones).
 from __future__ import annotations
 
 from playtotv import keys
+from playtotv.broker.base import BrokerUnavailable
 from playtotv.gameplay import ids, schema
-from playtotv.gameplay.documents import AnswerDoc, FollowDoc, from_docs, to_doc
+from playtotv.gameplay.documents import AnswerDoc, FollowDoc, InteractionDoc, from_docs, to_doc
 from playtotv.gameplay.notifications import deliver, notification_id
 from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.errors import ApiError
-from playtotv.protocol.rest import Friend, FriendChoice, FriendList, FriendsChoices, Notification
+from playtotv.protocol.rest import (
+    SCORED_KINDS,
+    Friend,
+    FriendChoice,
+    FriendList,
+    FriendsChoices,
+    Notification,
+)
 
 #: A user follows at most this many (bounds every friends view to one store read).
 MAX_FOLLOWING = 500
@@ -70,15 +83,30 @@ async def friend_list(g: Gameplay, user_id: str) -> FriendList:
     return FriendList(friends=[Friend(user_id=d.followee, name=names[d.followee], since=d.since) for d in docs])
 
 
-async def choices(g: Gameplay, user_id: str, interaction_id: str) -> FriendsChoices:
-    """What the caller's friends answered (those who did)."""
+async def choices(g: Gameplay, user_id: str, interaction: InteractionDoc, now: float) -> FriendsChoices:
+    """What the caller's friends answered (those who did); withheld (``hidden``) while a scored
+    interaction is open and the caller has not answered it (see the module docstring)."""
+    sealed = interaction.kind in SCORED_KINDS and interaction.accepts_answers(now)
     friends = await following(g, user_id)
-    docs = await g.store.get_many(schema.ANSWERS, [ids.answer_id(interaction_id, f) for f in friends])
-    answers = sorted(from_docs(docs, AnswerDoc), key=lambda a: a.received_at)
+    wanted = [ids.answer_id(interaction.id, f) for f in friends]
+    own = ids.answer_id(interaction.id, user_id)
+    # The caller's own answer comes in the same read; an answer accepted but not yet stored by the
+    # worker is known to the broker's dedupe key (set with the 202).
+    answers = from_docs(await g.store.get_many(schema.ANSWERS, [*wanted, own] if sealed else wanted), AnswerDoc)
+    if sealed and all(a.user_id != user_id for a in answers) and not await _answered(g, interaction.id, user_id):
+        return FriendsChoices(interaction_id=interaction.id, friends=[], hidden=True)
+    answers = sorted((a for a in answers if a.user_id != user_id), key=lambda a: a.received_at)
     names = await g.names([a.user_id for a in answers])
-    return FriendsChoices(interaction_id=interaction_id, friends=[
+    return FriendsChoices(interaction_id=interaction.id, friends=[
         FriendChoice(user_id=a.user_id, name=names[a.user_id], choice=a.choice, received_at=a.received_at)
         for a in answers])
+
+
+async def _answered(g: Gameplay, interaction_id: str, user_id: str) -> bool:
+    try:
+        return await g.broker.seen_unique(keys.ANSWER_QUEUE, keys.answer_dedupe(interaction_id, user_id))
+    except BrokerUnavailable as e:
+        raise ApiError("unavailable", f"cannot tell whether you answered: {e}", retry_after=2.0) from None
 
 
 async def followers(g: Gameplay, user_id: str) -> list[str]:

@@ -45,9 +45,11 @@ class CoreApi:
                                   FailedCredentials(settings.core.failed_auth_per_second,
                                                     settings.core.failed_auth_burst))
         check_durability(ctx)
+        # Embedded, the queue ends with the process: answers acknowledged while draining go to the store too.
         self.batcher = AnswerBatcher(ctx.broker, ctx.store, settings.answers.durability,
                                      replicas=settings.answers.replicas,
-                                     replica_timeout=settings.answers.replica_timeout)
+                                     replica_timeout=settings.answers.replica_timeout,
+                                     store_from=ctx.draining if settings.embedded else None)
         self.latency = LatencyWindow()
         self.ticket_names = TicketNames(self.gameplay, self.auth.tickets)
         self.app = create_app(ctx, "core", max_body=max(self.max_body, self.max_director_body))

@@ -1,5 +1,5 @@
 """Who is calling: a director (configured key) or a viewer (signed ticket), checked without a network
-call; the per-ticket rate limit applied to viewers; and the per-address limit on failed credentials.
+call; the per-user rate limit applied to viewers; and the per-address limit on failed credentials.
 
 401 for anything that is not a valid credential (missing, malformed, forged, expired, or a gatekeeper
 queue token); 403 for a valid viewer ticket on a director endpoint, or a director on an endpoint that
@@ -27,8 +27,6 @@ log = logging.getLogger("playtotv.core.auth")
 class Caller:
     user_id: str | None  # None for a director
     director: bool
-    #: Rate-limit key: the ticket's session (a new ticket from the gatekeeper is a new session).
-    session: str
 
     def require_user(self) -> str:
         if self.user_id is None:
@@ -36,7 +34,7 @@ class Caller:
         return self.user_id
 
 
-DIRECTOR = Caller(user_id=None, director=True, session="director")
+DIRECTOR = Caller(user_id=None, director=True)
 
 #: Tokens whose signature was verified, kept per process: a viewer sends many requests with one ticket
 #: (sticky to this core), and the HMAC and decoding are the larger part of authenticating one. Keyed by
@@ -134,7 +132,7 @@ class Authenticator:
             raise ApiError("unauthorized", f"invalid credentials ({exc})") from None
         except InvalidTicket as exc:
             return self._director(token, exc)
-        return Caller(user_id=ticket.user_id, director=False, session=ticket.session_id)
+        return Caller(user_id=ticket.user_id, director=False)
 
     def _director(self, token: str, not_a_ticket: InvalidTicket) -> Caller:
         address = request.remote_addr or "unknown"
@@ -148,12 +146,16 @@ class Authenticator:
         raise ApiError("unauthorized", f"invalid credentials ({not_a_ticket})")
 
     def viewer(self) -> Caller:
-        """A viewer (rate limited) or a director (viewer reads are open to directors)."""
+        """A viewer (rate limited) or a director (viewer reads are open to directors).
+
+        The bucket is the user's, not the ticket's: the gatekeeper hands the same user a fresh ticket on
+        every resume, and one bucket per ticket would multiply the limit by the tickets a client collects.
+        """
         caller = self.caller()
-        if not caller.director:
-            wait = self.limits.allow(caller.session)
+        if caller.user_id is not None:
+            wait = self.limits.allow(caller.user_id)
             if wait is not None:
-                raise ApiError("rate_limited", "too many requests for this ticket", retry_after=round(wait, 3))
+                raise ApiError("rate_limited", "too many requests for this user", retry_after=round(wait, 3))
         return caller
 
     def director(self) -> Caller:

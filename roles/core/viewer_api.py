@@ -67,7 +67,7 @@ def register(api: "CoreApi") -> None:
     async def get_friend_choices(interaction_id: str) -> Response:
         user_id = auth.viewer().require_user()
         doc = await interaction_or_404(interaction_id)
-        return json_response(await friends.choices(g, user_id, doc.id))
+        return json_response(await friends.choices(g, user_id, doc, time.time()))
 
     async def get_leaderboard(episode_id: str) -> Response:
         caller = auth.viewer()

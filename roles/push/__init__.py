@@ -10,7 +10,7 @@ Modules, one concept each:
     outbox        one client's outgoing bytes: synchronous write, bounded remainder, writer task
     wsframe       server frames built once for every socket
     clientframes  decoding client frames and the policy for bad ones
-    access        which channels a client may follow
+    access        which channels a client may follow: its own, and those of episodes that exist
     users         connections per user: the cap, and the distinct users reported as sessions
     polling       the long-poll HTTP route
     qos           the fan-out delay window reported to the registry
@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING
 import trio
 
 from playtotv.accept import node_gate
+from playtotv.gameplay import schema
 from playtotv.http import create_app, serve_http
 
+from .access import EpisodeDirectory
 from .connection import ConnectionServices
 from .handshake import WS_PATH
 from .hub import Hub
@@ -52,8 +54,13 @@ FANOUT_PERCENTILE = 0.99
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     settings = ctx.settings.push
     hub = Hub(ctx.broker, recovery_limit=settings.recovery_limit, linger=settings.channel_linger)
-    services = ConnectionServices(hub, settings, on_dropped_slow=ctx.metrics.dropped_slow.inc)
+
+    async def episode_exists(episode_id: str) -> bool:
+        return await ctx.store.get(schema.EPISODES, episode_id) is not None
+
+    directory = EpisodeDirectory(episode_exists)
     users = UserSlots(settings.max_connections_per_user)  # WebSockets and long polls of each user
+    services = ConnectionServices(hub, settings, directory, on_dropped_slow=ctx.metrics.dropped_slow.inc)
     server = WebSocketServer(
         services, ctx.tickets.verify, handshake_timeout=settings.handshake_timeout,
         max_connections=settings.max_connections, keepalive_interval=settings.keepalive_interval, users=users,
@@ -61,7 +68,7 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
     polls = PollStats()
     runtime = ctx.extras["push"] = PushRuntime(ctx, hub, server, polls)
     app = create_app(ctx, "push")
-    add_poll_route(app, ctx, hub, polls, users)
+    add_poll_route(app, ctx, hub, polls, users, directory)
     drain_grace = min(DRAIN_GRACE_MAX, ctx.settings.node.drain_seconds / 2)
     on_listening = ctx.extras.get("on_listening", lambda role, url: None)
 

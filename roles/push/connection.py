@@ -37,9 +37,10 @@ from playtotv.protocol.push import Ping as PingFrame
 from playtotv.protocol.push import Pong as PongFrame
 from playtotv.protocol.push import Reconnect, Subscribe, Unsubscribe, encode_frame
 from playtotv.settings import PushSettings
+from playtotv.store.base import StoreUnavailable
 
 from . import wsframe
-from .access import may_follow
+from .access import EpisodeDirectory, may_follow
 from .clientframes import BadFrame, MalformedSince, decode, error_frame
 from .hub import ChannelUnavailable, Hub
 from .outbox import Outbox
@@ -68,6 +69,8 @@ class ConnectionServices:
 
     hub: Hub
     settings: PushSettings
+    #: Which episode channels exist (a made-up one is ``not_found``).
+    directory: EpisodeDirectory
     #: Called once per client dropped for being too slow (the metrics counter).
     on_dropped_slow: Callable[[], None] = lambda: None
 
@@ -300,6 +303,13 @@ class WsConnection:
             return
         if channel not in self.channels and len(self.channels) >= MAX_CHANNELS_PER_CONNECTION:
             self.send_json(error_frame("bad_request", f"at most {MAX_CHANNELS_PER_CONNECTION} channels"))
+            return
+        try:
+            if not await self.services.directory.exists(channel):
+                self.send_json(error_frame("not_found", f"no such channel {channel}"))
+                return
+        except StoreUnavailable as e:
+            self.send_json(error_frame("unavailable", f"cannot follow {channel} now: {e}"))
             return
         self.channels.discard(channel)
         try:

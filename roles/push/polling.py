@@ -22,8 +22,9 @@ from quart_trio import QuartTrio
 from playtotv.auth import InvalidTicket, Ticket, bearer_token
 from playtotv.protocol.errors import ApiError, ErrorCode
 from playtotv.protocol.push import CHANNEL_REGEX
+from playtotv.store.base import StoreUnavailable
 
-from .access import may_follow
+from .access import EpisodeDirectory, may_follow
 from .hub import ChannelUnavailable, Hub, PollRequest
 from .users import UserSlots
 
@@ -105,12 +106,24 @@ def _position(channel: str, epoch: str, offset: str) -> PollRequest:
     return PollRequest(channel, epoch, int(offset))
 
 
-def add_poll_route(app: QuartTrio, ctx: "NodeContext", hub: Hub, stats: PollStats, users: UserSlots) -> None:
+async def _check_exist(directory: EpisodeDirectory, requests: list[PollRequest]) -> None:
+    """404 ``not_found`` for a channel of an episode that does not exist (api.md's code for unknown ids)."""
+    try:
+        for r in requests:
+            if not await directory.exists(r.channel):
+                raise ApiError(ErrorCode.NOT_FOUND, f"no such channel {r.channel}")
+    except StoreUnavailable as e:
+        raise ApiError(ErrorCode.UNAVAILABLE, str(e), retry_after=UNAVAILABLE_RETRY_AFTER) from None
+
+
+def add_poll_route(app: QuartTrio, ctx: "NodeContext", hub: Hub, stats: PollStats,
+                   users: UserSlots, directory: EpisodeDirectory) -> None:
     @app.get(POLL_PATH)
     async def poll() -> Response:
         ticket = _ticket(ctx)
         requests = _requests(ticket.user_id)
         timeout = _timeout()
+        await _check_exist(directory, requests)
         if not users.acquire(ticket.user_id):  # a waiting poll holds a connection like a WebSocket
             raise ApiError(ErrorCode.RATE_LIMITED, users.refusal(), retry_after=USER_FULL_RETRY_AFTER)
         stats.active += 1

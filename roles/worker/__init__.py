@@ -4,7 +4,10 @@ Consumes two queues: ``answers`` (large batches, the aggregation behind live res
 (scoring at reveal, achievements, friend notifications, episode end), one job per claim so a long
 scoring pass holds up only its own consumer. Registers in the registry (it has no listener of its own;
 ``node.ops_bind`` gives it /healthz, /readyz and /metrics). On drain it stops claiming, finishes and
-acknowledges what it holds, sends a last statistics update, and returns.
+acknowledges what it holds, sends a last statistics update, and returns. An embedded worker (memory
+broker: the queues end with the process) first empties both queues, so that every answer acknowledged
+before the drain began is written to the store (core writes those it acknowledges later itself, see
+``AnswerBatcher``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.jobs import AnsweredJob, EpisodeEndedJob, ScoreJob, job_decoder
 from playtotv.gameplay.service import Gameplay
 from playtotv.gameplay.stats import StatsPublisher
+from playtotv.logs import event
 from playtotv.roles.worker.consumer import Backlog, Consumer
 
 if TYPE_CHECKING:
@@ -104,6 +108,15 @@ class Worker:
             self.ctx.qos["queue_lag_s"] = round(lags[int(0.95 * (len(lags) - 1))], 3) if lags else 0.0
 
 
+async def finish_in_process_queues(answers: Consumer, jobs: Consumer) -> None:
+    """The embedded queues live in this process's memory: whatever is left in them when it exits is lost,
+    acknowledged answers included. Empty both, answers first (aggregating them queues jobs), until both
+    stay empty. Bounded by the node's drain deadline, like every other part of the drain."""
+    while await answers.finish() + await jobs.finish():
+        pass
+    event(log, "queues emptied before exit", answers=answers.processed, jobs=jobs.processed)
+
+
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     worker = Worker(ctx)
     ctx.extras[EXTRAS_KEY] = worker
@@ -114,15 +127,19 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
         background.start_soon(worker.stats.run)
         background.start_soon(worker.report_lag)
         answers_backlog = Backlog(JOB_MAX_DEFERRAL)
+        answer_consumers = [Consumer(ctx, keys.ANSWER_QUEUE, worker.handle_answers, settings.batch_size,
+                                     linger=ANSWER_LINGER, signal=answers_backlog)
+                            for _ in range(settings.concurrency)]
+        job_consumers = [Consumer(ctx, keys.JOB_QUEUE, worker.handle_jobs, 1, gate=answers_backlog)
+                         for _ in range(JOB_CONSUMERS)]
         async with trio.open_nursery() as consumers:
-            for _ in range(settings.concurrency):
-                consumers.start_soon(Consumer(ctx, keys.ANSWER_QUEUE, worker.handle_answers, settings.batch_size,
-                                              linger=ANSWER_LINGER, signal=answers_backlog).run)
-            for _ in range(JOB_CONSUMERS):
-                consumers.start_soon(Consumer(ctx, keys.JOB_QUEUE, worker.handle_jobs, 1, gate=answers_backlog).run)
+            for consumer in answer_consumers + job_consumers:
+                consumers.start_soon(consumer.run)
             await ctx.announce()
             task_status.started()
         # Draining: consumers finished their batches and stopped claiming.
+        if ctx.settings.embedded:
+            await finish_in_process_queues(answer_consumers[0], job_consumers[0])
         with trio.move_on_after(FINAL_STATS_TIMEOUT):
             await worker.stats.flush()
         background.cancel_scope.cancel()

@@ -121,6 +121,17 @@ class Consumer:
                     with trio.move_on_after(self.linger):
                         await self.ctx.draining.wait()
 
+    async def finish(self) -> int:
+        """Claim and process until nothing is left to claim (no waiting, no gate); return how many items
+        were claimed. For a draining embedded worker, whose queue ends with the process."""
+        claimed = 0
+        while True:
+            items = await self.ctx.broker.claim(self.queue, self.ctx.node_id, self.batch_size)
+            if not items:
+                return claimed
+            claimed += len(items)
+            await self._acknowledge(await self._process(items))
+
     async def _process(self, items: list[QueueItem]) -> list[str]:
         delay = BACKOFF_MIN
         give_up_at = trio.current_time() + TRANSIENT_WINDOW
