@@ -103,5 +103,10 @@ async def test_every_answer_acknowledged_around_a_sigterm_is_stored(nursery, tmp
         async with httpx.AsyncClient(timeout=10) as http:
             r = await http.get(f"{again.listening['core']}/v1/interactions/{interaction_id}/results",
                                headers={"Authorization": f"Bearer {DIRECTOR}"})
-        assert r.json()["total"] == len(accepted)
+        # An answer stored just before the drain cut its connection is counted without the client having
+        # seen its 202 (a retry would be deduplicated): the results count what is stored, each once.
+        async with open_store(f"sqlite:///{db}") as store:
+            all_stored = await store.get_many(schema.ANSWERS, [ids.answer_id(interaction_id, f"u_{n}")
+                                                               for n in range(VIEWERS)])
+        assert r.json()["total"] == len(all_stored) >= len(accepted)
         await again.terminate()

@@ -83,7 +83,7 @@ async def test_a_sigkilled_core_node_does_not_close_the_doors(nursery, redis_url
     from tests.nodes import NodeProcess
 
     base = {"PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{tmp_path / 'cluster.db'}",
-            "PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key",
+            "PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key-0123456789",
             "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0", "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
             "PLAYTOTV_PUSH_BIND": "127.0.0.1:0", "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
             "PLAYTOTV_NODE_HEARTBEAT_INTERVAL": "0.5", "PLAYTOTV_NODE_HEARTBEAT_TTL": "2",
