@@ -185,3 +185,15 @@ def test_the_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     assert re.search(r'^ENTRYPOINT \["playtotv"\]$', text, re.M)
     for _, container in containers():
         assert container["image"].split(":")[0] == "playtotv"
+
+
+def test_the_readme_configuration_table_lists_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| key | default | meaning |"):]
+    table = table[:table.index("\n\n")]
+    listed = {key for row in table.splitlines()[2:] for key in re.findall(r"`([a-z_]+\.[a-z_0-9]+)`", row.split("|")[1])}
+    defaults = Settings()
+    settings = {f"{section}.{name}" for section in Settings.__struct_fields__
+                for name in type(getattr(defaults, section)).__struct_fields__}
+    assert settings - listed == set(), "settings missing from the README's table"
+    assert listed - settings == set(), "the README's table lists keys that do not exist"
