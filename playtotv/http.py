@@ -39,7 +39,7 @@ from playtotv.protocol.errors import ApiError, bad_request
 from playtotv.signals import track_inflight
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.http")
 
@@ -228,7 +228,7 @@ async def serve_http(
                 await accepting.start(partial(serve_tcp, serve_connection, listeners, gate,
                                               handler_nursery=connections))
                 event(log, "listening", role=role, url=url)
-                ctx.extras["on_listening"](role, url)
+                ctx.on_listening(role, url)
                 task_status.started(url)
                 await ctx.draining.wait()
                 accepting.cancel_scope.cancel()  # closes the listeners

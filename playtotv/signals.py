@@ -28,7 +28,7 @@ from playtotv.broker.base import BrokerUnavailable
 if TYPE_CHECKING:
     from quart import Quart
 
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 #: How often the gauges are refreshed: the same cadence as the heartbeat that carries these numbers.
 EXPORT_INTERVAL = 1.0
@@ -41,7 +41,7 @@ BACKLOG_TIMEOUT = 1.0
 def track_inflight(app: Quart, ctx: "NodeContext", role: str) -> None:
     """Count requests in progress on ``app`` (teardown runs whatever the outcome, errors included)."""
     gauge = ctx.metrics.inflight.labels(role)
-    counts = ctx.extras.setdefault("inflight", {})
+    counts = ctx.inflight
     counts.setdefault(role, 0)
 
     @app.before_request
@@ -66,9 +66,8 @@ async def export_forever(ctx: "NodeContext") -> None:
 
 
 def export_once(ctx: "NodeContext") -> None:
-    inflight = ctx.extras.get("inflight")
-    if inflight:
-        ctx.load["inflight"] = float(sum(inflight.values()))
+    if ctx.inflight:
+        ctx.load["inflight"] = float(sum(ctx.inflight.values()))
     for name, value in ctx.load.items():
         ctx.metrics.load.labels(name).set(value)
     for name, value in ctx.qos.items():

@@ -24,9 +24,8 @@ from playtotv.roles.core.qos import LatencyWindow
 from playtotv.settings import ConfigError
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
-EXTRAS_KEY = "core"
 
 
 class CoreApi:
@@ -72,7 +71,7 @@ def check_durability(ctx: "NodeContext") -> None:
 
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     api = CoreApi(ctx)
-    ctx.extras[EXTRAS_KEY] = api  # tests and in-process tools reach the batcher and caches through it
+    ctx.core = api  # tests and in-process tools reach the batcher and caches through it
     await api.gameplay.ensure_schema()
     async with trio.open_nursery() as background:
         await background.start(follow_invalidations, ctx.broker, api.gameplay.caches)
