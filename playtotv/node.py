@@ -32,7 +32,7 @@ from playtotv.logs import event
 from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
 from playtotv.settings import Settings
-from playtotv.signals import export_forever as export_signals
+from playtotv.autoscale_gauges import export_forever as export_gauges
 from playtotv.store import open_store
 from playtotv.store.base import StoreUnavailable
 
@@ -188,7 +188,7 @@ async def run_node(
             background.start_soon(_health_loop, ctx)
             background.start_soon(_loop_lag_loop, ctx)
             background.start_soon(_cpu_busy_loop, ctx)
-            background.start_soon(export_signals, ctx)
+            background.start_soon(export_gauges, ctx)
             if handle_signals:
                 background.start_soon(_watch_signals, drain)
             if settings.node.ops_bind:
