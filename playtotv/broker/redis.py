@@ -1,7 +1,7 @@
 """The cluster broker on Redis, through coredis (native on trio).
 
 Every operation is one round trip: a Lua script where it must be atomic or touches several keys
-(``_redis_scripts``), a plain command otherwise. They go through coredis's pool, which multiplexes them
+(``lua/*.lua``), a plain command otherwise. They go through coredis's pool, which multiplexes them
 over shared connections; blocking reads and subscriptions use connections of their own
 (``_redis_connections`` says why). Connection errors of any call become ``BrokerUnavailable`` so callers
 can report not-ready; nothing here needs a restart once Redis is back, because broken connections are
@@ -36,8 +36,7 @@ from coredis.exceptions import (
 
 from .. import keys as redis_keys
 from ..redis_client import RedisEndpoint, is_failover_error, open_redis
-from . import _redis_scripts as scripts
-from ._redis_script_loader import ScriptSet
+from ._redis_script_loader import ScriptSet, lua_source
 from ._redis_connections import DedicatedConnections
 from ._redis_subscription import RedisSubscription
 from ._semantics import (
@@ -121,6 +120,10 @@ def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], 
     return decorate
 
 
+def _script(name: str) -> str:
+    return lua_source("playtotv.broker", f"{name}.lua")
+
+
 #: Long lists travel to scripts as one msgpack argument (scripts decode it with ``cmsgpack``).
 _pack = msgspec.msgpack.Encoder().encode
 
@@ -177,20 +180,20 @@ class RedisBroker:
         self._nursery = nursery
         self._dedicated = DedicatedConnections(endpoint, nursery)
         self._scripts = ScriptSet(client)
-        self._publish = self._scripts.register(scripts.PUBLISH)
-        self._publish_once = self._scripts.register(scripts.PUBLISH_ONCE)
-        self._read_history = self._scripts.register(scripts.READ_HISTORY)
-        self._enqueue = self._scripts.register(scripts.ENQUEUE)
-        self._enqueue_unique = self._scripts.register(scripts.ENQUEUE_UNIQUE)
-        self._redeliver = self._scripts.register(scripts.REDELIVER)
-        self._ack = self._scripts.register(scripts.ACK)
-        self._queue_stats = self._scripts.register(scripts.QUEUE_STATS)
-        self._acquire_lease = self._scripts.register(scripts.ACQUIRE_LEASE)
-        self._release_lease = self._scripts.register(scripts.RELEASE_LEASE)
-        self._hincrby_many = self._scripts.register(scripts.HINCRBY_MANY)
-        self._zincrby_many = self._scripts.register(scripts.ZINCRBY_MANY)
-        self._zrank_desc = self._scripts.register(scripts.ZRANK_DESC)
-        self._zadd_many = self._scripts.register(scripts.ZADD_MANY)
+        self._publish = self._scripts.register(_script("publish"))
+        self._publish_once = self._scripts.register(_script("publish_once"))
+        self._read_history = self._scripts.register(_script("read_history"))
+        self._enqueue = self._scripts.register(_script("enqueue"))
+        self._enqueue_unique = self._scripts.register(_script("enqueue_unique"))
+        self._redeliver = self._scripts.register(_script("redeliver"))
+        self._ack = self._scripts.register(_script("ack"))
+        self._queue_stats = self._scripts.register(_script("queue_stats"))
+        self._acquire_lease = self._scripts.register(_script("acquire_lease"))
+        self._release_lease = self._scripts.register(_script("release_lease"))
+        self._hincrby_many = self._scripts.register(_script("hincrby_many"))
+        self._zincrby_many = self._scripts.register(_script("zincrby_many"))
+        self._zrank_desc = self._scripts.register(_script("zrank_desc"))
+        self._zadd_many = self._scripts.register(_script("zadd_many"))
         #: How often this broker looks for expired claims to redeliver, per queue, while claims keep
         #: finding new items (a claim that finds nothing always looks).
         self._redelivery_period = min(REDELIVERY_SCAN_PERIOD, self.visibility_timeout / 4)
@@ -305,7 +308,7 @@ class RedisBroker:
         else:
             enqueued, confirmed = await self._dedicated.execute_replicated(
                 COMMAND_TIMEOUT, replicas, replica_timeout,
-                b"EVAL", scripts.ENQUEUE_UNIQUE, len(script_keys), *script_keys, *script_args,
+                b"EVAL", _script("enqueue_unique"), len(script_keys), *script_keys, *script_args,
             )
             if confirmed < replicas:
                 raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
@@ -332,7 +335,7 @@ class RedisBroker:
 
     async def _claim_ready(self, queue: str, consumer: str, count: int) -> list[QueueItem]:
         """Expired claims first, then new items. Two commands rather than one script (see
-        ``scripts.REDELIVER``); expired claims are looked for at most every ``_redelivery_period`` while
+        ``lua/redeliver.lua``); expired claims are looked for at most every ``_redelivery_period`` while
         new items keep coming, and whenever there are none."""
         now = trio.current_time()
         items: list[QueueItem] = []
