@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, ParamSpec, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, Mapping, ParamSpec, Sequence, TypeVar, cast
 
 import coredis
 import msgspec
@@ -75,9 +75,11 @@ _UNAVAILABLE = (RedisConnectionError, TimeoutError, ReadOnlyError, PrimaryNotFou
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+#: A broker method: a coroutine function, as the ``base`` protocols declare them.
+_Method = Callable[_P, Coroutine[Any, Any, _R]]
 
 
-def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
+def _redis_call(*, retry_safe: bool) -> Callable[[_Method[_P, _R]], _Method[_P, _R]]:
     """Translate "Redis unreachable" errors into BrokerUnavailable.
 
     A ``retry_safe`` call (repeating it cannot apply anything twice) is tried once more when its
@@ -88,7 +90,7 @@ def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], 
     refused it, so it was not applied, and the retry goes to the new primary.
     """
 
-    def decorate(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    def decorate(method: _Method[_P, _R]) -> _Method[_P, _R]:
         @functools.wraps(method)
         async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             endpoint: RedisEndpoint = args[0].endpoint  # type: ignore[attr-defined]
@@ -154,7 +156,7 @@ def _decode_history_entry(channel: str, epoch: str, entry: list[Any]) -> Channel
 
 
 class RedisBroker:
-    """See ``base.Broker``. Open it with ``RedisBroker.open(url)`` (or ``playtotv.broker.open_broker``):
+    """See ``base.Broker`` and ``base.ReplicatedQueues``. Open it with ``RedisBroker.open(url)`` (or ``playtotv.broker.open_broker``):
     it owns a connection pool and a nursery for subscription relays, both closed on exit."""
 
     def __init__(
@@ -285,34 +287,42 @@ class RedisBroker:
 
     @_redis_call(retry_safe=False)
     async def enqueue_unique(
-        self,
-        queue: str,
-        entries: Sequence[tuple[str, bytes]],
-        dedupe_ttl: float,
-        *,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
+        self, queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float
     ) -> list[bool]:
-        """See ``base.Broker.enqueue_unique``. With ``replicas`` > 0 it also waits (Redis WAIT) until that
-        many replicas hold the batch, at most ``replica_timeout`` s, and raises BrokerUnavailable if fewer
-        confirm. The batch is enqueued either way: a retry finds its dedupe keys. (Only Redis has replicas:
-        the memory broker lacks these parameters, which is how callers tell.)"""
         check_ttl(dedupe_ttl)
         if not entries:
             return []
-        dedupe_keys = [redis_keys.queue_dedupe(queue, key) for key, _ in entries]
-        script_keys = [redis_keys.queue_stream(queue), *dedupe_keys]
-        script_args = [_ms(dedupe_ttl), *(data for _, data in entries)]
-        if replicas <= 0:
-            enqueued = await self._enqueue_unique(keys=script_keys, args=script_args)
-        else:
-            enqueued, confirmed = await self._dedicated.execute_replicated(
-                COMMAND_TIMEOUT, replicas, replica_timeout,
-                b"EVAL", _script("enqueue_unique"), len(script_keys), *script_keys, *script_args,
-            )
-            if confirmed < replicas:
-                raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
+        script_keys, script_args = self._unique_batch(queue, entries, dedupe_ttl)
+        enqueued = await self._enqueue_unique(keys=script_keys, args=script_args)
         return [flag == 1 for flag in enqueued]
+
+    @_redis_call(retry_safe=False)
+    async def enqueue_unique_replicated(
+        self, queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float, replicas: int,
+        replica_timeout: float,
+    ) -> list[bool]:
+        """See ``base.ReplicatedQueues``: the script and a Redis WAIT on one dedicated connection."""
+        check_ttl(dedupe_ttl)
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        if not entries:
+            return []
+        script_keys, script_args = self._unique_batch(queue, entries, dedupe_ttl)
+        reply, confirmed = await self._dedicated.execute_replicated(
+            COMMAND_TIMEOUT, replicas, replica_timeout,
+            b"EVAL", _script("enqueue_unique"), len(script_keys), *script_keys, *script_args,
+        )
+        if confirmed < replicas:
+            raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
+        return [flag == 1 for flag in cast("list[int]", reply)]  # the script's reply: 1 or 0 per entry
+
+    @staticmethod
+    def _unique_batch(
+        queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float
+    ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of ``lua/enqueue_unique.lua``."""
+        dedupe_keys = [redis_keys.queue_dedupe(queue, key) for key, _ in entries]
+        return [redis_keys.queue_stream(queue), *dedupe_keys], [_ms(dedupe_ttl), *(data for _, data in entries)]
 
     @_redis_call(retry_safe=True)
     async def seen_unique(self, queue: str, dedupe_key: str) -> bool:

@@ -7,11 +7,11 @@ requests in flight (the batcher keeps running for them), and only then does the 
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING
 
 import trio
 
+from playtotv.broker.base import ReplicatedQueues
 from playtotv.gameplay.answers import AnswerBatcher
 from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
@@ -65,7 +65,7 @@ def check_durability(ctx: "NodeContext") -> None:
         return
     if ctx.settings.embedded:
         raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
-    if "replicas" not in inspect.signature(ctx.broker.enqueue_unique).parameters:
+    if not isinstance(ctx.broker, ReplicatedQueues):
         raise ConfigError("answers.durability: 'replicated' is not supported by this broker")
 
 
