@@ -19,7 +19,7 @@ from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker.memory import MemoryBroker
 from playtotv.http import create_app, json_response, serve_http
 from playtotv.metrics import Metrics
-from playtotv.node import NodeContext
+from playtotv.context import NodeContext
 from playtotv.registry import open_registry
 from playtotv.settings import load_settings
 from playtotv.store import open_store
@@ -33,7 +33,7 @@ async def main() -> None:
         ctx = NodeContext(settings=settings, node_id="ceiling", roles=[], broker=MemoryBroker(), registry=registry,
                           store=store, tickets=KeyRing.from_secrets(SECRET), director_keys=DirectorKeys([]),
                           metrics=Metrics())
-        ctx.extras["on_listening"] = lambda role, url: print(f"{role} listening on {url}", flush=True)
+        ctx.on_listening = lambda role, url: print(f"{role} listening on {url}", flush=True)
         app = create_app(ctx, "ceiling", max_body=settings.core.max_body_bytes)
 
         async def answer(interaction_id: str) -> Response:

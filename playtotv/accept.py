@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 import trio
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.accept")
 

@@ -36,10 +36,9 @@ from playtotv.accept import node_gate, serve_tcp
 from playtotv.httpdeadlines import CLOCK_KEY, ClockedStream, ConnectionClock, RequestDeadlines
 from playtotv.logs import event
 from playtotv.protocol.errors import ApiError, bad_request
-from playtotv.signals import track_inflight
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.http")
 
@@ -85,13 +84,31 @@ def api_error_response(err: ApiError, status: int | None = None) -> Response:
                     content_type="application/json")
 
 
+def track_inflight(app: QuartTrio, ctx: "NodeContext", role: str) -> None:
+    """Count requests in progress on ``app`` in ``ctx.inflight`` and its gauge (teardown runs whatever the
+    outcome, errors included); the heartbeat reports the node's total as ``load["inflight"]``."""
+    gauge = ctx.metrics.inflight.labels(role)
+    counts = ctx.inflight
+    counts.setdefault(role, 0)
+
+    @app.before_request
+    async def _enter() -> None:
+        counts[role] += 1
+        gauge.inc()
+
+    @app.teardown_request
+    async def _leave(_exc: BaseException | None) -> None:
+        counts[role] -= 1
+        gauge.dec()
+
+
 def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BODY) -> QuartTrio:
     # static_folder=None: Quart's default would serve ``<cwd>/static/*`` on every listener (whatever the
     # working directory holds). Pages that need files register their own routes (roles/core/web.py).
     app = QuartTrio(f"playtotv.{role}", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    track_inflight(app, ctx, role)  # autoscaling signal (playtotv.signals)
+    track_inflight(app, ctx, role)  # an autoscaling gauge (playtotv.autoscale_gauges)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -228,7 +245,7 @@ async def serve_http(
                 await accepting.start(partial(serve_tcp, serve_connection, listeners, gate,
                                               handler_nursery=connections))
                 event(log, "listening", role=role, url=url)
-                ctx.extras["on_listening"](role, url)
+                ctx.on_listening(role, url)
                 task_status.started(url)
                 await ctx.draining.wait()
                 accepting.cancel_scope.cancel()  # closes the listeners

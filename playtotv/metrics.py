@@ -53,7 +53,7 @@ class Metrics:
         )
         self.admitted = Gauge("playtotv_admitted_sessions", "Admitted sessions (gatekeeper view)", registry=r)
         self.capacity = Gauge("playtotv_capacity", "Current admission capacity (gatekeeper view)", registry=r)
-        # Autoscaling signals (playtotv.signals mirrors the node's registry load and QoS into these).
+        # Autoscaling signals (playtotv.autoscale_gauges mirrors the node's registry load and QoS into these).
         self.load = Gauge("playtotv_load", "Load this node reports to the registry", ["signal"], registry=r)
         self.qos = Gauge("playtotv_qos", "Quality of service this node reports to the registry", ["signal"],
                          registry=r)

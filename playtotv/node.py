@@ -14,39 +14,34 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
-import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Awaitable, Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Awaitable, Callable
 
 import trio
 
 from playtotv import gcpacer
 from playtotv.auth import DirectorKeys, KeyRing, generate_secret
 from playtotv.broker import open_broker
-from playtotv.broker.base import Broker, BrokerUnavailable
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.context import HEALTH_CHECK_TIMEOUT, NodeContext
 from playtotv.cpubusy import CpuBusy
 from playtotv.gcpause import PauseTimer
 from playtotv.keyfile import keys_path, load_or_generate
 from playtotv.logs import event
 from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
-from playtotv.registry.base import NodeInfo, Registry
 from playtotv.settings import Settings
-from playtotv.signals import export_forever as export_signals
+from playtotv.autoscale_gauges import export_forever as export_gauges
 from playtotv.store import open_store
-from playtotv.store.base import Store, StoreUnavailable
+from playtotv.store.base import StoreUnavailable
+
+__all__ = ["NodeContext", "build_keyring", "run_node"]  # NodeContext lives in playtotv.context
 
 log = logging.getLogger("playtotv.node")
 
-#: A dependency check that takes longer than this counts as a failure (readiness must answer fast).
-HEALTH_CHECK_TIMEOUT = 2.0
+#: Dependencies are checked this often; each check is bounded by ``context.HEALTH_CHECK_TIMEOUT``.
 HEALTH_CHECK_INTERVAL = 1.0
-#: Back-off between registration attempts while Redis is unreachable (reliability.md #19).
-REGISTER_BACKOFF_MIN = 0.1
-REGISTER_BACKOFF_MAX = 2.0
 #: Roles of one process start in this order: the gatekeeper last, so that when it first admits a client
 #: the core and push roles beside it are already listening and registered.
 START_ORDER = ("core", "push", "worker", "scheduler", "gatekeeper")
@@ -54,92 +49,6 @@ START_ORDER = ("core", "push", "worker", "scheduler", "gatekeeper")
 LOOP_LAG_PROBE = 0.25
 #: The CPU share (``cpu_busy``) is sampled this often: the heartbeat's cadence.
 CPU_BUSY_INTERVAL = 1.0
-
-
-@dataclass
-class NodeContext:
-    """What every role gets: configuration, backends, credentials, metrics and the node's registration."""
-
-    settings: Settings
-    node_id: str
-    roles: list[str]
-    broker: Broker
-    registry: Registry
-    store: Store
-    tickets: KeyRing
-    director_keys: DirectorKeys
-    metrics: Metrics
-    #: Set when the node starts draining: listeners stop accepting, roles wind down.
-    draining: trio.Event = field(default_factory=trio.Event)
-    endpoints: dict[str, str] = field(default_factory=dict)
-    load: dict[str, float] = field(default_factory=dict)
-    qos: dict[str, float] = field(default_factory=dict)
-    #: Nodes this one found unreachable (the scheduler's probes); the gatekeeper leaves them out of its lists.
-    unreachable: set[str] = field(default_factory=set)
-    checks: dict[str, bool] = field(default_factory=lambda: {"broker": False, "store": False, "registered": False})
-    started_at: float = field(default_factory=time.time)
-    #: Roles may put per-process services here for other code in the same process (e.g. caches).
-    extras: dict[str, Any] = field(default_factory=dict)
-    _deregistered: bool = False
-
-    # -- registration ---------------------------------------------------------------------------------
-    def node_info(self) -> NodeInfo:
-        return NodeInfo(
-            id=self.node_id, roles=list(self.roles), endpoints=dict(self.endpoints), load=dict(self.load),
-            qos=dict(self.qos), unreachable=sorted(self.unreachable), started_at=self.started_at,
-        )
-
-    async def announce(self) -> None:
-        """Heartbeat now, retrying with back-off until the registry accepts it.
-
-        Roles call this after they listen and before ``task_status.started()``: a node that cannot
-        register is not ready, and waits rather than crash (reliability.md #19)."""
-        delay = REGISTER_BACKOFF_MIN
-        while True:
-            if await self._heartbeat_once():
-                return
-            await trio.sleep(delay)
-            delay = min(delay * 2, REGISTER_BACKOFF_MAX)
-
-    async def _heartbeat_once(self) -> bool:
-        if self._deregistered:
-            return True
-        try:
-            with trio.fail_after(HEALTH_CHECK_TIMEOUT):
-                await self.registry.heartbeat(self.node_info(), ttl=self.settings.node.heartbeat_ttl)
-        except (BrokerUnavailable, trio.TooSlowError) as e:
-            if self.checks["registered"]:
-                event(log, "registration lost", error=type(e).__name__)
-            self.checks["registered"] = False
-            return False
-        self.checks["registered"] = True
-        return True
-
-    async def deregister(self) -> None:
-        self._deregistered = True
-        self.checks["registered"] = False
-        with trio.move_on_after(HEALTH_CHECK_TIMEOUT):
-            try:
-                await self.registry.deregister(self.node_id)
-            except BrokerUnavailable:
-                pass  # its TTL removes it anyway
-
-    @property
-    def ready(self) -> bool:
-        return all(self.checks.values()) and not self.draining.is_set()
-
-    # -- endpoints ------------------------------------------------------------------------------------
-    def public_url(self, bound_url: str, path: str = "") -> str:
-        """``http://127.0.0.1:54321`` as bound → the URL clients should use (node.advertise_host)."""
-        parts = urlsplit(bound_url)
-        host = self.settings.node.advertise_host or parts.hostname or "127.0.0.1"
-        if host in ("0.0.0.0", "::"):
-            import socket
-
-            host = socket.gethostname()
-        if ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return urlunsplit((parts.scheme, f"{host}:{parts.port}", path, "", ""))
 
 
 RoleRunner = Callable[..., Awaitable[None]]
@@ -270,7 +179,8 @@ async def run_node(
             settings=settings, node_id=settings.node_id(), roles=roles, broker=broker, registry=registry,
             store=store, tickets=tickets, director_keys=director_keys, metrics=Metrics(),
         )
-        ctx.extras["on_listening"] = on_listening or (lambda role, url: None)
+        if on_listening is not None:
+            ctx.on_listening = on_listening
         stack.enter_context(PauseTimer(ctx.metrics.gc_pause))
         for key in generated_keys:
             (on_director_key or (lambda k: None))(key)
@@ -278,7 +188,7 @@ async def run_node(
             background.start_soon(_health_loop, ctx)
             background.start_soon(_loop_lag_loop, ctx)
             background.start_soon(_cpu_busy_loop, ctx)
-            background.start_soon(export_signals, ctx)
+            background.start_soon(export_gauges, ctx)
             if handle_signals:
                 background.start_soon(_watch_signals, drain)
             if settings.node.ops_bind:

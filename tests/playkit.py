@@ -119,7 +119,6 @@ async def running(
             settings=config, node_id="playkit", roles=list(roles), broker=broker, registry=registry, store=store,
             tickets=KeyRing.from_secrets(SECRET), director_keys=DirectorKeys([DIRECTOR_KEY]), metrics=Metrics(),
         )
-        ctx.extras["on_listening"] = lambda role, url: None
         async with trio.open_nursery() as outer:
             if closer:
                 outer.start_soon(_closer, ctx)

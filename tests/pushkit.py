@@ -76,10 +76,9 @@ async def push_node(broker: Any = None, *, episodes: tuple[str, ...] = EPISODES,
             registry=MemoryRegistry(), store=store, tickets=KeyRing.from_secrets(SECRET),
             director_keys=DirectorKeys([]), metrics=Metrics(),
         )
-        ctx.extras["on_listening"] = lambda role, url: None
         async with trio.open_nursery() as nursery:
             await nursery.start(push.run, ctx)
-            yield PushNode(ctx, ctx.extras["push"])
+            yield PushNode(ctx, ctx.push)
             nursery.cancel_scope.cancel()
 
 

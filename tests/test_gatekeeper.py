@@ -29,7 +29,7 @@ async def gatekeeper(nursery, nodes: list[NodeInfo], **settings: str):
     node = await start_node(nursery, ["gatekeeper"], **settings)
     for n in nodes:
         await node.ctx.registry.heartbeat(n, ttl=60)
-    node.ctx.extras["gatekeeper"]._apply(await node.ctx.registry.nodes(), time.time())
+    node.ctx.gatekeeper._apply(await node.ctx.registry.nodes(), time.time())
     return node, httpx.AsyncClient(base_url=node.url("gatekeeper"), timeout=5)
 
 
@@ -97,7 +97,7 @@ async def test_capacity_reached_gives_503_with_retry_after_and_status_is_exact(n
 async def test_waiting_room_admits_earlier_arrivals_first(nursery):
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
                                   gatekeeper_licensed_capacity="1")
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
     async with http:
         first = (await http.post("/v1/session")).json()["queue"]
         second = (await http.post("/v1/session")).json()["queue"]
@@ -114,7 +114,7 @@ async def test_dead_core_node_leaves_the_lists_within_its_ttl(nursery):
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1)])
     async with http:
         await node.ctx.registry.heartbeat(core_node(2), ttl=0.5)  # then it "dies": no more heartbeats
-        gk = node.ctx.extras["gatekeeper"]
+        gk = node.ctx.gatekeeper
         gk._apply(await node.ctx.registry.nodes(), time.time())
         assert len((await http.post("/v1/session")).json()["core"]) == 2
         with trio.fail_after(10):
@@ -125,7 +125,7 @@ async def test_dead_core_node_leaves_the_lists_within_its_ttl(nursery):
 async def test_qos_breach_stops_capacity_growth_and_it_recovers(nursery):
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1)],
                                   gatekeeper_qos_initial_capacity="100")
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
 
     async with http:
         busy = NodeInfo(id="push-1", roles=["push"], endpoints=push_node(1).endpoints,
@@ -172,7 +172,7 @@ async def test_a_flooded_gatekeepers_own_lag_does_not_cut_capacity(nursery):
     # platform's QoS (bench admission saw capacity collapse to the floor when it counted).
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=90)],
                                   gatekeeper_qos_initial_capacity="100")
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
     async with http:
         await node.ctx.registry.heartbeat(NodeInfo(id="gk-2", roles=["gatekeeper"], qos={"loop_lag_ms": 900}),
                                           ttl=60)
@@ -188,7 +188,7 @@ async def test_a_viewer_ticket_is_no_queue_token_and_a_queue_token_no_resume(nur
     waiting room (it is a newcomer), and a queue token shown as ``resume`` does not give its q_ identity."""
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
                                   gatekeeper_licensed_capacity="1")
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
     async with http:
         early_viewer, _ = node.ctx.tickets.issue("u_early", ttl=600, now=time.time() - 100)
         waiting = (await http.post("/v1/session")).json()["queue"]
@@ -205,7 +205,7 @@ async def test_nodes_failing_the_schedulers_probes_leave_the_endpoint_lists(nurs
     """A node still in the registry but unreachable (its probe failed) is not handed out; if the probes
     fail everywhere, the probe is the likelier fault and every node stays listed."""
     node, http = await gatekeeper(nursery, [core_node(1), core_node(2), push_node(1), push_node(2)])
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
 
     async def lists() -> tuple[list[str], list[str]]:
         body = (await http.post("/v1/session")).json()
@@ -245,7 +245,7 @@ async def test_waiting_room_entries_of_clients_that_never_came_back_expire_after
 
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1, connections=1)],
                                   gatekeeper_licensed_capacity="1")
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
     assert RETRY_AFTER_RANGE[1] * 1.5 < WAITING_TTL <= 3 * RETRY_AFTER_RANGE[1]  # the SDKs jitter up to 1.5x
     start = time.time()
     for _ in range(50):
@@ -271,7 +271,7 @@ async def test_new_sessions_are_rate_limited_per_client_address(nursery):
     address gets 429 rate_limited with Retry-After, and nothing is admitted or queued for it."""
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1)], gatekeeper_session_rate="0.5",
                                   gatekeeper_session_burst="3")
-    gk = node.ctx.extras["gatekeeper"]
+    gk = node.ctx.gatekeeper
     async with http:
         statuses = [(await http.post("/v1/session", json={})).status_code for _ in range(3)]
         assert statuses == [200, 200, 200]

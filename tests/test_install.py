@@ -90,6 +90,20 @@ def test_bench_from_the_repository_root_imports_the_installed_package(installed:
     assert Path(out.stdout.strip()).is_relative_to(installed.parent), out.stdout
 
 
+def test_the_installed_package_ships_every_lua_script(installed: Path) -> None:
+    """The Redis scripts are package data (setup.cfg): each one the source has is installed and loads."""
+    probe = ("import pathlib, playtotv\n"
+             "from playtotv.broker._redis_script_loader import lua_source\n"
+             "root = pathlib.Path(playtotv.__file__).parent\n"
+             "for path in sorted(root.rglob('*.lua')):\n"
+             "    if path.parent.name == 'lua':\n"
+             "        lua_source(f'playtotv.{path.parent.parent.name}', path.name)\n"
+             "    print(path.relative_to(root).as_posix())\n")
+    out = run([str(installed / "python"), "-c", probe], cwd=installed.parent, env=child_env())
+    source = sorted(path.relative_to(ROOT / "playtotv").as_posix() for path in (ROOT / "playtotv").rglob("*.lua"))
+    assert len(source) > 10 and out.stdout.split() == source
+
+
 async def read_until(proc: trio.Process, wanted: str) -> list[str]:
     assert proc.stdout is not None and proc.stderr is not None
     buffer, lines = b"", []

@@ -67,7 +67,7 @@ async def test_the_name_given_to_the_gatekeeper_is_the_viewers_name_in_me_and_on
 
 async def test_a_resume_with_a_new_name_renames_and_one_without_keeps_the_name(nursery):
     node = await start_node(nursery, ALL_ROLES)
-    core_api = node.ctx.extras["core"]
+    core_api = node.ctx.core
     async with httpx.AsyncClient(base_url=node.url("gatekeeper"), timeout=10) as gatekeeper, \
             httpx.AsyncClient(base_url=node.url("core"), timeout=10) as core:
         with trio.fail_after(BOUND):

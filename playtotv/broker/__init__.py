@@ -1,4 +1,4 @@
-"""Channels with history, work queues, counters and leases (see ``base`` for the contract).
+"""Channels with history, work queues, counters, sorted sets and leases (see ``base`` for the contract).
 
 ``open_broker(None)`` gives the embedded memory broker, ``open_broker("redis://...")`` the Redis one;
 both satisfy ``base.Broker`` and pass the same contract suite.
@@ -13,11 +13,17 @@ from .base import (
     Broker,
     BrokerUnavailable,
     ChannelMessage,
+    Channels,
+    Counters,
     DeadLetter,
     History,
+    Leases,
     QueueItem,
+    ReplicatedQueues,
+    SortedSets,
     Subscription,
     SubscriptionReset,
+    WorkQueues,
 )
 from ..redis_client import is_redis_url
 from .memory import MemoryBroker
@@ -27,13 +33,19 @@ __all__ = [
     "Broker",
     "BrokerUnavailable",
     "ChannelMessage",
+    "Channels",
+    "Counters",
     "DeadLetter",
     "History",
+    "Leases",
     "MemoryBroker",
     "QueueItem",
     "RedisBroker",
+    "ReplicatedQueues",
+    "SortedSets",
     "Subscription",
     "SubscriptionReset",
+    "WorkQueues",
     "open_broker",
 ]
 

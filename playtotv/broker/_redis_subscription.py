@@ -39,7 +39,7 @@ ConnectionFactory = Callable[[], Awaitable[BaseConnection]]
 
 
 def decode_envelope(channel: str, payload: bytes) -> ChannelMessage:
-    """Parse what ``_redis_scripts.PUBLISH`` sends: ``epoch \\n offset \\n sent_at \\n data``."""
+    """Parse what ``lua/publish.lua`` sends: ``epoch \\n offset \\n sent_at \\n data``."""
     epoch, offset, sent_at, data = payload.split(b"\n", 3)
     return ChannelMessage(channel, epoch.decode(), int(offset), float(sent_at), data)
 

@@ -1,6 +1,6 @@
 """Rules both broker implementations apply the same way, kept in one place so they cannot drift apart.
 
-The Redis implementation repeats some of them in Lua (``_redis_scripts``); each such spot names the
+The Redis implementation repeats some of them in Lua (``lua/*.lua``); each such spot names the
 function here that it mirrors.
 """
 
@@ -52,7 +52,7 @@ def next_fencing_token(last_token: int) -> int:
 
     Strictly greater than ``last_token``; also at least the wall clock in milliseconds, so tokens keep
     growing when the broker loses its counters (a Redis restart, a restarted embedded node) while a
-    store still remembers the last token it accepted. Mirrored in Lua by ``_redis_scripts.ACQUIRE_LEASE``.
+    store still remembers the last token it accepted. Mirrored in Lua by ``lua/acquire_lease.lua``.
     """
     return max(last_token + 1, int(time.time() * 1000))
 

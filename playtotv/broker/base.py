@@ -1,8 +1,11 @@
-"""The broker interface: channels with history, work queues, counters, leases.
+"""The broker interface: channels with history, work queues, counters, sorted sets, leases.
 
-Two implementations satisfy it (``memory.MemoryBroker`` for one process, ``redis.RedisBroker`` for a
-cluster) and one contract suite (``tests/test_broker_contract.py``) runs against both: a behaviour one has
-and the other lacks is a bug.
+Each capability is a protocol of its own (``Channels``, ``WorkQueues``, ``Counters``, ``SortedSets``,
+``Leases``); ``Broker`` is all of them, and code that needs one capability asks for that protocol alone.
+A capability only some brokers have is a protocol of its own too (``ReplicatedQueues``), checked with
+``isinstance``. Two implementations satisfy ``Broker`` (``memory.MemoryBroker`` for one process,
+``redis.RedisBroker`` for a cluster) and one contract suite (``tests/test_broker_contract.py``, a class per
+capability) runs against both: a behaviour one has and the other lacks is a bug.
 
 Channels
     ``publish`` assigns each message the channel's ``epoch`` and the next gap-free ``offset`` (1, 2, 3,
@@ -24,7 +27,8 @@ Leases
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Mapping, Protocol, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import msgspec
 
@@ -115,12 +119,10 @@ class Subscription(Protocol):
     def __aiter__(self) -> AsyncIterator[ChannelMessage | SubscriptionReset]: ...
 
 
-class Broker(Protocol):
-    # -- lifecycle --------------------------------------------------------------------------------
-    async def ping(self) -> None:
-        """Raise BrokerUnavailable unless the server answers."""
+@runtime_checkable
+class Channels(Protocol):
+    """Publish/subscribe with gap-free offsets and a bounded history per channel ("Channels" above)."""
 
-    # -- channels ---------------------------------------------------------------------------------
     async def publish(self, channel: str, data: bytes) -> ChannelMessage:
         """Append ``data`` to the channel's history and deliver it to subscribers; atomic."""
 
@@ -135,7 +137,7 @@ class Broker(Protocol):
     async def position(self, channel: str) -> tuple[str, int]:
         """The channel's (epoch, last offset)."""
 
-    def subscribe(self, channels: Sequence[str] = ()) -> "SubscriptionContext":
+    def subscribe(self, channels: Sequence[str] = ()) -> AbstractAsyncContextManager[Subscription]:
         """``async with broker.subscribe([...]) as sub: async for msg in sub: ...``
 
         Entering raises BrokerUnavailable when the server cannot be reached; once entered, the
@@ -143,7 +145,11 @@ class Broker(Protocol):
 
     async def trim_history(self, channel: str, keep: int) -> None: ...
 
-    # -- queues -----------------------------------------------------------------------------------
+
+@runtime_checkable
+class WorkQueues(Protocol):
+    """At-least-once work queues with redelivery, dead letters and deduplicated enqueues ("Queues" above)."""
+
     async def enqueue(self, queue: str, items: Sequence[bytes]) -> None: ...
 
     async def enqueue_unique(
@@ -173,7 +179,27 @@ class Broker(Protocol):
     async def queue_stats(self, queue: str) -> dict[str, int]:
         """``{"pending": claimed-not-acked, "waiting": not yet claimed, "dead": dead letters}``."""
 
-    # -- counters, hashes, sorted sets ------------------------------------------------------------
+
+@runtime_checkable
+class ReplicatedQueues(Protocol):
+    """An optional capability: enqueues confirmed by replicas (``answers.durability = "replicated"``).
+
+    Only a broker with replicas has it (Redis); callers ask with ``isinstance(broker, ReplicatedQueues)``."""
+
+    async def enqueue_unique_replicated(
+        self, queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float, replicas: int,
+        replica_timeout: float,
+    ) -> list[bool]:
+        """``enqueue_unique``, then wait until ``replicas`` replicas hold the batch, at most
+        ``replica_timeout`` s; BrokerUnavailable if fewer confirm. The batch is enqueued either way: a
+        retry finds its dedupe keys. ValueError unless ``replicas`` >= 1."""
+
+
+@runtime_checkable
+class Counters(Protocol):
+    """Strings, counters and hashes under application keys, with expiry. ``delete``, ``expire`` and
+    ``exists`` act on any application key, sorted sets included."""
+
     async def incr(self, key: str, amount: int = 1) -> int: ...
 
     async def get(self, key: str) -> bytes | None: ...
@@ -189,6 +215,13 @@ class Broker(Protocol):
         """Add each amount to its field, atomically for the whole dict."""
 
     async def hgetall(self, key: str) -> dict[str, int]: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+
+@runtime_checkable
+class SortedSets(Protocol):
+    """Scored members (leaderboards, choice sets); ties ordered by member name, as Redis orders them."""
 
     async def zincrby(self, key: str, increments: dict[str, float]) -> None: ...
 
@@ -209,9 +242,11 @@ class Broker(Protocol):
 
     async def zcard(self, key: str) -> int: ...
 
-    async def exists(self, key: str) -> bool: ...
 
-    # -- leases -----------------------------------------------------------------------------------
+@runtime_checkable
+class Leases(Protocol):
+    """Leadership leases with fencing tokens ("Leases" above)."""
+
     async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         """Take (or keep, if ``holder`` already has it) the lease; return its fencing token or None.
 
@@ -225,7 +260,9 @@ class Broker(Protocol):
         token has been deposed."""
 
 
-class SubscriptionContext(Protocol):
-    async def __aenter__(self) -> Subscription: ...
+class Broker(Channels, WorkQueues, Counters, SortedSets, Leases, Protocol):
+    """Every capability, for code that needs them all (a node's context). Optional capabilities
+    (``ReplicatedQueues``) are not part of it."""
 
-    async def __aexit__(self, *exc: object) -> None: ...
+    async def ping(self) -> None:
+        """Raise BrokerUnavailable unless the server answers."""

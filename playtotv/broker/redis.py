@@ -1,7 +1,7 @@
 """The cluster broker on Redis, through coredis (native on trio).
 
 Every operation is one round trip: a Lua script where it must be atomic or touches several keys
-(``_redis_scripts``), a plain command otherwise. They go through coredis's pool, which multiplexes them
+(``lua/*.lua``), a plain command otherwise. They go through coredis's pool, which multiplexes them
 over shared connections; blocking reads and subscriptions use connections of their own
 (``_redis_connections`` says why). Connection errors of any call become ``BrokerUnavailable`` so callers
 can report not-ready; nothing here needs a restart once Redis is back, because broken connections are
@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, ParamSpec, Sequence, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, Mapping, ParamSpec, Sequence, TypeVar, cast
 
 import coredis
 import msgspec
@@ -36,8 +36,7 @@ from coredis.exceptions import (
 
 from .. import keys as redis_keys
 from ..redis_client import RedisEndpoint, is_failover_error, open_redis
-from . import _redis_scripts as scripts
-from ._redis_script_loader import ScriptSet
+from ._redis_script_loader import ScriptSet, lua_source
 from ._redis_connections import DedicatedConnections
 from ._redis_subscription import RedisSubscription
 from ._semantics import (
@@ -76,9 +75,11 @@ _UNAVAILABLE = (RedisConnectionError, TimeoutError, ReadOnlyError, PrimaryNotFou
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+#: A broker method: a coroutine function, as the ``base`` protocols declare them.
+_Method = Callable[_P, Coroutine[Any, Any, _R]]
 
 
-def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], Callable[_P, Awaitable[_R]]]:
+def _redis_call(*, retry_safe: bool) -> Callable[[_Method[_P, _R]], _Method[_P, _R]]:
     """Translate "Redis unreachable" errors into BrokerUnavailable.
 
     A ``retry_safe`` call (repeating it cannot apply anything twice) is tried once more when its
@@ -89,7 +90,7 @@ def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], 
     refused it, so it was not applied, and the retry goes to the new primary.
     """
 
-    def decorate(method: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+    def decorate(method: _Method[_P, _R]) -> _Method[_P, _R]:
         @functools.wraps(method)
         async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             endpoint: RedisEndpoint = args[0].endpoint  # type: ignore[attr-defined]
@@ -119,6 +120,10 @@ def _redis_call(*, retry_safe: bool) -> Callable[[Callable[_P, Awaitable[_R]]], 
         return call
 
     return decorate
+
+
+def _script(name: str) -> str:
+    return lua_source("playtotv.broker", f"{name}.lua")
 
 
 #: Long lists travel to scripts as one msgpack argument (scripts decode it with ``cmsgpack``).
@@ -151,7 +156,7 @@ def _decode_history_entry(channel: str, epoch: str, entry: list[Any]) -> Channel
 
 
 class RedisBroker:
-    """See ``base.Broker``. Open it with ``RedisBroker.open(url)`` (or ``playtotv.broker.open_broker``):
+    """See ``base.Broker`` and ``base.ReplicatedQueues``. Open it with ``RedisBroker.open(url)`` (or ``playtotv.broker.open_broker``):
     it owns a connection pool and a nursery for subscription relays, both closed on exit."""
 
     def __init__(
@@ -177,20 +182,20 @@ class RedisBroker:
         self._nursery = nursery
         self._dedicated = DedicatedConnections(endpoint, nursery)
         self._scripts = ScriptSet(client)
-        self._publish = self._scripts.register(scripts.PUBLISH)
-        self._publish_once = self._scripts.register(scripts.PUBLISH_ONCE)
-        self._read_history = self._scripts.register(scripts.READ_HISTORY)
-        self._enqueue = self._scripts.register(scripts.ENQUEUE)
-        self._enqueue_unique = self._scripts.register(scripts.ENQUEUE_UNIQUE)
-        self._redeliver = self._scripts.register(scripts.REDELIVER)
-        self._ack = self._scripts.register(scripts.ACK)
-        self._queue_stats = self._scripts.register(scripts.QUEUE_STATS)
-        self._acquire_lease = self._scripts.register(scripts.ACQUIRE_LEASE)
-        self._release_lease = self._scripts.register(scripts.RELEASE_LEASE)
-        self._hincrby_many = self._scripts.register(scripts.HINCRBY_MANY)
-        self._zincrby_many = self._scripts.register(scripts.ZINCRBY_MANY)
-        self._zrank_desc = self._scripts.register(scripts.ZRANK_DESC)
-        self._zadd_many = self._scripts.register(scripts.ZADD_MANY)
+        self._publish = self._scripts.register(_script("publish"))
+        self._publish_once = self._scripts.register(_script("publish_once"))
+        self._read_history = self._scripts.register(_script("read_history"))
+        self._enqueue = self._scripts.register(_script("enqueue"))
+        self._enqueue_unique = self._scripts.register(_script("enqueue_unique"))
+        self._redeliver = self._scripts.register(_script("redeliver"))
+        self._ack = self._scripts.register(_script("ack"))
+        self._queue_stats = self._scripts.register(_script("queue_stats"))
+        self._acquire_lease = self._scripts.register(_script("acquire_lease"))
+        self._release_lease = self._scripts.register(_script("release_lease"))
+        self._hincrby_many = self._scripts.register(_script("hincrby_many"))
+        self._zincrby_many = self._scripts.register(_script("zincrby_many"))
+        self._zrank_desc = self._scripts.register(_script("zrank_desc"))
+        self._zadd_many = self._scripts.register(_script("zadd_many"))
         #: How often this broker looks for expired claims to redeliver, per queue, while claims keep
         #: finding new items (a claim that finds nothing always looks).
         self._redelivery_period = min(REDELIVERY_SCAN_PERIOD, self.visibility_timeout / 4)
@@ -282,34 +287,42 @@ class RedisBroker:
 
     @_redis_call(retry_safe=False)
     async def enqueue_unique(
-        self,
-        queue: str,
-        entries: Sequence[tuple[str, bytes]],
-        dedupe_ttl: float,
-        *,
-        replicas: int = 0,
-        replica_timeout: float = 1.0,
+        self, queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float
     ) -> list[bool]:
-        """See ``base.Broker.enqueue_unique``. With ``replicas`` > 0 it also waits (Redis WAIT) until that
-        many replicas hold the batch, at most ``replica_timeout`` s, and raises BrokerUnavailable if fewer
-        confirm. The batch is enqueued either way: a retry finds its dedupe keys. (Only Redis has replicas:
-        the memory broker lacks these parameters, which is how callers tell.)"""
         check_ttl(dedupe_ttl)
         if not entries:
             return []
-        dedupe_keys = [redis_keys.queue_dedupe(queue, key) for key, _ in entries]
-        script_keys = [redis_keys.queue_stream(queue), *dedupe_keys]
-        script_args = [_ms(dedupe_ttl), *(data for _, data in entries)]
-        if replicas <= 0:
-            enqueued = await self._enqueue_unique(keys=script_keys, args=script_args)
-        else:
-            enqueued, confirmed = await self._dedicated.execute_replicated(
-                COMMAND_TIMEOUT, replicas, replica_timeout,
-                b"EVAL", scripts.ENQUEUE_UNIQUE, len(script_keys), *script_keys, *script_args,
-            )
-            if confirmed < replicas:
-                raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
+        script_keys, script_args = self._unique_batch(queue, entries, dedupe_ttl)
+        enqueued = await self._enqueue_unique(keys=script_keys, args=script_args)
         return [flag == 1 for flag in enqueued]
+
+    @_redis_call(retry_safe=False)
+    async def enqueue_unique_replicated(
+        self, queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float, replicas: int,
+        replica_timeout: float,
+    ) -> list[bool]:
+        """See ``base.ReplicatedQueues``: the script and a Redis WAIT on one dedicated connection."""
+        check_ttl(dedupe_ttl)
+        if replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {replicas}")
+        if not entries:
+            return []
+        script_keys, script_args = self._unique_batch(queue, entries, dedupe_ttl)
+        reply, confirmed = await self._dedicated.execute_replicated(
+            COMMAND_TIMEOUT, replicas, replica_timeout,
+            b"EVAL", _script("enqueue_unique"), len(script_keys), *script_keys, *script_args,
+        )
+        if confirmed < replicas:
+            raise BrokerUnavailable(f"redis: only {confirmed} of {replicas} replicas confirmed in time")
+        return [flag == 1 for flag in cast("list[int]", reply)]  # the script's reply: 1 or 0 per entry
+
+    @staticmethod
+    def _unique_batch(
+        queue: str, entries: Sequence[tuple[str, bytes]], dedupe_ttl: float
+    ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of ``lua/enqueue_unique.lua``."""
+        dedupe_keys = [redis_keys.queue_dedupe(queue, key) for key, _ in entries]
+        return [redis_keys.queue_stream(queue), *dedupe_keys], [_ms(dedupe_ttl), *(data for _, data in entries)]
 
     @_redis_call(retry_safe=True)
     async def seen_unique(self, queue: str, dedupe_key: str) -> bool:
@@ -332,7 +345,7 @@ class RedisBroker:
 
     async def _claim_ready(self, queue: str, consumer: str, count: int) -> list[QueueItem]:
         """Expired claims first, then new items. Two commands rather than one script (see
-        ``scripts.REDELIVER``); expired claims are looked for at most every ``_redelivery_period`` while
+        ``lua/redeliver.lua``); expired claims are looked for at most every ``_redelivery_period`` while
         new items keep coming, and whenever there are none."""
         now = trio.current_time()
         items: list[QueueItem] = []

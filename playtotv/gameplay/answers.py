@@ -38,7 +38,7 @@ import msgspec
 import trio
 
 from playtotv import keys
-from playtotv.broker.base import Broker, BrokerUnavailable
+from playtotv.broker.base import Broker, BrokerUnavailable, ReplicatedQueues
 from playtotv.gameplay import ids, schema
 from playtotv.gameplay.documents import AnswerDoc, InteractionDoc, to_doc
 from playtotv.protocol.errors import ApiError
@@ -197,6 +197,8 @@ class AnswerBatcher:
         entries = [(w.key, w.payload) for w in batch]
         ttl = max(w.ttl for w in batch)
         if self.durability == "replicated":
-            return await self.broker.enqueue_unique(  # type: ignore[call-arg]
-                keys.ANSWER_QUEUE, entries, ttl, replicas=self.replicas, replica_timeout=self.replica_timeout)
+            # core refuses to start with a broker lacking the capability (roles/core check_durability)
+            assert isinstance(self.broker, ReplicatedQueues)
+            return await self.broker.enqueue_unique_replicated(
+                keys.ANSWER_QUEUE, entries, ttl, self.replicas, self.replica_timeout)
         return await self.broker.enqueue_unique(keys.ANSWER_QUEUE, entries, ttl)

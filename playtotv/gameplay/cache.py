@@ -20,7 +20,7 @@ import msgspec
 import trio
 
 from playtotv import keys
-from playtotv.broker.base import Broker, BrokerUnavailable, SubscriptionReset
+from playtotv.broker.base import BrokerUnavailable, Channels, SubscriptionReset
 from playtotv.logs import event
 
 log = logging.getLogger("playtotv.gameplay.cache")
@@ -158,7 +158,7 @@ class LocalCaches:
             cache.clear()
 
 
-async def announce_invalidation(broker: Broker, kind: Kind, ids: list[str], local: LocalCaches | None = None) -> None:
+async def announce_invalidation(broker: Channels, kind: Kind, ids: list[str], local: LocalCaches | None = None) -> None:
     """Drop ``ids`` here at once and tell every other node. The change is already stored: if the broker is
     down, other nodes fall back on their TTL, so the failure is logged rather than raised."""
     if local is not None:
@@ -172,7 +172,7 @@ async def announce_invalidation(broker: Broker, kind: Kind, ids: list[str], loca
 
 
 async def follow_invalidations(
-    broker: Broker, caches: LocalCaches, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    broker: Channels, caches: LocalCaches, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Apply invalidations from other nodes until cancelled; reports started once subscribed (or once the
     first attempt failed: a node must not wait for Redis to serve from the store)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from playtotv import keys
-from playtotv.broker.base import Broker
+from playtotv.broker.base import WorkQueues
 
 
 class _Job(msgspec.Struct, tag_field="type", kw_only=True):
@@ -45,5 +45,5 @@ _encode = msgspec.json.Encoder().encode
 job_decoder = msgspec.json.Decoder(Job)
 
 
-async def enqueue(broker: Broker, *jobs: _Job) -> None:
+async def enqueue(broker: WorkQueues, *jobs: _Job) -> None:
     await broker.enqueue(keys.JOB_QUEUE, [_encode(job) for job in jobs])

@@ -12,7 +12,7 @@ import msgspec
 import trio
 
 from playtotv import keys
-from playtotv.broker.base import Broker, ChannelMessage
+from playtotv.broker.base import ChannelMessage, Channels
 
 _encode = msgspec.json.Encoder().encode
 
@@ -25,21 +25,21 @@ def encode(data: msgspec.Struct) -> bytes:
     return _encode(data)
 
 
-async def to_episode(broker: Broker, episode_id: str, data: msgspec.Struct) -> ChannelMessage:
+async def to_episode(broker: Channels, episode_id: str, data: msgspec.Struct) -> ChannelMessage:
     return await broker.publish(keys.episode_channel(episode_id), _encode(data))
 
 
-async def to_episode_once(broker: Broker, episode_id: str, data: msgspec.Struct, marker: str,
+async def to_episode_once(broker: Channels, episode_id: str, data: msgspec.Struct, marker: str,
                           ttl: float) -> ChannelMessage | None:
     """``to_episode`` for a message that must go out once whoever repeats it (None: it already went)."""
     return await broker.publish_once(keys.episode_channel(episode_id), _encode(data), marker, ttl)
 
 
-async def to_user(broker: Broker, user_id: str, data: msgspec.Struct) -> ChannelMessage:
+async def to_user(broker: Channels, user_id: str, data: msgspec.Struct) -> ChannelMessage:
     return await broker.publish(keys.user_channel(user_id), _encode(data))
 
 
-async def to_users(broker: Broker, messages: Sequence[tuple[str, msgspec.Struct]]) -> None:
+async def to_users(broker: Channels, messages: Sequence[tuple[str, msgspec.Struct]]) -> None:
     """Publish ``(user_id, data)`` pairs with bounded concurrency. A failure propagates (the caller's job
     is then retried; subscribers tolerate a repeated score or notification message)."""
     if not messages:
@@ -55,7 +55,7 @@ async def to_users(broker: Broker, messages: Sequence[tuple[str, msgspec.Struct]
             nursery.start_soon(publisher)
 
 
-async def notify_scheduler(broker: Broker, episode_id: str, interaction_id: str | None = None) -> None:
+async def notify_scheduler(broker: Channels, episode_id: str, interaction_id: str | None = None) -> None:
     """Tell the scheduler leader that this episode's agenda changed (started, ended) or that one
     interaction opened with a deadline, so it need not poll the store. Best effort: it also reloads
     periodically."""

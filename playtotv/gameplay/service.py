@@ -1,7 +1,7 @@
 """``Gameplay``: the backends and caches one process uses for the domain, plus typed repository reads.
 
-Roles build one per process (``Gameplay.of(ctx)`` finds or creates it in ``ctx.extras``), so core, worker
-and scheduler running in one process share one set of caches.
+Roles build one per process (``Gameplay.of(ctx)`` finds or creates it as ``ctx.gameplay``), so core,
+worker and scheduler running in one process share one set of caches.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol, Sequence
 import trio
 
 from playtotv.broker.base import Broker
+from playtotv.context import NodeContext
 from playtotv.gameplay import schema
 from playtotv.gameplay.cache import Kind, LocalCaches, announce_invalidation
 from playtotv.gameplay.documents import (
@@ -26,7 +27,6 @@ from playtotv.gameplay.documents import (
 )
 from playtotv.store.base import Store, StoreUnavailable
 
-EXTRAS_KEY = "gameplay"
 #: Back-off while the store is unreachable at start (reliability.md #19: wait, don't crash).
 SCHEMA_RETRY_MIN = 0.2
 SCHEMA_RETRY_MAX = 5.0
@@ -48,16 +48,15 @@ class Gameplay:
 
     @classmethod
     def of(cls, deps: Any) -> "Gameplay":
-        """The process's ``Gameplay`` for a NodeContext (created on first use), or ``deps`` itself."""
+        """The process's ``Gameplay`` for a NodeContext (created on first use), ``deps`` itself when it is
+        one, or a new one over anything else with a broker and a store."""
         if isinstance(deps, Gameplay):
             return deps
-        extras = getattr(deps, "extras", None)
-        if extras is None:
+        if not isinstance(deps, NodeContext):
             return cls(deps.broker, deps.store)
-        found = extras.get(EXTRAS_KEY)
-        if found is None:
-            found = extras[EXTRAS_KEY] = cls(deps.broker, deps.store)
-        return found
+        if deps.gameplay is None:
+            deps.gameplay = cls(deps.broker, deps.store)
+        return deps.gameplay
 
     async def ensure_schema(self) -> None:
         """Create indexes once per process, retrying with back-off while the store is down."""

@@ -29,7 +29,7 @@ import coredis.exceptions as redis_errors
 import msgspec
 
 from playtotv import keys
-from playtotv.broker._redis_script_loader import ScriptSet
+from playtotv.broker._redis_script_loader import ScriptSet, lua_source
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.redis_client import is_failover_error
 from playtotv.registry.base import DEFAULT_TTL, NodeInfo
@@ -51,15 +51,10 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-# Server time in whole milliseconds; the expression is shared by the scripts below.
-_NOW_MS = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-
-#: KEYS[1] index; ARGV[1] node id, ARGV[2] ttl in ms.
-_INDEX_HEARTBEAT = _NOW_MS + "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\nreturn now"
-#: KEYS[1] index → ids whose expiry is still ahead (exclusive: expiry == now is expired, as in memory).
-_INDEX_LIVE = _NOW_MS + "return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('(%d', now), '+inf')"
-#: KEYS[1] index → how many expired ids were removed.
-_INDEX_PRUNE = _NOW_MS + "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now))"
+# The index scripts (``lua/index_*.lua``) read the server's clock.
+_INDEX_HEARTBEAT = lua_source("playtotv.registry", "index_heartbeat.lua")
+_INDEX_LIVE = lua_source("playtotv.registry", "index_live.lua")
+_INDEX_PRUNE = lua_source("playtotv.registry", "index_prune.lua")
 
 _encode = msgspec.json.Encoder().encode
 _decode_node = msgspec.json.Decoder(NodeInfo).decode

@@ -7,11 +7,11 @@ requests in flight (the batcher keeps running for them), and only then does the 
 
 from __future__ import annotations
 
-import inspect
 from typing import TYPE_CHECKING
 
 import trio
 
+from playtotv.broker.base import ReplicatedQueues
 from playtotv.gameplay.answers import AnswerBatcher
 from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
@@ -24,9 +24,8 @@ from playtotv.roles.core.qos import LatencyWindow
 from playtotv.settings import ConfigError
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
-EXTRAS_KEY = "core"
 
 
 class CoreApi:
@@ -66,13 +65,13 @@ def check_durability(ctx: "NodeContext") -> None:
         return
     if ctx.settings.embedded:
         raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
-    if "replicas" not in inspect.signature(ctx.broker.enqueue_unique).parameters:
+    if not isinstance(ctx.broker, ReplicatedQueues):
         raise ConfigError("answers.durability: 'replicated' is not supported by this broker")
 
 
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     api = CoreApi(ctx)
-    ctx.extras[EXTRAS_KEY] = api  # tests and in-process tools reach the batcher and caches through it
+    ctx.core = api  # tests and in-process tools reach the batcher and caches through it
     await api.gameplay.ensure_schema()
     async with trio.open_nursery() as background:
         await background.start(follow_invalidations, ctx.broker, api.gameplay.caches)

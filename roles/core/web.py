@@ -24,7 +24,7 @@ from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
     from playtotv.roles.core import CoreApi
 
 WEB_DIR = Path(__file__).with_name("web")

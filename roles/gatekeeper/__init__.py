@@ -41,7 +41,7 @@ from playtotv.roles.gatekeeper.placement import order_core, order_push
 from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.gatekeeper")
 
@@ -288,7 +288,7 @@ def _push_endpoints(node: NodeInfo, wanted: list[str]) -> PushEndpoints:
 
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     gatekeeper = Gatekeeper(ctx)
-    ctx.extras["gatekeeper"] = gatekeeper  # tests and in-process tools read its numbers
+    ctx.gatekeeper = gatekeeper  # tests and in-process tools read its numbers
     app = create_app(ctx, "gatekeeper", max_body=MAX_BODY)
     app.add_url_rule("/v1/session", "session", gatekeeper.session, methods=["POST"])
 

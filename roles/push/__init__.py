@@ -41,7 +41,7 @@ from .polling import POLL_PATH, PollStats, add_poll_route
 from .users import UserSlots
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 __all__ = ["run"]
 
@@ -66,11 +66,10 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
         max_connections=settings.max_connections, keepalive_interval=settings.keepalive_interval, users=users,
     )
     polls = PollStats()
-    runtime = ctx.extras["push"] = PushRuntime(ctx, hub, server, polls)
+    runtime = ctx.push = PushRuntime(ctx, hub, server, polls)
     app = create_app(ctx, "push")
     add_poll_route(app, ctx, hub, polls, users, directory)
     drain_grace = min(DRAIN_GRACE_MAX, ctx.settings.node.drain_seconds / 2)
-    on_listening = ctx.extras.get("on_listening", lambda role, url: None)
 
     async with trio.open_nursery() as background:
         await background.start(hub.run)
@@ -80,7 +79,7 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
             ws_url = await listeners.start(serve_websockets, server, settings.bind, ctx.draining, drain_grace,
                                            gate)
             ctx.endpoints["push_ws"] = ctx.public_url(ws_url, WS_PATH)
-            on_listening("push", ctx.endpoints["push_ws"])
+            ctx.on_listening("push", ctx.endpoints["push_ws"])
             # Printed as "push-polling listening on ..." (the WebSocket listener is "push").
             poll_url = await listeners.start(serve_http, ctx, app, settings.polling_bind, "push-polling")
             ctx.endpoints["push_poll"] = ctx.public_url(poll_url, POLL_PATH)
@@ -93,7 +92,7 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
 
 @dataclass
 class PushRuntime:
-    """The push role's live objects (``ctx.extras["push"]``): for the load report, tests and debugging."""
+    """The push role's live objects (``ctx.push``): for the load report, tests and debugging."""
 
     ctx: "NodeContext"
     hub: Hub

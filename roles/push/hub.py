@@ -32,7 +32,7 @@ from typing import Iterable, Protocol, Sequence
 
 import trio
 
-from playtotv.broker.base import Broker, BrokerUnavailable, ChannelMessage, Subscription, SubscriptionReset
+from playtotv.broker.base import BrokerUnavailable, ChannelMessage, Channels, Subscription, SubscriptionReset
 from playtotv.logs import event
 from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 
@@ -141,7 +141,7 @@ class ChannelState:
 class Hub:
     def __init__(
         self,
-        broker: Broker,
+        broker: Channels,
         *,
         recovery_limit: int,
         linger: float = CHANNEL_LINGER,

@@ -29,7 +29,7 @@ from .hub import ChannelUnavailable, Hub, PollRequest
 from .users import UserSlots
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 POLL_PATH = "/v1/poll"
 #: api.md's example waits 25 s: below common proxy idle timeouts (30 s and up).

@@ -31,7 +31,7 @@ from playtotv.roles.scheduler.probe import monitor
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.scheduler")
 
@@ -226,7 +226,7 @@ class Scheduler:
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     leadership = Leadership(ctx)
     scheduler = Scheduler(ctx, leadership)
-    ctx.extras["scheduler"] = scheduler
+    ctx.scheduler = scheduler
     ctx.load["leader"] = 0.0
     await Gameplay.of(ctx).ensure_schema()
     await ctx.announce()

@@ -27,7 +27,7 @@ from playtotv.logs import event
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
     from playtotv.roles.scheduler.leadership import Leadership
 
 log = logging.getLogger("playtotv.scheduler.housekeeping")

@@ -13,7 +13,7 @@ from playtotv.broker.base import BrokerUnavailable
 from playtotv.logs import event
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.scheduler")
 

@@ -35,7 +35,7 @@ from playtotv.logs import event
 from playtotv.registry.base import NodeInfo
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
     from playtotv.roles.scheduler.leadership import Leadership
 
 log = logging.getLogger("playtotv.scheduler.probe")

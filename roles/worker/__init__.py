@@ -33,11 +33,10 @@ from playtotv.logs import event
 from playtotv.roles.worker.consumer import Backlog, Consumer
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.worker")
 
-EXTRAS_KEY = "worker"
 #: Concurrent job consumers: a scoring pass can take seconds for a big episode; others keep flowing.
 JOB_CONSUMERS = 4
 #: How often the answer lag (received → counted) is reported as QoS (``queue_lag_s``).
@@ -119,7 +118,7 @@ async def finish_in_process_queues(answers: Consumer, jobs: Consumer) -> None:
 
 async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     worker = Worker(ctx)
-    ctx.extras[EXTRAS_KEY] = worker
+    ctx.worker = worker
     settings = ctx.settings.worker
     await worker.gameplay.ensure_schema()
     async with trio.open_nursery() as background:

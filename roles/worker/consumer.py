@@ -25,7 +25,7 @@ from playtotv.logs import event
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.worker")
 

@@ -1,4 +1,4 @@
-"""Autoscaling signals on ``/metrics``, wired in one place (issue 8: scale in and out).
+"""Autoscaling gauges on ``/metrics``: the numbers a node reports to the registry, for an autoscaler.
 
 Every node already tells the registry its load (``ctx.load``: connections, channels, recent admissions,
 leadership) and quality of service (``ctx.qos``: fan-out p99, core p95, event-loop lag, queue lag); the
@@ -8,7 +8,7 @@ gatekeeper admits on them. An autoscaler (Kubernetes HPA through a Prometheus ad
     playtotv_load{signal="connections"}        push: WebSockets + waiting long polls of this process
     playtotv_qos{signal="fanout_p99_ms"}       push / core_p95_ms core / queue_lag_s worker / loop_lag_ms,
                                                cpu_busy all
-    playtotv_http_inflight{role="core"}        requests being served now, per listener
+    playtotv_http_inflight{role="core"}        requests being served now, per listener (``playtotv.http``)
     playtotv_queue_backlog{queue, state}       worker processes: items waiting and claimed-but-unacked
     playtotv_admitted_sessions, playtotv_capacity   gatekeeper (set by the gatekeeper itself)
 
@@ -26,9 +26,7 @@ from playtotv import keys
 from playtotv.broker.base import BrokerUnavailable
 
 if TYPE_CHECKING:
-    from quart import Quart
-
-    from playtotv.node import NodeContext
+    from playtotv.context import NodeContext
 
 #: How often the gauges are refreshed: the same cadence as the heartbeat that carries these numbers.
 EXPORT_INTERVAL = 1.0
@@ -36,23 +34,6 @@ EXPORT_INTERVAL = 1.0
 QUEUES = (keys.ANSWER_QUEUE, keys.JOB_QUEUE)
 #: Bound on one backlog read: a slow broker must not stall the export of everything else.
 BACKLOG_TIMEOUT = 1.0
-
-
-def track_inflight(app: Quart, ctx: "NodeContext", role: str) -> None:
-    """Count requests in progress on ``app`` (teardown runs whatever the outcome, errors included)."""
-    gauge = ctx.metrics.inflight.labels(role)
-    counts = ctx.extras.setdefault("inflight", {})
-    counts.setdefault(role, 0)
-
-    @app.before_request
-    async def _enter() -> None:
-        counts[role] += 1
-        gauge.inc()
-
-    @app.teardown_request
-    async def _leave(_exc: BaseException | None) -> None:
-        counts[role] -= 1
-        gauge.dec()
 
 
 async def export_forever(ctx: "NodeContext") -> None:
@@ -66,9 +47,8 @@ async def export_forever(ctx: "NodeContext") -> None:
 
 
 def export_once(ctx: "NodeContext") -> None:
-    inflight = ctx.extras.get("inflight")
-    if inflight:
-        ctx.load["inflight"] = float(sum(inflight.values()))
+    if ctx.inflight:
+        ctx.load["inflight"] = float(sum(ctx.inflight.values()))
     for name, value in ctx.load.items():
         ctx.metrics.load.labels(name).set(value)
     for name, value in ctx.qos.items():

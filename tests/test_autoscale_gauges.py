@@ -1,5 +1,5 @@
-"""Autoscaling signals on ``/metrics`` (issue 8, scale in/out): what the registry carries, in gauges an
-autoscaler can read, on every listener of the node."""
+"""Autoscaling gauges on ``/metrics`` (``playtotv.autoscale_gauges``): what the registry carries, in gauges
+an autoscaler can read, on every listener of the node; in-flight requests counted by ``playtotv.http``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ EXPECTED = (
 )
 
 
-async def test_signals_are_exported_and_inflight_counts_the_request_being_served(nursery) -> None:
+async def test_gauges_are_exported_and_inflight_counts_the_request_being_served(nursery) -> None:
     node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"])
     async with httpx.AsyncClient(timeout=10) as http:
         with trio.fail_after(10):
