@@ -40,7 +40,7 @@ Both run at the same time, for the same messages:
 The gated phase lasts ``--seconds``, longer (up to ``--max-seconds``) while its capacity still moves or
 fewer than ``--ramps`` ramps have finished. Reported: the knee, the capacity the gatekeeper settled on
 (median of the last ``SETTLED_SECONDS``), and the p99 admitted clients saw over the seconds in which
-arrivals were being refused (with the worst second). Targets (issue 5): knee × 0.8 ≤ settled ≤ knee,
+arrivals were being refused (with the worst second). Targets: knee × 0.8 ≤ settled ≤ knee,
 and admitted p99 ≤ SLO throughout. Beside the plain ratio, the settled capacity against the knee scaled
 by the gated node's speed against the twin's (CPU share per client, see ``speed_adjusted``). Prints one
 JSON object on its last line.

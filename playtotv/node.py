@@ -1,4 +1,4 @@
-"""Node lifecycle: one ``trio.run``, one root nursery, the selected roles under it (design.md §3).
+"""Node lifecycle: one ``trio.run``, one root nursery, the selected roles under it (docs/architecture.md §3).
 
 Start order: dependencies are opened (lazily connecting: a Redis that is down does not stop us), the
 health loop and the heartbeat loop start, then each role with ``nursery.start`` — a role reports started
@@ -44,7 +44,7 @@ log = logging.getLogger("playtotv.node")
 #: A dependency check that takes longer than this counts as a failure (readiness must answer fast).
 HEALTH_CHECK_TIMEOUT = 2.0
 HEALTH_CHECK_INTERVAL = 1.0
-#: Back-off between registration attempts while Redis is unreachable (reliability.md #19).
+#: Back-off between registration attempts while Redis is unreachable (docs/reliability.md #19).
 REGISTER_BACKOFF_MIN = 0.1
 REGISTER_BACKOFF_MAX = 2.0
 #: Roles of one process start in this order: the gatekeeper last, so that when it first admits a client
@@ -93,7 +93,7 @@ class NodeContext:
         """Heartbeat now, retrying with back-off until the registry accepts it.
 
         Roles call this after they listen and before ``task_status.started()``: a node that cannot
-        register is not ready, and waits rather than crash (reliability.md #19)."""
+        register is not ready, and waits rather than crash (docs/reliability.md #19)."""
         delay = REGISTER_BACKOFF_MIN
         while True:
             if await self._heartbeat_once():

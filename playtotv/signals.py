@@ -1,4 +1,4 @@
-"""Autoscaling signals on ``/metrics``, wired in one place (issue 8: scale in and out).
+"""Autoscaling signals on ``/metrics``, wired in one place, for scaling in and out.
 
 Every node already tells the registry its load (``ctx.load``: connections, channels, recent admissions,
 leadership) and quality of service (``ctx.qos``: fan-out p99, core p95, event-loop lag, queue lag); the

@@ -1,6 +1,6 @@
 """The broker contract: one suite, run against the memory broker and against a real Redis.
 
-A behaviour one implementation has and the other lacks is a bug (design.md §4). Times are small real
+A behaviour one implementation has and the other lacks is a bug (docs/architecture.md §4). Times are small real
 times (Redis runs on its own clock); every test is bounded by ``fail_after``, and waits for a condition
 poll it under that bound instead of sleeping a guessed duration.
 """

@@ -1,4 +1,4 @@
-"""Every error of api.md's table, produced by the case that should produce it, with nothing stored.
+"""Every error of docs/api.md's table, produced by the case that should produce it, with nothing stored.
 
 (``at_capacity`` is the gatekeeper's and is tested with it.) Each case checks the status, the code and
 the body shape; at the end the store and the queues show that no refused request left a trace.

@@ -241,7 +241,7 @@ def test_decode_request_failures_are_400(decoder, body):
     assert info.value.status == 400 and info.value.code is ErrorCode.BAD_REQUEST
 
 
-# -- REST responses: faithful to api.md ----------------------------------------------------------------------
+# -- REST responses: faithful to docs/api.md ----------------------------------------------------------------------
 
 def test_episode_view_emits_current_null():
     view = rest.EpisodeView(id="E1", show_id="S1", title="t", mode="live", status="scheduled",
@@ -488,7 +488,7 @@ def test_subscribed_and_poll_helpers_splice_message_frames():
 
 # -- schemas ---------------------------------------------------------------------------------------------------
 
-# Every method and path of api.md, as written there.
+# Every method and path of docs/api.md, as written there.
 API_MD_PATHS = {
     ("post", "/v1/session"), ("get", "/v1/status"),
     ("post", "/v1/shows"), ("post", "/v1/shows/{show_id}/episodes"),
@@ -528,7 +528,7 @@ def resolve(document: dict, ref: str):
     return node
 
 
-#: Endpoints we added beyond api.md (allowed: "add freely"), each documented in the README.
+#: Endpoints we added beyond docs/api.md (allowed: "add freely"), each documented in the README.
 ADDITIONS = {("post", "/v1/shows/{show_id}/series"), ("get", "/v1/series/{series_id}")}
 
 

@@ -1,4 +1,4 @@
-"""Redis Sentinel (reliability.md #17): ``redis+sentinel://`` URLs, and the broker and registry following
+"""Redis Sentinel (docs/reliability.md #17): ``redis+sentinel://`` URLs, and the broker and registry following
 the primary through a failover, against a real primary, replica and three Sentinels on loopback.
 
 What each test proves is in its docstring. The end-to-end version (a running cluster whose primary is

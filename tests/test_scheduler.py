@@ -1,5 +1,5 @@
 """The scheduler fires prerecorded timelines exactly once, on time or late-and-saying-so, and closes
-interactions at their deadline; a killed leader is replaced and nothing fires twice (reliability #14, #15)."""
+interactions at their deadline; a killed leader is replaced and nothing fires twice (docs/reliability.md #14, #15)."""
 
 from __future__ import annotations
 
@@ -146,7 +146,7 @@ async def test_scheduled_prerecorded_episode_starts_by_itself(nursery):
 
 
 async def test_three_schedulers_leader_killed_between_entries_every_entry_fires_once(nursery, redis_url, tmp_path):
-    """reliability.md #14/#15 with real processes: SIGKILL the leader after the first entry; the rest still
+    """docs/reliability.md #14/#15 with real processes: SIGKILL the leader after the first entry; the rest still
     fire exactly once (late rather than never)."""
     db = tmp_path / "cluster.db"
     base = {"PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{db}",

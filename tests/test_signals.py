@@ -1,4 +1,4 @@
-"""Autoscaling signals on ``/metrics`` (issue 8, scale in/out): what the registry carries, in gauges an
+"""Autoscaling signals on ``/metrics`` (scaling in and out): what the registry carries, in gauges an
 autoscaler can read, on every listener of the node."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The web pages (issue 7) in a real browser: headless Chromium from Debian driven by Playwright.
+"""The web pages in a real browser: headless Chromium from Debian driven by Playwright.
 
 A real node runs as a subprocess (``playtotv serve``, every role, ports 0, SQLite in memory). Playwright's
 Python API is sync or asyncio, not trio, so each scenario runs in a worker thread with the sync API; every

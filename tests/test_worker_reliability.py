@@ -1,8 +1,8 @@
-"""The worker under faults (reliability.md #12, #13) and its throttled statistics, in process.
+"""The worker under faults (docs/reliability.md #12, #13) and its throttled statistics, in process.
 
 A consumer that "dies" after processing part of a batch is simulated by claiming items and never
 acknowledging them; the broker hands them to the real worker after the visibility timeout. The same
-scenario with a real SIGKILLed process is in ``test_worker_cluster.py``.
+scenario with a real SIGKILLed process is in ``test_core_cluster.py``.
 """
 
 from __future__ import annotations
