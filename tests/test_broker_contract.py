@@ -27,7 +27,7 @@ POLL_INTERVAL = 0.02
 BROKER_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT, "max_deliveries": MAX_DELIVERIES}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 

@@ -10,6 +10,9 @@ import trio
 from playtotv.broker import BrokerUnavailable, ChannelMessage, RedisBroker, SubscriptionReset
 from tests.redis_server import RedisServer
 
+#: Every test starts (and stops) a redis-server of its own.
+pytestmark = pytest.mark.slow
+
 #: Generous for a loaded machine: a reconnect takes the back-off (<= 2 s) plus a restart.
 TEST_BOUND = 20.0
 

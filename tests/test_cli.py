@@ -12,6 +12,9 @@ from playtotv import __version__
 from tests.nodes import NodeProcess, run_cli
 from tests.redis_server import RedisServer, free_port
 
+#: Every test runs the ``playtotv`` command as a subprocess.
+pytestmark = pytest.mark.slow
+
 PORT0 = {
     "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0",
     "PLAYTOTV_CORE_BIND": "127.0.0.1:0",

@@ -31,7 +31,7 @@ SHORT_TTL = 0.3
 POLL = 0.02
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 async def registry(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Registry]:
     async with open_registry(None if request.param == "memory" else redis_url) as reg:
         yield reg

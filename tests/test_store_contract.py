@@ -404,6 +404,7 @@ trio.run(main, sys.argv[1], int(sys.argv[2]))
 """
 
 
+@pytest.mark.slow  # two Python subprocesses
 async def test_sqlite_two_processes_increment_exactly(tmp_path) -> None:
     path = str(tmp_path / "shared.db")
     per_process = 200

@@ -12,7 +12,7 @@ from playtotv.client import PlayToTVClient
 from tests.inprocess import start_node
 
 BOUND = 30.0
-DIRECTOR = {"Authorization": "Bearer director-key"}
+DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}  # tests.inprocess DEFAULTS
 ALL_ROLES = ["gatekeeper", "core", "push", "worker", "scheduler"]
 
 

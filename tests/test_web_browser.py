@@ -38,6 +38,9 @@ from playtotv.pushclient import MessageReceived, PushClient, Resubscribe, StateL
 from tests.inprocess import start_node
 from tests.nodes import NodeProcess
 
+#: Every test drives Chromium (and some a `playtotv serve` subprocess).
+pytestmark = pytest.mark.slow
+
 CHROMIUM = "/usr/bin/chromium"
 #: No sandbox (containers run as root), and nothing that reaches for the network (these machines have none).
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -29,7 +29,7 @@ TEST_BOUND = 30.0
 FAST_REDELIVERY = {"visibility_timeout": 0.3, "max_deliveries": 3}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
