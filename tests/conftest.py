@@ -8,6 +8,7 @@ from tests.redis_server import RedisServer
 REDIS_FIXTURES = frozenset({"redis_server_session", "redis_url", "redis_server"})
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
