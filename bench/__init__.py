@@ -1,7 +1,7 @@
 """Benchmarks and load generators: ``python -m bench <name> [options]`` from the repository root.
 
 Each benchmark starts what it needs, runs a bounded load on loopback only and prints one JSON object with
-its figures on its last line (design.md §9).
+its figures on its last line (docs/architecture.md §9).
 """
 
 from __future__ import annotations

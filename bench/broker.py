@@ -11,7 +11,7 @@ Two phases per broker, both on one channel with K subscriptions (with Redis: K p
   ``publish()`` to receipt, for every (message, subscriber).
 
 Redis is a redis-server of our own on a free loopback port, started and stopped here. Speed is compared
-as a ratio (Redis / memory), because absolute numbers on a shared machine are noise (design.md §9).
+as a ratio (Redis / memory), because absolute numbers on a shared machine are noise (docs/architecture.md §9).
 Prints one JSON object on its last line.
 """
 

@@ -40,7 +40,7 @@ Both run at the same time, for the same messages:
 The gated phase lasts ``--seconds``, longer (up to ``--max-seconds``) while its capacity still moves or
 fewer than ``--ramps`` ramps have finished. Reported: the knee, the capacity the gatekeeper settled on
 (median of the last ``SETTLED_SECONDS``), and the p99 admitted clients saw over the seconds in which
-arrivals were being refused (with the worst second). Targets (issue 5): knee × 0.8 ≤ settled ≤ knee,
+arrivals were being refused (with the worst second). Targets: knee × 0.8 ≤ settled ≤ knee,
 and admitted p99 ≤ SLO throughout. Beside the plain ratio, the settled capacity against the knee scaled
 by the gated node's speed against the twin's (CPU share per client, see ``speed_adjusted``). Prints one
 JSON object on its last line.
@@ -91,9 +91,8 @@ SATURATED = 2.0
 RAMP_MAX_CLIENTS = 5000
 #: The settled capacity is the median of the gatekeeper's capacity over the last seconds of the gated phase.
 #: Twice the push node's QoS window (``roles.push.qos.WINDOW_SECONDS``, 10 s): one bad second holds the
-#: gatekeeper's growth for as long as it stays in that window, and with 10 s here such a hold passed for
-#: the end (run f-1 of 2026-11-27, third session: "settled" at 0.66 of the knee at 80 s while the node
-#: used 0.66-0.71 of its CPU and its clients saw a p99 of ~97 ms).
+#: gatekeeper's growth for as long as it stays in that window, and with 10 s here such a hold passes for
+#: the end: capacity reads as "settled" far short of the knee while the node still has room.
 SETTLED_SECONDS = 20
 #: Phase 2 goes on past ``--seconds`` (up to ``--max-seconds``) while capacity still moves: settled means
 #: it changed by less than this share over the last ``SETTLED_SECONDS``. A capacity still climbing when
@@ -195,7 +194,7 @@ async def fanning_push(redis_url: str, db_path: str, budget: CpuBudget, name: st
 async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
     """Reports until ``target`` clients are subscribed, nothing is connecting any more, or a client has
     failed to connect (the node is past what it takes: waiting for the rest of the step only keeps a
-    saturated twin beside the gated node, 12-16 s in runs q-1 and q-2 of 2026-11-27, sixth session).
+    saturated twin beside the gated node for seconds).
     Returns the last report with the deliveries made meanwhile (``latencies_ms``)."""
     latencies: list[float] = []
     with trio.move_on_after(CONNECT_TIMEOUT):

@@ -1,3 +1,3 @@
-"""PlayToTV: play-along TV platform. One executable, pluggable roles (see design.md §2)."""
+"""PlayToTV: play-along TV platform. One executable, pluggable roles (see docs/architecture.md §2)."""
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@
   every place of a listener. Refusals are counted in ``playtotv_connections_refused`` and logged at most
   once per ``LOG_INTERVAL``.
 * Resource errors. When ``accept()`` fails for lack of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS) the
-  listener waits ``ACCEPT_RETRY`` and tries again, like trio does (reliability.md #6), but says so once
+  listener waits ``ACCEPT_RETRY`` and tries again, like trio does (docs/reliability.md #6), but says so once
   per ``LOG_INTERVAL`` with a count, not with a traceback per attempt: trio's ten tracebacks a second per
   listener filled a megabyte of log in twenty seconds while telling nothing new.
 

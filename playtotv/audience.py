@@ -39,7 +39,7 @@ from playtotv.pushclient import (
     Subscribed,
 )
 
-#: Pause before reconnecting, jittered so a node's clients do not return in lock step (reliability #3).
+#: Pause before reconnecting, jittered so a node's clients do not return in lock step (docs/reliability.md #3).
 RECONNECT_DELAY = (0.05, 0.3)
 #: Pause between answer attempts while no core accepts it (a Redis failover takes seconds).
 ANSWER_RETRY_DELAY = 0.2

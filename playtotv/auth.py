@@ -1,4 +1,4 @@
-"""Tickets and director keys (design.md §7): verified locally by core and push, no network call.
+"""Tickets and director keys (docs/architecture.md §7): verified locally by core and push, no network call.
 
 A ticket is ``base64url(payload) "." base64url(signature)`` without padding, where the payload is a
 compact msgpack array (:class:`Ticket`) and the signature is HMAC-SHA256 over a domain prefix plus the

@@ -1,4 +1,4 @@
-"""The ``playtotv`` command (api.md "Command line and configuration").
+"""The ``playtotv`` command (docs/api.md §7).
 
     playtotv serve [--role ROLES] [--config FILE] [--log-format text|json]
                    [--log-level debug|info|warning|error]

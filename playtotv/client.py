@@ -10,7 +10,7 @@ pushes over WebSocket with a long-polling fallback, and recover missed messages.
                     if data["type"] == "interaction.opened":
                         await client.answer(data["interaction"]["id"], "a")
 
-Failover rules (api.md "Gatekeeper"): the client keeps to the first core endpoint of its list; it moves
+Failover rules (docs/api.md §3): the client keeps to the first core endpoint of its list; it moves
 to the next on a connection error, a 5xx, or a round trip over ``max_rtt_ms``; when the list is exhausted
 it goes back to the gatekeeper (resuming its identity with its ticket). Answers are idempotent across a
 failover: a retry that meets ``409 already_answered`` means the first attempt landed.
@@ -64,7 +64,7 @@ RECONNECT_BACKOFF = 0.5
 
 
 class ClientError(Exception):
-    """An error response from the platform: ``code`` and ``status`` as api.md documents them."""
+    """An error response from the platform: ``code`` and ``status`` as docs/api.md documents them."""
 
     def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
         super().__init__(f"{status} {code}: {message}")

@@ -3,37 +3,28 @@
 CPython starts a young collection once the tracked objects allocated *minus those freed* since the last
 one pass 700. On a push node holding steady clients that count hardly moves: each keepalive round trip
 frees the objects of a parked read (old, promoted long ago) as it makes the next one's (young), so the
-young generations fill for seconds on end and the collection that finally comes walks 10-25k objects,
-4-25 ms of CPU. A 0.1-CPU budget stretches that to a 50-250 ms stall of the loop, landing inside
-whatever it was doing, often a fan-out pass (a push node at 0.1 CPU holding 1,000-1,400 clients for a
-minute, 2026-11-27: 4-9 such stalls a minute, with the clients' p99 of the seconds they hit near or over
-a 200 ms SLO; paced as below, none, and the worst second's p99 at 1,000 clients 142 ms instead of 179).
-
-So, once the node is ready:
+young generations fill for seconds on end and the collection that finally comes walks tens of thousands
+of objects, a stall of the loop that lands inside whatever it was doing, often a fan-out pass, and under a
+small CPU budget costs deliveries their SLO. So, once the node is ready:
 
 - the start-up heap is frozen (modules, settings: never garbage, never walked again);
 - the young generations are collected every ``YOUNG_EVERY`` by a task of the loop: each walks only what
-  the last half second left alive (none over 50 ms in those holds since, where there were 4-9 a minute)
-  and runs between two steps of the loop, never in the middle of a fan-out pass. CPython's own young
-  collections stay on: a burst of allocations (a wave of handshakes) still triggers them as before
-  (so a node's clients all leaving at once still costs it a few stalls of 50-250 ms);
-- full collections, which walk every tracked object (one while a node took its first 1,200 clients:
-  82 ms of CPU, 0.8 s under that budget), are the pacer's alone: once the heap has grown by
+  the last half second left alive and runs between two steps of the loop, never in the middle of a
+  fan-out pass. CPython's own young collections stay on: a burst of allocations (a wave of handshakes)
+  still triggers them;
+- full collections, which walk every tracked object, are the pacer's alone: once the heap has grown by
   ``FULL_GROWTH`` since the last one (CPython's own rule against quadratic work), and no more often than
-  every ``FULL_INTERVAL``.
-  CPython's rule counts objects promoted to the old generation, and here most of them die there by
-  reference count one keepalive later: with the paced collections counting towards its threshold, it
-  would walk the whole heap far more often than the heap grows.
+  every ``FULL_INTERVAL``. CPython's rule counts objects promoted to the old generation, and here most of
+  them die there by reference count one keepalive later: it would walk the whole heap far more often than
+  the heap grows;
 - ...and, on a node that reports a load (a push node's connections), only once the heap *per unit of
   load* has grown by ``FULL_GROWTH`` too. A heap that grew because clients joined holds those clients,
-  not garbage: walking it frees nothing and stops the loop for ~85 µs of CPU per connected client
-  (measured: 1,000 clients, ~84 tracked objects and ~380 references each, 75-100 ms a walk). In bench
-  overload, whose gated node grew to 1,300 clients, the first full collection came at 300 s and stopped
-  the loop for 0.76 s under its 0.1 CPU (the admitted clients' worst seconds of the run, 2026-11-27);
-  a node with a whole core and 10,000 clients would stop for most of a second. Cyclic garbage left by
-  clients who went away still shows: the heap per client then grows, and the walk comes.
+  not garbage: walking it frees nothing and stops the loop for a time proportional to the clients
+  connected. Cyclic garbage left by clients who went away still shows: the heap per client then grows,
+  and the walk comes.
 
-Only in a serving process: tests run several nodes in one process and keep CPython's defaults.
+Only in a serving process: tests run several nodes in one process and keep CPython's defaults. The
+measurements behind this are in docs/decisions.md.
 """
 
 from __future__ import annotations
@@ -48,8 +39,7 @@ from typing import Any
 import trio
 
 #: How often the young generations are collected. Short enough that each walks only what half a second
-#: left alive; long enough that they cost nothing measurable (bench hold, 1,000 clients at 0.1 CPU: the
-#: node's CPU share 0.71 paced, 0.74 with CPython's own thresholds).
+#: left alive; long enough that they cost nothing measurable.
 YOUNG_EVERY = 0.5
 #: A full collection waits until the heap (allocated blocks) has grown by this share since the last one...
 FULL_GROWTH = 0.25

@@ -1,8 +1,8 @@
 """HTTP listeners on Hypercorn + quart-trio: app factory with the ops routes, JSON errors and metrics.
 
-Every HTTP listener of every role serves ``/healthz``, ``/readyz`` and ``/metrics`` (api.md "Every role").
+Every HTTP listener of every role serves ``/healthz``, ``/readyz`` and ``/metrics`` (docs/api.md §6).
 Every response carries CORS headers and preflights are answered (the web pages call other roles' ports).
-Errors always leave as api.md's error body: an ``ApiError`` raised anywhere in a handler, Quart's own
+Errors always leave as docs/api.md's error body: an ``ApiError`` raised anywhere in a handler, Quart's own
 404/405/413, a malformed body; an unexpected exception becomes a logged 500 with the same shape.
 
 Connections: every listener accepts through ``playtotv.accept`` (caps per listener and per client
@@ -48,7 +48,7 @@ MAX_INCOMPLETE_BYTES = 16 * 1024
 LISTEN_BACKLOG = 1024
 #: ``node.max_connections = 0`` never caps an HTTP listener below this, however low the open-file limit.
 MIN_AUTO_CONNECTIONS = 64
-#: Default cap for request bodies; roles lower it where api.md says so (core: 16 KiB).
+#: Default cap for request bodies; roles lower it where docs/api.md says so (core: 16 KiB).
 DEFAULT_MAX_BODY = 64 * 1024
 
 #: CORS: the web pages (served by core) call the gatekeeper, core and push polling on other ports. Every

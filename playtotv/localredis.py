@@ -2,7 +2,7 @@
 Sentinels started from the ``redis-server`` binary on loopback ports, in a directory of their own.
 
 Nothing is persisted (``save ""``, no AOF): a restarted data node comes back empty, which is what the
-kill tests mean by "Redis lost its memory" (reliability.md #16). Sentinels are tuned for a laptop and
+kill tests mean by "Redis lost its memory" (docs/reliability.md #16). Sentinels are tuned for a laptop and
 for tests: a primary that does not answer for ``DOWN_AFTER_MS`` is failed over, so a failover takes a
 few seconds instead of the default half minute.
 
@@ -334,7 +334,7 @@ class RedisTopology:
         await process.start(extra)
 
     async def restart_empty(self) -> None:
-        """Every data node killed and started again with empty memory (reliability.md #16). With
+        """Every data node killed and started again with empty memory (docs/reliability.md #16). With
         Sentinel, the primary comes back at its old address before the Sentinels notice, and the replica
         follows it."""
         primary_address = await self.primary_address()

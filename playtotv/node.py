@@ -1,4 +1,4 @@
-"""Node lifecycle: one ``trio.run``, one root nursery, the selected roles under it (design.md §3).
+"""Node lifecycle: one ``trio.run``, one root nursery, the selected roles under it (docs/architecture.md §3).
 
 Start order: dependencies are opened (lazily connecting: a Redis that is down does not stop us), the
 health loop and the heartbeat loop start, then each role with ``nursery.start`` — a role reports started

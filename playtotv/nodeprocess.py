@@ -1,7 +1,7 @@
 """One ``playtotv serve`` subprocess, watched the way an operator would: through its standard output.
 
 The node prints ``<role> listening on <URL>`` for each listener and ``ready`` once every role has
-started (api.md "Command line and configuration"); that is all this module relies on, so what it runs
+started (docs/api.md §7); that is all this module relies on, so what it runs
 is exactly what a deployment runs. Standard error (the node's log) goes to a file.
 """
 

@@ -117,7 +117,7 @@ class ChannelPosition:
 @dataclass
 class PushClient:
     """Per-channel positions of one client. ``user_id`` names the channel the server subscribes it to
-    by itself (api.md: ``user:<user_id>``), whose ``subscribed`` arrives unasked on every connection."""
+    by itself (docs/api.md: ``user:<user_id>``), whose ``subscribed`` arrives unasked on every connection."""
 
     user_id: str | None = None
     channels: dict[str, ChannelPosition] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Configuration: a TOML file plus ``PLAYTOTV_<SECTION>_<KEY>`` environment overrides, decoded with msgspec.
 
-Every key of api.md "Command line and configuration" exists here with the meaning given there. Unknown
+Every key of docs/api.md §7 exists here with the meaning given there. Unknown
 keys are refused (a typo must not silently leave a default in force). Errors are raised as
 ``ConfigError`` carrying one line that names the key and the problem; the CLI turns it into exit 2.
 """
@@ -141,7 +141,7 @@ class PushSettings(_Section):
 class WorkerSettings(_Section):
     batch_size: PositiveInt = 500
     concurrency: PositiveInt = 1
-    #: ``stats.updated`` is published at most once per interval per interaction (api.md: a few per second).
+    #: ``stats.updated`` is published at most once per interval per interaction (docs/api.md: a few per second).
     stats_interval: PositiveFloat = 0.25
 
 

@@ -1,4 +1,4 @@
-"""The error contract (api.md, "Errors"): one body shape, a closed set of codes, each with its status.
+"""The error contract (docs/api.md §2): one body shape, a closed set of codes, each with its status.
 
 Servers raise :class:`ApiError` anywhere in a request and translate it once, at the HTTP boundary, with
 :meth:`ApiError.encode` and :meth:`ApiError.headers`. The push server reuses the same codes in its
@@ -17,7 +17,7 @@ from .text import DISPLAY_TEXT_PATTERN, DISPLAY_TEXT_RULE
 
 
 class ErrorCode(enum.StrEnum):
-    """Every code of api.md's table. A ``StrEnum`` so a member *is* its wire string."""
+    """Every code of docs/api.md's table. A ``StrEnum`` so a member *is* its wire string."""
 
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
@@ -56,7 +56,7 @@ class ErrorDetail(msgspec.Struct, kw_only=True, omit_defaults=True):
     # carrying a code added tomorrow; servers build it from ``ErrorCode``.
     code: str
     message: str = ""
-    # Present only where retrying makes sense (api.md); omitted otherwise, never ``null``.
+    # Present only where retrying makes sense (docs/api.md); omitted otherwise, never ``null``.
     retry_after: Annotated[float, Meta(ge=0)] | None = None
 
 
@@ -101,7 +101,7 @@ class ApiError(Exception):
         return _encoder.encode(self.body())
 
     def headers(self) -> dict[str, str]:
-        """Headers that go with the body: ``Retry-After`` whenever ``retry_after`` is set (api.md).
+        """Headers that go with the body: ``Retry-After`` whenever ``retry_after`` is set (docs/api.md).
 
         The header takes whole seconds (RFC 9110), rounded up so a client never retries too early.
         """
@@ -111,7 +111,7 @@ class ApiError(Exception):
 
 
 def bad_request(exc: msgspec.ValidationError | msgspec.DecodeError | str) -> ApiError:
-    """Translate a decoding failure into the 400 the contract asks for (design.md §6: never a 500).
+    """Translate a decoding failure into the 400 the contract asks for (docs/architecture.md §6: never a 500).
 
     msgspec's messages name the offending path (``Expected `int`, got `str` - at `$.points` ``), which is
     exactly what a client maker needs, and they never echo the input back. A display text's pattern is

@@ -1,4 +1,4 @@
-"""The push protocol (api.md, "Push"): WebSocket frames, the long-poll response, and message data types.
+"""The push protocol (docs/api.md §5): WebSocket frames, the long-poll response, and message data types.
 
 Three tagged unions, all on ``"type"``:
 
@@ -10,7 +10,7 @@ Three tagged unions, all on ``"type"``:
 
 A ``message`` frame's ``data`` is :class:`msgspec.Raw`: the publisher encodes the data once, the broker
 stores and forwards those bytes, and the push server splices them into frames with
-:func:`encode_message_frame` without decoding or re-encoding (design.md §5, fan-out). A client decodes
+:func:`encode_message_frame` without decoding or re-encoding (docs/architecture.md §5, fan-out). A client decodes
 ``data`` with :data:`message_data_decoder` when it wants typed access.
 """
 
@@ -29,7 +29,7 @@ from .rest import InteractionView, LeaderboardEntry, Notification, Results
 MAX_CLIENT_FRAME_BYTES = 4096
 
 #: ``episode:<id>`` or ``user:<id>`` (and room for future kinds). Validated on decode because the channel
-#: name reaches broker keys (design.md §7); *which* channels a client may follow is the server's decision.
+#: name reaches broker keys (docs/architecture.md §7); *which* channels a client may follow is the server's decision.
 CHANNEL_REGEX = r"^[a-z]+:[A-Za-z0-9_.:-]+$"
 Channel = Annotated[str, Meta(min_length=3, max_length=160, pattern=CHANNEL_REGEX)]
 Epoch = Annotated[str, Meta(max_length=64)]
@@ -38,7 +38,7 @@ Offset = Annotated[int, Meta(ge=0)]
 
 class _Frame(msgspec.Struct, tag_field="type", kw_only=True):
     """Base of every frame and message data type: tagged on ``type``, keyword-only, unknown fields
-    ignored (new fields get defaults, design.md §6)."""
+    ignored (new fields get defaults, docs/architecture.md §6)."""
 
 
 # -- client → server ---------------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class ScoreUpdated(_Data, tag="score.updated", kw_only=True):
     interaction_id: str
     points: int
     total: int
-    rank: int | None  # no default: api.md lists it; null while the rank is not known yet
+    rank: int | None  # no default: docs/api.md lists it; null while the rank is not known yet
 
 
 # ``Notification`` (``type: "notification"``) is defined in protocol.rest, where the notification list

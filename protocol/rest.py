@@ -1,13 +1,13 @@
-"""REST bodies of api.md as msgspec Structs: requests are validated on decode, responses encode faithfully.
+"""REST bodies of docs/api.md as msgspec Structs: requests are validated on decode, responses encode faithfully.
 
-Conventions (design.md §6):
+Conventions (docs/architecture.md §6):
 
 * Every Struct ignores unknown fields (msgspec's default), so old servers accept new clients' extra fields
   and old clients accept new servers' responses. New fields always get a default.
 * ``kw_only=True`` on every class (msgspec applies it per class, not by inheritance): adding a field can
   never shift a positional argument of existing callers, and required fields may follow optional ones.
-* Responses use ``omit_defaults`` only where api.md leaves a field out when it has no value (e.g. an
-  interaction's ``correct`` before reveal). Fields api.md shows as ``null`` (``current``, ``correct`` of
+* Responses use ``omit_defaults`` only where docs/api.md leaves a field out when it has no value (e.g. an
+  interaction's ``correct`` before reveal). Fields docs/api.md shows as ``null`` (``current``, ``correct`` of
   results, ``me.rank``) have no default, so they are always encoded, as ``null`` when empty.
 * What msgspec can check (types, enums, lengths, ranges) is checked while decoding; cross-field rules live
   in :func:`check_interaction` so that every server applies the same ones.
@@ -71,7 +71,7 @@ MAX_OPTIONS = 10
 MAX_SCALE_VALUES = 101
 #: A prerecorded episode's timeline: enough for any show, small enough to validate in one request.
 MAX_TIMELINE_ENTRIES = 500
-#: Kinds that score and therefore take ``points`` (api.md: quiz / prediction only).
+#: Kinds that score and therefore take ``points`` (docs/api.md: quiz / prediction only).
 SCORED_KINDS = frozenset({"quiz", "prediction"})
 
 
@@ -80,7 +80,7 @@ class _Body(msgspec.Struct, kw_only=True):
 
 
 class _Sparse(_Body, omit_defaults=True, kw_only=True):  # omit_defaults *is* inherited
-    """Base of bodies whose optional fields api.md leaves out when unset."""
+    """Base of bodies whose optional fields docs/api.md leaves out when unset."""
 
 
 # -- gatekeeper --------------------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ MAX_SERIES_EPISODES = 1000
 
 
 class CreateSeries(_Body, kw_only=True):
-    """``POST /v1/shows/{show_id}/series`` (an addition to api.md): a recurring show ("every Friday at
+    """``POST /v1/shows/{show_id}/series`` (docs/api.md §4.4): a recurring show ("every Friday at
     20:00 UTC") whose episodes are created from this template, each with its ``starts_at`` and timeline,
     ahead of air time; prerecorded ones then start and fire by themselves."""
 
@@ -212,7 +212,7 @@ class Series(_Body, kw_only=True):
 
 
 class InteractionView(_Sparse, kw_only=True):
-    """An interaction as clients see it. ``correct`` is omitted until revealed (api.md), so a server builds
+    """An interaction as clients see it. ``correct`` is omitted until revealed (docs/api.md), so a server builds
     this without it for viewers; ``opens_at`` / ``closes_at`` appear once the interaction was opened."""
 
     id: str
@@ -239,7 +239,7 @@ class TimelineItem(_Body, kw_only=True):
 class EpisodeView(_Sparse, kw_only=True):
     """``GET /v1/episodes/{id}``, and the "episode" the director endpoints return.
 
-    ``current`` and ``server_time`` have no default: api.md shows ``"current": null`` explicitly.
+    ``current`` and ``server_time`` have no default: docs/api.md shows ``"current": null`` explicitly.
     """
 
     id: str
@@ -417,7 +417,7 @@ class Notification(_Sparse, tag="notification", tag_field="type", kw_only=True):
     """One notification. The same Struct is the user channel's ``notification`` message data
     (protocol.push), so REST and push carry one shape, ``"type": "notification"`` included.
 
-    ``kind`` is an open set (api.md: ``achievement | friend_answered | friend_joined | friend_beat_you |
+    ``kind`` is an open set (docs/api.md: ``achievement | friend_answered | friend_joined | friend_beat_you |
     ...``): a plain string so that clients keep decoding when a kind is added. The detail fields that
     apply to a kind are set, the others omitted.
     """
@@ -453,7 +453,7 @@ class Health(_Sparse, kw_only=True):
 # -- cross-field rules ---------------------------------------------------------------------------------------
 
 def check_interaction(body: InteractionBody) -> None:
-    """Apply the per-kind rules of api.md's interaction body; raise a 400 ``ApiError`` naming the rule.
+    """Apply the per-kind rules of docs/api.md's interaction body; raise a 400 ``ApiError`` naming the rule.
 
     Kept here (pure, no I/O) so that a director POST and a timeline entry are judged identically.
     """
@@ -514,7 +514,7 @@ update_profile_decoder = JsonDecoder(UpdateProfile)
 add_friend_decoder = JsonDecoder(AddFriend)
 create_series_decoder = JsonDecoder(CreateSeries)
 
-#: Bodies larger than this are refused before decoding (api.md: "body too large" is a 400). A timeline of
+#: Bodies larger than this are refused before decoding (docs/api.md: "body too large" is a 400). A timeline of
 #: MAX_TIMELINE_ENTRIES full interactions fits; nothing else comes close.
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -522,7 +522,7 @@ T = TypeVar("T")
 
 
 def decode_request(decoder: JsonDecoder[T], body: bytes) -> T:
-    """Decode a request body, treating an empty body as ``{}`` (api.md lets ``{}`` bodies be left out).
+    """Decode a request body, treating an empty body as ``{}`` (docs/api.md lets ``{}`` bodies be left out).
 
     Any failure, too large included, is raised as the contract's 400 ``bad_request``.
     """

@@ -1,10 +1,10 @@
-"""Machine-readable contracts generated from the Structs (design.md §6), so client makers need not read
+"""Machine-readable contracts generated from the Structs (docs/architecture.md §6), so client makers need not read
 our code: :func:`push_json_schema` (JSON Schema 2020-12 of the push frames and message data) and
-:func:`openapi_document` (OpenAPI 3.1 of every REST path of api.md). Pure functions, no I/O; the CLI
+:func:`openapi_document` (OpenAPI 3.1 of every REST path of docs/api.md). Pure functions, no I/O; the CLI
 prints them (``playtotv schema``).
 
 The REST routes are listed once, in :data:`ROUTES`; the document is derived from that table, and the
-tests check the table against api.md.
+tests check the table against docs/api.md.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ ROUTES: tuple[Route, ...] = (
           PUBLIC, None, 200, None, ()),
 )
 
-# Named responses per error status; the description lists the codes api.md gives each status.
+# Named responses per error status; the description lists the codes docs/api.md gives each status.
 _ERROR_RESPONSE_NAMES = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
     422: "InvalidChoice", 429: "RateLimited", 503: "Unavailable",
@@ -250,7 +250,7 @@ def _operation(route: Route) -> dict[str, Any]:
     responses: dict[str, Any] = {str(route.status): ok}
     if route.path == "/readyz":
         responses["503"] = {"description": "Not ready", "content": {_JSON: {"schema": _ref(rest.Health)}}}
-    # Any core route can meet a dependency that is down (api.md: 503 `unavailable`, with retry_after).
+    # Any core route can meet a dependency that is down (docs/api.md: 503 `unavailable`, with retry_after).
     errors = (*route.errors, 503) if route.tag == "core" else route.errors
     for status in errors:
         responses.setdefault(str(status), {"$ref": f"#/components/responses/{_ERROR_RESPONSE_NAMES[status]}"})
@@ -270,7 +270,7 @@ def _rest_models() -> list[type]:
 
 
 def openapi_document() -> dict[str, Any]:
-    """OpenAPI 3.1 document of api.md's REST API (gatekeeper, core, push polling, health endpoints)."""
+    """OpenAPI 3.1 document of docs/api.md's REST API (gatekeeper, core, push polling, health endpoints)."""
     template = "#/components/schemas/{name}"
     _, schemas = msgspec.json.schema_components(_rest_models(), ref_template=template)
     _, push_schemas = _push_components(template)

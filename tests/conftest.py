@@ -4,6 +4,16 @@ import pytest
 
 from tests.redis_server import RedisServer
 
+#: Fixtures that start a redis-server: a test that uses one is ``slow`` (``pytest -m "not slow"`` skips it).
+REDIS_FIXTURES = frozenset({"redis_server_session", "redis_url", "redis_server"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REDIS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def redis_server_session():

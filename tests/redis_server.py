@@ -1,7 +1,7 @@
 """A real ``redis-server`` process on a free loopback port, which tests may stop, kill and restart.
 
 The suite never uses a Redis that happens to run on the machine: each server is ours, started from the
-``redis-server`` binary with persistence off, so "restart" means "memory lost" (reliability.md #16).
+``redis-server`` binary with persistence off, so "restart" means "memory lost" (docs/reliability.md #16).
 """
 
 from __future__ import annotations

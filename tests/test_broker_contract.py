@@ -1,7 +1,7 @@
 """The broker contract: one suite, run against the memory broker and against a real Redis, one class per
 capability protocol of ``playtotv.broker.base``.
 
-A behaviour one implementation has and the other lacks is a bug (design.md §4). Times are small real
+A behaviour one implementation has and the other lacks is a bug (docs/architecture.md §4). Times are small real
 times (Redis runs on its own clock); every test is bounded by ``fail_after``, and waits for a condition
 poll it under that bound instead of sleeping a guessed duration.
 """
@@ -40,7 +40,7 @@ POLL_INTERVAL = 0.02
 BROKER_OPTIONS = {"visibility_timeout": VISIBILITY_TIMEOUT, "max_deliveries": MAX_DELIVERIES}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 

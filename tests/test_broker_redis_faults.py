@@ -1,4 +1,4 @@
-"""The Redis broker under Redis failures (reliability.md #7, #16, #19), against a private redis-server
+"""The Redis broker under Redis failures (docs/reliability.md #7, #16, #19), against a private redis-server
 that each test kills and restarts (persistence off: a restart loses everything)."""
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ import trio
 
 from playtotv.broker import BrokerUnavailable, ChannelMessage, RedisBroker, SubscriptionReset
 from tests.redis_server import RedisServer
+
+#: Every test starts (and stops) a redis-server of its own.
+pytestmark = pytest.mark.slow
 
 #: Generous for a loaded machine: a reconnect takes the back-off (<= 2 s) plus a restart.
 TEST_BOUND = 20.0
@@ -73,7 +76,7 @@ async def test_channels_added_during_an_outage_are_subscribed_when_redis_is_back
 
 
 async def test_broker_opens_while_redis_is_down_and_works_once_it_is_up() -> None:
-    server = RedisServer()  # not started yet: a node started before its Redis (reliability.md #19)
+    server = RedisServer()  # not started yet: a node started before its Redis (docs/reliability.md #19)
     try:
         with trio.fail_after(TEST_BOUND):
             async with RedisBroker.open(server.url) as broker:

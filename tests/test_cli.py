@@ -12,6 +12,9 @@ from playtotv import __version__
 from tests.nodes import NodeProcess, run_cli
 from tests.redis_server import RedisServer, free_port
 
+#: Every test runs the ``playtotv`` command as a subprocess.
+pytestmark = pytest.mark.slow
+
 PORT0 = {
     "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0",
     "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
@@ -93,7 +96,7 @@ async def test_each_role_alone_on_redis_registers(role, redis_url, nursery):
 
 
 async def test_redis_down_at_start_waits_not_ready_then_recovers(nursery):
-    """reliability.md #19: no crash loop; /readyz says 503 until Redis appears, then 200 without a restart."""
+    """docs/reliability.md #19: no crash loop; /readyz says 503 until Redis appears, then 200 without a restart."""
     port, ops = free_port(), free_port()
     env = {**PORT0, **CLUSTER, "PLAYTOTV_REDIS_URL": f"redis://127.0.0.1:{port}/0",
            "PLAYTOTV_NODE_OPS_BIND": f"127.0.0.1:{ops}"}

@@ -1,6 +1,6 @@
 """The Python SDK against real processes: it survives the death of its core node (the answer lands
 exactly once) and of its push node (reconnects elsewhere, nothing lost), and gets every message by long
-polling when the WebSocket port is blocked (issue 5; reliability.md #3, #8, #10)."""
+polling when the WebSocket port is blocked (docs/reliability.md #3, #8, #10)."""
 
 from __future__ import annotations
 

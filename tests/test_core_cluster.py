@@ -4,7 +4,7 @@
   process: answers spread over both cores, the director works through either, and what one core
   changed the other serves at once (cache invalidation by broker message, not stickiness).
 * A worker process SIGKILLed in the middle of its batches: its claimed answers are redelivered to
-  another worker and the totals are exact (reliability.md #12).
+  another worker and the totals are exact (docs/reliability.md #12).
 """
 
 from __future__ import annotations

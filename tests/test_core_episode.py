@@ -1,7 +1,7 @@
-"""A whole episode end to end through HTTP, on the embedded backends and on Redis (issue 3).
+"""A whole episode end to end through HTTP, on the embedded backends and on Redis.
 
 Create, start, open, 100 viewers answer (duplicates and bad choices refused), close, reveal: exact
-results, a leaderboard that matches api.md's formula computed here independently, achievements and
+results, a leaderboard that matches docs/api.md's formula computed here independently, achievements and
 notifications, friends' views. The same test runs against the memory broker and a real Redis.
 """
 
@@ -18,7 +18,7 @@ CONCURRENCY = 20
 TEST_BOUND = 60.0
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
@@ -28,7 +28,7 @@ def user(i: int) -> str:
 
 
 def expected_award(points: int, duration: float, elapsed: float, streak: int) -> int:
-    """api.md's formula, written out again here rather than imported, so the test checks the code."""
+    """docs/api.md's formula, written out again here rather than imported, so the test checks the code."""
     elapsed = min(max(elapsed, 0.0), duration)
     base = points if elapsed <= 0.5 else points * (1 - elapsed / (2 * duration))
     bonus = min(0.1 * (streak - 1), 0.5) if streak >= 2 else 0.0

@@ -1,4 +1,4 @@
-"""Every error of api.md's table, produced by the case that should produce it, with nothing stored.
+"""Every error of docs/api.md's table, produced by the case that should produce it, with nothing stored.
 
 (``at_capacity`` is the gatekeeper's and is tested with it.) Each case checks the status, the code and
 the body shape; at the end the store and the queues show that no refused request left a trace.
@@ -18,7 +18,7 @@ from tests.playkit import Play, quiz, running
 TEST_BOUND = 30.0
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from playtotv import cpubusy
 from playtotv.cpubusy import CpuBusy, available_cpus, cgroup_quota
 
 
@@ -58,9 +59,18 @@ def test_share_is_cpu_used_over_wall_time_and_cpus_available_within_the_window()
     assert busy.sample(now=11.0, cpu=0.75, available=0.5) == pytest.approx(0.5 / (5.0 * 0.5))
 
 
-def test_a_real_sample_is_a_share() -> None:
+def test_a_sample_without_arguments_reads_the_monotonic_clock_process_cpu_and_cpus_available(monkeypatch) -> None:
+    readings = iter([(100.0, 3.0), (102.0, 3.4)])  # 0.4 s of CPU over 2 s of wall time
+    now = {}
+
+    def tick() -> None:
+        now["wall"], now["cpu"] = next(readings)
+
+    monkeypatch.setattr(cpubusy.time, "monotonic", lambda: now["wall"])
+    monkeypatch.setattr(cpubusy.time, "process_time", lambda: now["cpu"])
+    monkeypatch.setattr(cpubusy, "available_cpus", lambda: 0.5)
     busy = CpuBusy()
-    busy.sample()
-    sum(i * i for i in range(200_000))  # some CPU between the samples
-    share = busy.sample()
-    assert share is not None and share >= 0.0
+    tick()
+    assert busy.sample() is None
+    tick()
+    assert busy.sample() == pytest.approx(0.4 / (2.0 * 0.5))

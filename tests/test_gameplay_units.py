@@ -16,7 +16,7 @@ from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import Option
 
 
-# -- scoring (api.md) ---------------------------------------------------------------------------------------
+# -- scoring (docs/api.md) ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("elapsed", "streak", "expected"),
     [

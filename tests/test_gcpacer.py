@@ -6,6 +6,7 @@ import gc
 import weakref
 
 import httpx
+import pytest
 import trio
 
 from playtotv.gcpacer import NEVER, CollectionPacer, pace_collections, paced_heap
@@ -157,6 +158,7 @@ async def _paced_collections(url: str) -> float:
     return 0.0
 
 
+@pytest.mark.slow  # a real `playtotv serve` process
 async def test_a_serving_push_node_paces_its_collections(nursery):
     # Idle, CPython's own thresholds run a generation-1 collection every few seconds at most; paced,
     # there is one every YOUNG_EVERY (0.5 s).

@@ -1,4 +1,4 @@
-"""SIGKILL a core node in the middle of an answer burst (reliability.md #8 with real processes).
+"""SIGKILL a core node in the middle of an answer burst (docs/reliability.md #8 with real processes).
 
 Two core nodes; the gatekeeper gives each viewer both, in its own order (stickiness spreads viewers over
 them). Every viewer answers a quiz; a third of the way into the burst one core is SIGKILLed. Proved:
@@ -6,8 +6,8 @@ viewers of the dead core fail over to the other (the SDK moves on after a connec
 viewer's answer is accepted in the end, and the results count every answer exactly once (an answer whose
 first attempt landed before the kill meets ``409 already_answered`` on retry, never a second count).
 The worker and scheduler counterparts are tests/test_core_cluster.py (a worker SIGKILLed mid-batch,
-reliability.md #12) and tests/test_scheduler.py (a scheduler leader SIGKILLed between timeline entries,
-#14): not repeated here.
+docs/reliability.md #12) and tests/test_scheduler.py (a scheduler leader SIGKILLed between timeline entries,
+docs/reliability.md #14): not repeated here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Gatekeepers die (reliability.md #9 with real processes): admitted viewers notice nothing.
+"""Gatekeepers die (docs/reliability.md #9 with real processes): admitted viewers notice nothing.
 
 Viewers are admitted through one gatekeeper, which is then SIGKILLed; a newcomer still gets in through
 the other one; then that one is SIGKILLed too. Proved: with no gatekeeper left, the admitted viewers

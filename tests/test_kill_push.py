@@ -1,4 +1,4 @@
-"""SIGKILL a push node while a show runs (reliability.md #3 with real processes).
+"""SIGKILL a push node while a show runs (docs/reliability.md #3 with real processes).
 
 Two push nodes, viewers spread over both by the gatekeeper, the director sending a steady stream of
 events. One push node is SIGKILLed mid-stream. Proved: every viewer of the dead node reconnects to the

@@ -1,4 +1,4 @@
-"""Redis dies under a running show (reliability.md #16, #17), with real processes.
+"""Redis dies under a running show (docs/reliability.md #16, #17), with real processes.
 
 * The primary is SIGKILLed in the middle of an answer burst: the Sentinels promote the replica; every
   node follows (no restart), and the show goes on. Budget of what may be lost: channel *history*

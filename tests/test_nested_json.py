@@ -1,5 +1,5 @@
 """Deeply nested JSON from a client is malformed input like any other: 400 ``bad_request`` on HTTP, an
-``error`` frame on a WebSocket that stays open (design.md §6), never a 500 or a dropped connection.
+``error`` frame on a WebSocket that stays open (docs/architecture.md §6), never a 500 or a dropped connection.
 
 msgspec decodes nesting recursively, so about a thousand levels (two kilobytes) reach the interpreter's
 recursion limit; ``protocol.decoding`` turns that into a decode error where every body and frame is

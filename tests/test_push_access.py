@@ -23,7 +23,7 @@ BOUND = 10.0
 MADE_UP = [f"episode:e_madeup{i}" for i in range(20)]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def broker_url(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 

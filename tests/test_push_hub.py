@@ -1,5 +1,5 @@
-"""The fan-out hub against a broker that loses messages or connections (reliability.md #7), the broker
-subscription following local subscribers, and the accept loop surviving EMFILE (reliability.md #6)."""
+"""The fan-out hub against a broker that loses messages or connections (docs/reliability.md #7), the broker
+subscription following local subscribers, and the accept loop surviving EMFILE (docs/reliability.md #6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Long polling (api.md "Push"): same messages and offsets as the WebSocket, immediate answers when the
+"""Long polling (docs/api.md §5): same messages and offsets as the WebSocket, immediate answers when the
 client is behind or lost, all waiting polls woken by one publish, bounded waits."""
 
 from __future__ import annotations

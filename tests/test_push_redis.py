@@ -1,5 +1,5 @@
-"""The push role on Redis: the pub/sub connection dropping (reliability.md #7), Redis restarting with its
-memory lost (#16), and two push nodes sharing one Redis."""
+"""The push role on Redis: the pub/sub connection dropping (docs/reliability.md #7), Redis restarting with its
+memory lost (docs/reliability.md #16), and two push nodes sharing one Redis."""
 
 from __future__ import annotations
 

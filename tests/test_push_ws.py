@@ -1,5 +1,5 @@
 """The push role's WebSocket, black-box: tickets, channels, authorisation, limits, timeouts, recovery,
-slow consumers, drain (api.md "Push"; reliability.md #1, #2, #4, #5)."""
+slow consumers, drain (docs/api.md §5; docs/reliability.md #1, #2, #4, #5)."""
 
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ async def test_a_client_that_never_answers_our_close_frame_is_hung_up() -> None:
             await raw.aclose()
 
 
-# -- recovery (reliability.md #1, #2) ---------------------------------------------------------------------
+# -- recovery (docs/reliability.md #1, #2) ---------------------------------------------------------------------
 
 async def _received(ws, n: int) -> list[dict]:
     return [await recv(ws) for _ in range(n)]
@@ -291,7 +291,7 @@ async def test_trimmed_history_says_recovered_false() -> None:
                 assert reply["recovered"] is False and reply["offset"] == 10
 
 
-# -- slow consumers (reliability.md #4) ------------------------------------------------------------------------
+# -- slow consumers (docs/reliability.md #4) ------------------------------------------------------------------------
 
 async def test_a_client_that_stops_reading_is_dropped_and_the_others_get_everything() -> None:
     with trio.fail_after(BOUND * 2):

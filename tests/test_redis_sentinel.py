@@ -1,4 +1,4 @@
-"""Redis Sentinel (reliability.md #17): ``redis+sentinel://`` URLs, and the broker and registry following
+"""Redis Sentinel (docs/reliability.md #17): ``redis+sentinel://`` URLs, and the broker and registry following
 the primary through a failover, against a real primary, replica and three Sentinels on loopback.
 
 What each test proves is in its docstring. The end-to-end version (a running cluster whose primary is
@@ -54,6 +54,7 @@ async def offset_on(port: int, channel: str) -> int:
     return int(value) if isinstance(value, bytes) else 0
 
 
+@pytest.mark.slow  # a Redis primary, replica and three Sentinels
 async def test_broker_and_registry_follow_a_failover_while_the_old_primary_stays_up() -> None:
     """A Sentinel failover whose old primary stays up (and, for a while, keeps accepting writes): the
     watcher moves every connection to the new primary, the subscription reconnects and says so with a
@@ -100,6 +101,7 @@ async def test_broker_and_registry_follow_a_failover_while_the_old_primary_stays
         await topology.close()
 
 
+@pytest.mark.slow  # a Redis primary, replica and three Sentinels
 async def test_a_readonly_reply_sends_the_next_call_to_the_new_primary(monkeypatch) -> None:
     """Without the watcher's help (its interval made huge), the first write that meets the demoted
     primary's READONLY reply drops the connections and is retried once on the primary the Sentinels name

@@ -1,4 +1,4 @@
-"""One contract for every registry (design.md §4): in memory and on a real Redis.
+"""One contract for every registry (docs/architecture.md §4): in memory and on a real Redis.
 
 Expiry is real time here (TTLs of a fraction of a second, waits bounded by ``fail_after``); the exact
 boundary is checked deterministically on the memory registry with a fake clock.
@@ -21,7 +21,7 @@ from playtotv.registry.base import NodeInfo, Registry
 from playtotv.registry.memory import MemoryRegistry
 from playtotv.registry.redis import RedisRegistry
 
-#: Every test is bounded (design.md §8); generous, because the machine is shared.
+#: Every test is bounded (docs/architecture.md §8); generous, because the machine is shared.
 TEST_TIMEOUT = 20
 #: Long enough that a node heartbeated with it cannot expire during a test.
 LONG_TTL = 60.0
@@ -31,7 +31,7 @@ SHORT_TTL = 0.3
 POLL = 0.02
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 async def registry(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Registry]:
     async with open_registry(None if request.param == "memory" else redis_url) as reg:
         yield reg
@@ -174,7 +174,7 @@ async def test_redis_registry_survives_a_restart(redis_server) -> None:
         with pytest.raises(BrokerUnavailable):
             await reg.deregister("core-1")
 
-        redis_server.start()  # same port, memory lost (reliability.md #16)
+        redis_server.start()  # same port, memory lost (docs/reliability.md #16)
         # The first command may still find a connection from before the restart; the caller's next
         # heartbeat is the retry, so allow exactly that.
         for attempt in range(2):
@@ -203,7 +203,7 @@ async def test_open_registry_redis_down_at_start() -> None:
             await reg.nodes()
 
 
-# Every test is bounded (design.md §8). pytest-trio runs fixtures in tasks of their own, so a cancel
+# Every test is bounded (docs/architecture.md §8). pytest-trio runs fixtures in tasks of their own, so a cancel
 # scope in a fixture would not cover the test: wrap each test coroutine instead.
 def _bounded(test: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(test)

@@ -1,4 +1,4 @@
-"""Scale out and in while a show runs (issue 8, "Scale in/out"), with real processes.
+"""Scale out and in while a show runs, with real processes.
 
 Proved: a core and a push node added mid-show are handed out by the gatekeeper within a heartbeat (and
 new viewers land on them); a push node and a core removed by SIGTERM drain: the push node's viewers are

@@ -1,5 +1,5 @@
 """The scheduler fires prerecorded timelines exactly once, on time or late-and-saying-so, and closes
-interactions at their deadline; a killed leader is replaced and nothing fires twice (reliability #14, #15)."""
+interactions at their deadline; a killed leader is replaced and nothing fires twice (docs/reliability.md #14, #15)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import trio
 from playtotv import keys
 from playtotv.broker import open_broker
 from playtotv.registry import open_registry
-from playtotv.roles.scheduler.timeline import TIMELINE_LOG
+from playtotv.roles.scheduler.agenda import Job
+from playtotv.roles.scheduler.timeline import TIMELINE_LOG, all_jobs
 from tests.inprocess import start_node
 from tests.nodes import NodeProcess
 
@@ -103,8 +104,9 @@ async def test_late_start_fires_within_grace_and_skips_older_entries(nursery):
 
 async def test_ending_the_episode_cancels_what_remains(nursery):
     node = await start_node(nursery, ["core", "worker", "scheduler"])
+    scheduler = node.ctx.extras["scheduler"]
     async with httpx.AsyncClient(base_url=node.url("core"), timeout=10) as http:
-        episode = await prerecorded(http, [(0.3, quiz("first")), (2.0, quiz("never"))])
+        episode = await prerecorded(http, [(0.3, quiz("first")), (60.0, quiz("never"))])
         messages: list[tuple[float, dict]] = []
         ready = trio.Event()
         nursery.start_soon(collect, node.ctx.broker, keys.episode_channel(episode["id"]), messages, ready)
@@ -114,7 +116,16 @@ async def test_ending_the_episode_cancels_what_remains(nursery):
             while opened(messages)["first"] < 1:
                 await trio.sleep(0.05)
         await http.post(f"/v1/episodes/{episode['id']}/end", json={}, headers=DIRECTOR)
-        await trio.sleep(2.5)
+    # The store no longer asks for the rest, and the leader, made to fire it now (the same job key replaces
+    # any version it still holds), cancels it instead of opening it.
+    assert not [job for job in await all_jobs(scheduler.g) if job.episode_id == episode["id"]]
+    never = next(d for d in await scheduler.g.interactions_of(episode["id"]) if d.prompt == "never")
+    scheduler.agenda.add(Job("fire", episode["id"], never.id, scheduler.g.clock()))
+    scheduler.wake.set()
+    with trio.fail_after(10):
+        while not [f for f in scheduler.fired if f[0] == never.id]:
+            await trio.sleep(0.05)
+    assert [outcome for iid, outcome, _ in scheduler.fired if iid == never.id] == ["cancelled"]
     assert opened(messages) == {"first": 1}
 
 
@@ -135,7 +146,7 @@ async def test_scheduled_prerecorded_episode_starts_by_itself(nursery):
 
 
 async def test_three_schedulers_leader_killed_between_entries_every_entry_fires_once(nursery, redis_url, tmp_path):
-    """reliability.md #14/#15 with real processes: SIGKILL the leader after the first entry; the rest still
+    """docs/reliability.md #14/#15 with real processes: SIGKILL the leader after the first entry; the rest still
     fire exactly once (late rather than never)."""
     db = tmp_path / "cluster.db"
     base = {"PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{db}",

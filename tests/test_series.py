@@ -1,4 +1,4 @@
-"""Recurring series (issue 6, beyond the seed): episodes created from a template ahead of air time, on the
+"""Recurring series (docs/api.md §4.4): episodes created from a template ahead of air time, on the
 right days, once each, and bounded."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Configuration: TOML + environment overrides, validated; wrong input names the key (api.md)."""
+"""Configuration: TOML + environment overrides, validated; wrong input names the key (docs/api.md)."""
 
 from __future__ import annotations
 

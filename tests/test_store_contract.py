@@ -1,4 +1,4 @@
-"""One contract for every document store (design.md §4): SQLite on a file, SQLite in memory, MongoDB.
+"""One contract for every document store (docs/architecture.md §4): SQLite on a file, SQLite in memory, MongoDB.
 
 MongoDB is a real server when ``PLAYTOTV_TEST_MONGODB_URL`` is set (each test gets its own database,
 dropped afterwards), otherwise mongomock: no MongoDB server can be installed on these machines, so
@@ -24,7 +24,7 @@ from playtotv.store.mongo import MongoStore
 from playtotv.store.sqlite import SqliteStore
 
 MONGODB_URL = os.environ.get("PLAYTOTV_TEST_MONGODB_URL")
-#: Every test is bounded (design.md §8); generous, because the machine is shared.
+#: Every test is bounded (docs/architecture.md §8); generous, because the machine is shared.
 TEST_TIMEOUT = 20
 
 
@@ -404,6 +404,7 @@ trio.run(main, sys.argv[1], int(sys.argv[2]))
 """
 
 
+@pytest.mark.slow  # two Python subprocesses
 async def test_sqlite_two_processes_increment_exactly(tmp_path) -> None:
     path = str(tmp_path / "shared.db")
     per_process = 200
@@ -429,7 +430,7 @@ async def test_sqlite_memory_stores_are_independent() -> None:
         assert isinstance(a, SqliteStore)
 
 
-# Every test is bounded (design.md §8). pytest-trio runs fixtures in tasks of their own, so a cancel
+# Every test is bounded (docs/architecture.md §8). pytest-trio runs fixtures in tasks of their own, so a cancel
 # scope in a fixture would not cover the test: wrap each test coroutine instead.
 def _bounded(test: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(test)

@@ -1,4 +1,4 @@
-"""The web pages (issue 7) in a real browser: headless Chromium from Debian driven by Playwright.
+"""The web pages in a real browser: headless Chromium from Debian driven by Playwright.
 
 A real node runs as a subprocess (``playtotv serve``, every role, ports 0, SQLite in memory). Playwright's
 Python API is sync or asyncio, not trio, so each scenario runs in a worker thread with the sync API; every
@@ -37,6 +37,9 @@ from playtotv.protocol.push import encode_message_frame, encode_poll_response, e
 from playtotv.pushclient import MessageReceived, PushClient, Resubscribe, StateLost, Subscribed
 from tests.inprocess import start_node
 from tests.nodes import NodeProcess
+
+#: Every test drives Chromium (and some a `playtotv serve` subprocess).
+pytestmark = pytest.mark.slow
 
 CHROMIUM = "/usr/bin/chromium"
 #: No sandbox (containers run as root), and nothing that reaches for the network (these machines have none).

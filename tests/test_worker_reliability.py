@@ -1,14 +1,15 @@
-"""The worker under faults (reliability.md #12, #13) and its throttled statistics, in process.
+"""The worker under faults (docs/reliability.md #12, #13) and its throttled statistics, in process.
 
 A consumer that "dies" after processing part of a batch is simulated by claiming items and never
 acknowledging them; the broker hands them to the real worker after the visibility timeout. The same
-scenario with a real SIGKILLed process is in ``test_worker_cluster.py``.
+scenario with a real SIGKILLed process is in ``test_core_cluster.py``.
 """
 
 from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 import trio
 
@@ -21,13 +22,14 @@ from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.push import StatsUpdated, message_data_decoder
 from playtotv.roles import worker
 from playtotv.roles.worker.consumer import Consumer
-from tests.playkit import Play, quiz, running, wait_until
+from tests.inprocess import start_node
+from tests.playkit import DIRECTOR_KEY, Play, quiz, running, wait_until
 
 TEST_BOUND = 30.0
 FAST_REDELIVERY = {"visibility_timeout": 0.3, "max_deliveries": 3}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.slow)])
 def backend(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("redis_url") if request.param == "redis" else None
 
@@ -167,9 +169,12 @@ async def test_stored_durability_writes_through_before_the_202(backend: str | No
             assert stored is not None and stored["choice"] == "b"  # no worker ran: the core wrote it
 
 
-async def test_an_interaction_closes_by_itself_at_its_deadline() -> None:
+async def test_an_interaction_closes_by_itself_at_its_deadline(nursery) -> None:
+    """The real scheduler role (not a stand-in loop) closes an interaction when its duration is over."""
+    node = await start_node(nursery, ["core", "worker", "scheduler"], auth_director_keys=DIRECTOR_KEY)
     with trio.fail_after(TEST_BOUND):
-        async with running(None) as play:  # the stand-in scheduler calls close_due_interactions
+        async with httpx.AsyncClient(base_url=node.url("core"), timeout=10) as http:
+            play = Play(node.ctx, http)
             episode_id = await play.live_episode()
             interaction_id = await play.interaction(episode_id, quiz("a", duration=0.3))
             await answer(play, interaction_id, "u1", "a")

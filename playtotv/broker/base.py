@@ -32,7 +32,7 @@ from typing import AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import msgspec
 
-#: Messages a channel keeps for recovery (api.md: recovery is capped at 300 messages per client).
+#: Messages a channel keeps for recovery (docs/api.md: recovery is capped at 300 messages per client).
 DEFAULT_HISTORY_SIZE = 1000
 #: How long a claimed queue item may stay unacked before it is handed to another consumer.
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
@@ -84,7 +84,7 @@ class SubscriptionReset(msgspec.Struct, frozen=True):
     publishers never wait for a slow subscriber.
 
     Messages may have been missed: the subscriber compares its last offset per channel with
-    ``history()`` to fill the gap (reliability.md #7). ``channels`` lists every subscribed channel. After
+    ``history()`` to fill the gap (docs/reliability.md #7). ``channels`` lists every subscribed channel. After
     a reconnect the reset comes once the server confirmed every channel again, so a history read made
     after seeing it cannot miss what is published next.
     """

@@ -12,7 +12,7 @@ primary gives (READONLY, ...) means the command was refused, not applied: the br
 connections, which makes the next one go to the primary the Sentinels name now, and tries once more.
 
 Channel history is a capped stream whose entry ids are the offsets; a Redis restart loses it along with
-the epoch, so the next publish starts a new epoch at offset 1 (reliability.md #16).
+the epoch, so the next publish starts a new epoch at offset 1 (docs/reliability.md #16).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class RedisBroker:
     @asynccontextmanager
     async def open(cls, url: str, **options: Any) -> AsyncIterator["RedisBroker"]:
         """Connect lazily: entering succeeds while Redis is down (calls raise BrokerUnavailable until it
-        is back), so a node can start, report not-ready and wait (reliability.md #19)."""
+        is back), so a node can start, report not-ready and wait (docs/reliability.md #19)."""
         async with open_redis(url, connect_timeout=CONNECT_TIMEOUT, stream_timeout=COMMAND_TIMEOUT) as endpoint, \
                 trio.open_nursery() as nursery:
             yield cls(endpoint, nursery, **options)

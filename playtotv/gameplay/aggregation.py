@@ -1,7 +1,7 @@
 """The worker's answer aggregation: one batch of queued answers → store, per-choice sets, follow-ups.
 
 At-least-once delivery makes every step idempotent, so a batch redelivered after its worker was killed
-(reliability.md #12) leaves the totals exact:
+(docs/reliability.md #12) leaves the totals exact:
 
 1. answers are inserted by natural id (``{interaction}:{user}``), insert-if-absent: a redelivered answer
    finds its own document and is counted again harmlessly; a *different* answer by the same user (only

@@ -1,4 +1,4 @@
-"""The answer path (design.md §5.2): validate in the request, then dedupe and enqueue in one broker round
+"""The answer path (docs/architecture.md §5): validate in the request, then dedupe and enqueue in one broker round
 trip per batch of concurrent answers, and answer 202.
 
 ``AnswerBatcher`` coalesces the answers of concurrent requests: each request adds its entry and waits;
@@ -82,7 +82,7 @@ item_decoder = msgspec.msgpack.Decoder(AnswerItem)
 
 
 def validate(doc: InteractionDoc | None, choice: str | int, now: float) -> InteractionDoc:
-    """The request-time checks, in api.md's order of precedence: unknown, not open, bad choice."""
+    """The request-time checks, in docs/api.md's order of precedence: unknown, not open, bad choice."""
     if doc is None:
         raise ApiError("not_found", "unknown interaction")
     if not doc.accepts_answers(now):

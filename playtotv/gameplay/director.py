@@ -5,7 +5,7 @@ Episode: ``scheduled`` → ``live`` → ``ended``. Interaction: ``draft`` → ``
 clicking close while the scheduler closes at the deadline, two cores handling a retried request) change
 the state once, and only the winner publishes the message.
 
-Repeating an action that already happened is a no-op answering 200 (api.md), and it re-sends what the
+Repeating an action that already happened is a no-op answering 200 (docs/api.md), and it re-sends what the
 first attempt may not have finished sending (its message, its follow-up job): a director who retries
 after a 503 heals a half-done transition. Subscribers tolerate a repeated state message
 (``interaction.opened`` is never repeated: it goes out behind a marker, see ``_announce``).

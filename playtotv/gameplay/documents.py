@@ -163,7 +163,7 @@ def default_name(user_id: str) -> str:
 
 
 def interaction_view(doc: InteractionDoc, *, with_correct: bool) -> InteractionView:
-    """The wire view. ``correct`` only when revealed or for directors (api.md: not before reveal)."""
+    """The wire view. ``correct`` only when revealed or for directors (docs/api.md: not before reveal)."""
     return InteractionView(
         id=doc.id,
         episode_id=doc.episode_id,

@@ -1,4 +1,4 @@
-"""Per-ticket token buckets, in process memory (design.md §7: per-ticket rate limits).
+"""Per-ticket token buckets, in process memory (docs/architecture.md §7: per-ticket rate limits).
 
 In-process is enough: clients are sticky to one core, and a client spreading its requests over several
 cores gets at most (cores × rate), still bounded. No network call on the hot path.

@@ -1,4 +1,4 @@
-"""The scoring formula of api.md, pure (no I/O), so it can be checked number by number.
+"""The scoring formula of docs/api.md, pure (no I/O), so it can be checked number by number.
 
 A correct answer earns ``round(points * (1 - elapsed / (2 * duration)))``, ``elapsed`` being the time from
 ``opens_at`` to when the answer was received, with full points within the first half second. Within an
@@ -9,13 +9,13 @@ Rounding happens once, on the final amount (speed part times streak multiplier),
 computed on an already rounded figure.
 
 "Consecutive" counts the user's answers to scored interactions in reveal order: a wrong answer resets the
-streak, an interaction the user skipped neither breaks nor extends it (api.md leaves skips open; punishing
+streak, an interaction the user skipped neither breaks nor extends it (docs/api.md §4.5 leaves skips open; punishing
 a viewer who looked away for ten seconds seemed wrong for a play-along game).
 """
 
 from __future__ import annotations
 
-#: api.md: "full points within the first 0.5 s" (network jitter should not cost the fastest viewers).
+#: docs/api.md: "full points within the first 0.5 s" (network jitter should not cost the fastest viewers).
 FULL_POINTS_WINDOW = 0.5
 #: Each further consecutive correct answer adds this fraction of the answer's points...
 STREAK_STEP = 0.10

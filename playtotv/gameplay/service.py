@@ -27,7 +27,7 @@ from playtotv.gameplay.documents import (
 )
 from playtotv.store.base import Store, StoreUnavailable
 
-#: Back-off while the store is unreachable at start (reliability.md #19: wait, don't crash).
+#: Back-off while the store is unreachable at start (docs/reliability.md #19: wait, don't crash).
 SCHEMA_RETRY_MIN = 0.2
 SCHEMA_RETRY_MAX = 5.0
 

@@ -1,4 +1,4 @@
-"""Re-enqueue follow-up jobs that were lost (a Redis restart empties the queues, reliability.md #16).
+"""Re-enqueue follow-up jobs that were lost (a Redis restart empties the queues, docs/reliability.md #16).
 
 Scoring a reveal and finishing an ended episode are triggered by jobs; their outcome is recorded in the
 store (``scored_at``, ``finished_at``). Anything the store says is still to do long after it should have

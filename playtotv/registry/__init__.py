@@ -10,7 +10,7 @@ from playtotv.registry.base import DEFAULT_TTL, HEARTBEAT_INTERVAL, NodeInfo, Re
 __all__ = ["DEFAULT_TTL", "HEARTBEAT_INTERVAL", "NodeInfo", "Registry", "open_registry"]
 
 #: Connecting to Redis must not hang a node's startup on an unreachable host (a refused connection
-#: fails at once anyway); a node retries with back-off (reliability.md #19).
+#: fails at once anyway); a node retries with back-off (docs/reliability.md #19).
 REDIS_CONNECT_TIMEOUT = 2.0
 #: A registry command answers in well under a millisecond; one that has not answered in this long is
 #: stuck (a paused or partitioned server) and is reported as BrokerUnavailable rather than hanging the

@@ -1,7 +1,7 @@
 """``MongoStore``: the cluster document store (MongoDB replica set through pymongo, in threads).
 
 Writes use ``w="majority"`` and retryable writes; documents carry natural ``_id``s, so a write retried
-after a failover (reliability.md #18) either finds its own earlier effect or applies once. pymongo is
+after a failover (docs/reliability.md #18) either finds its own earlier effect or applies once. pymongo is
 blocking, so every call runs in ``trio.to_thread.run_sync`` behind a ``CapacityLimiter``.
 
 Errors: the connection-level ones (no primary reachable, connection lost, pool timeout, write concern
@@ -40,7 +40,7 @@ DEFAULT_DATABASE = "playtotv"
 DEFAULT_THREADS = 16
 #: How long an operation waits for a usable primary. Covers a replica-set election (typically well
 #: under 12 s), so a retryable write survives a step-down instead of failing; shorter than pymongo's 30 s
-#: default so a node probing at startup reports not-ready soon (reliability.md #19). A URL may override.
+#: default so a node probing at startup reports not-ready soon (docs/reliability.md #19). A URL may override.
 SERVER_SELECTION_TIMEOUT_MS = 15_000
 DUPLICATE_KEY = 11000
 TYPE_MISMATCH = 14

@@ -1,4 +1,4 @@
-"""The core role: the public REST API for viewers and directors (api.md "Core").
+"""The core role: the public REST API for viewers and directors (docs/api.md §4).
 
 Stateless apart from instance-local caches (valid because clients are sticky; correct without it, see
 ``playtotv.gameplay.cache``) and the answer batcher. On drain, Hypercorn stops accepting, finishes the

@@ -1,4 +1,4 @@
-"""Director endpoints (api.md "Core / Director"). Each authenticates with a director key first, so a
+"""Director endpoints (docs/api.md §4.2). Each authenticates with a director key first, so a
 viewer ticket gets 403 and nothing else happens."""
 
 from __future__ import annotations

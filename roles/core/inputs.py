@@ -1,5 +1,5 @@
 """Request inputs: bounded bodies, path ids and query parameters, each refused with the contract's error
-before anything reaches the store or a broker key (design.md §7)."""
+before anything reaches the store or a broker key (docs/architecture.md §7)."""
 
 from __future__ import annotations
 

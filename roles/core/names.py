@@ -1,6 +1,6 @@
 """The name a viewer gave the gatekeeper (``POST /v1/session {"name"}``) becomes its profile's name here.
 
-The gatekeeper decides admissions without the store (design.md §5.3), so it does not write users: the name
+The gatekeeper decides admissions without the store (docs/architecture.md §5), so it does not write users: the name
 travels in the signed ticket, and core adopts it on the first request of each ticket it sees, before the
 request is served, so the profile, leaderboard or answer it handles already carries it. A ticket issued
 before the name last changed (a rename, a newer ticket) changes nothing (``profile.adopt_name``).

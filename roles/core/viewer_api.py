@@ -1,4 +1,4 @@
-"""Viewer endpoints (api.md "Core / Viewer"). Viewers are rate limited per ticket; a director key may
+"""Viewer endpoints (docs/api.md §4.5). Viewers are rate limited per ticket; a director key may
 call the read endpoints (it sees ``correct`` early, and is nobody on a leaderboard)."""
 
 from __future__ import annotations

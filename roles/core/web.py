@@ -1,7 +1,7 @@
 """The web pages served by core: ``/console`` (directors), ``/play`` (viewers), their static files under
 ``/static/<name>``, and ``/config.json``, which tells a page where the gatekeeper is.
 
-The pages use only the public contract (api.md), like any other client; core merely hosts the files.
+The pages use only the public contract (docs/api.md), like any other client; core merely hosts the files.
 Files are read once at start and kept in memory (a few tens of KiB): a flash crowd opening ``/play``
 costs no disk reads. Only names present in ``web/`` at start can be served, so no request path ever
 reaches the file system.

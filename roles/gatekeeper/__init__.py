@@ -1,7 +1,7 @@
 """The gatekeeper role: admission by licensed and measured capacity, and live endpoint lists.
 
 Every decision is taken from a registry snapshot cached in memory and refreshed about once a second
-(design.md §5.3), never a database call per request. A rejection does less work than an admission: no
+(docs/architecture.md §5), never a database call per request. A rejection does less work than an admission: no
 ticket is signed and no endpoint list is built, and it is answered beneath the web framework
 (``fastpath.py``), so it costs less than any endpoint on the same stack.
 """
@@ -110,7 +110,7 @@ class Gatekeeper:
                 with trio.fail_after(SNAPSHOT_INTERVAL * 2):
                     nodes = await self.ctx.registry.nodes()
             except (BrokerUnavailable, trio.TooSlowError):
-                # Keep deciding on the last snapshot: admitted clients must notice nothing (reliability #9).
+                # Keep deciding on the last snapshot: admitted clients must notice nothing (docs/reliability.md #9).
                 self.snapshot.fresh = False
             else:
                 self._apply(nodes, time.time())
@@ -241,7 +241,7 @@ _queue_decoder = msgspec.json.Decoder(_QueueField)
 
 
 def _queue_token_of(body: bytes) -> str | None:
-    """The ``queue`` token of a returning rejected client (an addition to api.md's request)."""
+    """The ``queue`` token of a returning rejected client (docs/api.md §3.1)."""
     if not body.strip():
         return None
     try:

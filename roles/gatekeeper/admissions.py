@@ -1,6 +1,6 @@
 """Recent admissions, and how many of them have not connected yet (sans-io: times are passed in).
 
-``admitted`` = sessions the push nodes hold + admissions not yet connected (issue 5). A gatekeeper cannot
+``admitted`` = sessions the push nodes hold + admissions not yet connected. A gatekeeper cannot
 tell which of its admissions connected, but it sees each push node's session count at every snapshot:
 sessions gained since just before the oldest recent admission are recent admissions having arrived. So
 ``pending`` = recent admissions − that gain. Counting every recent admission instead counted each

@@ -37,83 +37,53 @@ GROWTH_FACTOR = 1.25
 GROWTH_MIN = 50
 #: First breach: stop at the breaching load, backed off by this factor; later breach ticks back off gently.
 #: Small, because the gatekeeper never disconnects anyone: the back-off only sets where growth resumes,
-#: and in bench overload each breach near the limit at 0.95 cost ~15 s of additive regrowth.
+#: and a deeper one costs seconds of additive regrowth at every breach near the limit.
 BREACH_BACKOFF = 0.97
 #: Gentle, because a push node's fan-out p99 is a tail figure over 10-20 s of messages: one bad second
-#: stays "in breach" for ten ticks or more, and at 2 % a tick that alone cost 18 % of the capacity.
+#: stays "in breach" for ten ticks or more, and a steeper back-off a tick compounds over them.
 #: Applied only while the breach worsens (the worst signal's pressure rises), see ``update``.
 SUSTAINED_BACKOFF = 0.99
 #: Healthy ticks needed after a breach before growth resumes (one good sample is not a recovery).
 RECOVERY_TICKS = 3
 MIN_CAPACITY = 10
 #: Growth stops when the worst signal reaches this share of its SLO; below it, growth is proportional to
-#: the room left (full speed at pressure 0). The margin covers the signals' lag and a growth step's burst.
-#: 0.9 was tried (bench overload, 2026-11-26): settled nearer the knee, but in one run of six capacity
-#: overshot and admitted clients saw a p99 of 419 ms for 11 s; protecting those already in comes first.
-#: 0.85 for a session after the CPU share came (2026-11-27): with it braking growth before the saturation
-#: cliff, the latency margin seemed to need only cover a tail's noise. Back to 0.8 once bench overload
-#: ran its gated phase until capacity had been flat for 20 s: at 0.85 the gatekeeper then spent the last
-#: 40 s of a run at the edge, growing by its floor whenever the node's 10 s window dipped under 170 ms,
-#: while single seconds reached 215-275 ms, and the admitted clients' p99 over the phase came to 207 ms
-#: (run g-1, 2026-11-27, third session). 0.8 stops at a 160 ms window, 20 % under the SLO.
-#: The CPU share (``cpu_busy``) stopped at 0.9 of its limit for a while (it is a 5 s average, not a tail,
-#: so it seemed to need less margin). Back to 0.8 like every signal (2026-11-27, fourth session): in bench
-#: overload the push node went from 0.7-0.8 of its CPU to 0.9-1.0 within 3-5 s while capacity grew near
-#: the edge, no clients added in between, and admitted clients saw 270-435 ms for 5-10 s (three p99
-#: misses in seven runs). A newcomer's handshake costs the node ~2 ms of CPU, as much as ~170 deliveries,
-#: so growth itself adds a tenth or more to the share, and the average lags the bursts it makes.
+#: the room left (full speed at pressure 0). The margin covers the signals' lag and a growth step's burst:
+#: an overshoot cannot be taken back, so protecting those already admitted comes first (docs/decisions.md).
 GROW_UNTIL = 0.8
 #: ...except the CPU share, which stops at this share of its limit (and resumes under ``RESUME_BELOW`` of
-#: it). At 0.8 like the latencies, the CPU share was what held capacity in bench overload (2026-11-27,
-#: sixth session): the node's 5 s average moves by ±0.07 from second to second at a steady load, so its
-#: peaks reached 0.8 while its mean was 0.72-0.74 and the fan-out p99 was 110-140 ms, 0.55-0.7 of its
-#: SLO; the gatekeeper settled at 0.75-0.80 of the knee in four runs of six, where the twin node still
-#: met the SLO at 0.82-0.90 of its CPU. Not 0.9: there the fourth session's saturation episodes began
-#: (the share went from 0.7-0.8 to 0.9-1.0 within seconds, nobody added). The latencies keep their stop.
+#: it): a 5 s average that moves by about ±0.07 second to second, so at 0.8 its peaks alone held capacity
+#: well short of the knee; higher, growth's own handshakes pushed the node into saturation (docs/decisions.md).
 CPU_GROW_UNTIL = 0.85
 #: Once a breach has shown where the limit is, growth is additive (AIMD): at most this many sessions a
-#: tick per push node, scaled by the room left (5-10 a tick at 40-60 % of the SLO). Each growth step's
-#: clients all handshake at once, and near the limit multiplicative steps (50-70 sessions) breached the
-#: SLO every time in bench overload; a small step is a burst the node absorbs, at a known, gentle pace.
+#: tick per push node, scaled by the room left. Each growth step's clients all handshake at once, and near
+#: the limit multiplicative steps breach the SLO; a small step is a burst the node absorbs, at a known pace.
 ADDITIVE_STEP = 20
 #: Before any breach, a growth step is still at most this many sessions per push node (placement spreads
 #: the newcomers' handshakes over the push nodes): multiplicative growth gets a small platform going fast,
-#: but in bench overload one step of 140 sessions (584 -> 723) put ~70 handshakes a second on a node that
-#: absorbs ~40 at that load, breached the SLO at 0.4 of the knee, and the back-off and additive recovery
-#: that followed left capacity at 0.65 of the knee after 80 s. Capped, one run grew steadily to 0.97 of
-#: the knee without a breach (across runs 0.69-0.98: the knee itself is noisy, see bench/RESULTS.md).
+#: but one uncapped step's handshakes can breach the SLO far below the knee, and the back-off and additive
+#: recovery that follow cost far more capacity than the cap does.
 MAX_GROWTH_STEP = 50
 #: ...and while the room left is at least ``FLOOR_ROOM``, a growth step is never smaller than this many
-#: sessions per push node. The step proportional to the room left otherwise shrinks towards nothing well
-#: short of the stop: in bench overload capacity once crawled at 1-2 sessions a second for a minute far
-#: from any limit.
+#: sessions per push node: the step proportional to the room left otherwise shrinks towards nothing well
+#: short of the stop, and capacity crawls far from any limit.
 MIN_GROWTH_STEP = 5
 #: The floor ends here (a latency at 0.6 of its SLO, the CPU share at 0.6): nearer the stop, growth is only
-#: proportional to the room left and slows to a crawl, which is how it settles without a burst. With the
-#: floor all the way to the stop (until 2026-11-27, fourth session), five newcomers a second kept coming
-#: at the very edge, ~10 % of a 0.1-CPU node's budget in handshakes, and the saturation episodes above
-#: began there.
+#: proportional to the room left and slows to a crawl, which is how it settles without a burst; a floor all
+#: the way to the stop keeps newcomers' handshakes coming at the very edge.
 FLOOR_ROOM = 0.25
 #: Once the stop has been reached (or a breach seen), growth waits until the worst signal is back under
-#: this share of its stop, not merely under it: a tail figure hovering at the stop dips under it now and
-#: then by chance, and growing by the floor on every dip is probing the limit, not holding below it. In
-#: bench overload (2026-11-27, third session) that probing walked capacity up until the signals sat at
-#: the stop for good: 0.97-1.00 of the knee, a breach every minute or two, never flat for 20 s. A signal
-#: back well under its stop means the platform has really got faster (or lighter): growth resumes.
+#: this share of its stop, not merely under it: a tail figure hovering at the stop dips under it by chance,
+#: and growing on every dip probes the limit instead of holding below it.
 RESUME_BELOW = 0.9
-#: ...and has stayed there for this many ticks in a row. A dip of a few seconds is the signals' own noise:
-#: at a steady 1,300-1,450 clients the push node's CPU share moved between 0.69 and 0.85 from second to
-#: second, and resuming on every dip under the resume level crept capacity up by 5-30 sessions a dip,
-#: from 1,175 to 1,444 in 100 s, until the node sat at its knee (bench overload run o-1, 2026-11-27,
-#: fifth session: the machine slowed a little later and admitted clients saw 250-800 ms for a minute;
-#: nobody is ever disconnected, so an overshoot stays). Ten ticks is longer than the push node's
-#: fan-out window: a signal under the resume level that long has really come down.
+#: ...and has stayed there for this many ticks in a row: a dip of a few seconds is the signals' own noise,
+#: and resuming on each one creeps capacity up to the knee (an overshoot stays: nobody is disconnected).
+#: Ten ticks is longer than the push node's fan-out window: a signal under the resume level that long has
+#: really come down.
 RESUME_AFTER = 10
 #: ...and additive growth lasts until capacity has passed the breach that found the limit by this factor,
 #: healthy all the way: then that breach was a burst, not the limit, and growth is multiplicative (still
 #: bounded per node, still slowing near the SLO) again, like CUBIC speeding up once well past the window
-#: of its last loss. In bench overload a growth step's handshakes breached once at ~400 clients (0.25 of
-#: the knee); additive growth from there took 60 s to reach 1,040 clients and the run ended at 0.65.
+#: of its last loss; a burst breach far below the knee otherwise leaves growth additive for minutes.
 FORGET_BREACH_BEYOND = 1.5
 
 
@@ -183,8 +153,7 @@ class CapacityController:
             # Backed off from the load that breached, not from a capacity already below it: a breach
             # says that ``admitted`` sessions are too many, nothing about fewer. With the gatekeeper
             # already refusing everyone (capacity under what is in, nobody leaving), each new breach
-            # of the same load compounded another 3 %: bench overload (o-5, 2026-11-27, fifth session)
-            # held 1,322 clients through three breaches and its capacity sank to 1,146.
+            # of the same load would compound the back-off and sink capacity under what the platform holds.
             if not self.breached:
                 self.breach_anchor = float(admitted) * BREACH_BACKOFF
             elif worsening:

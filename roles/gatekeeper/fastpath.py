@@ -1,7 +1,7 @@
 """Refusals answered beneath the web framework, so a refusal costs less than any framework endpoint.
 
-At show start the gatekeeper's traffic is mostly clients it must refuse (design.md §5.3: a rejection
-must be cheaper than an admission; issue 5 asks for rejections at least as fast as a trivial endpoint on
+At show start the gatekeeper's traffic is mostly clients it must refuse (docs/architecture.md §5: a rejection
+must be cheaper than an admission, at least as fast as a trivial endpoint on
 the same stack). The decision itself is a few microseconds (``Gatekeeper.decide``: a snapshot read, a
 waiting-room lookup, one HMAC); through Quart it came wrapped in a request object, routing, the hooks,
 a response object and quart-trio's two tasks per request, about as much as a trivial endpoint costs:

@@ -47,7 +47,7 @@ __all__ = ["run"]
 
 #: How often load and QoS are copied into the node's heartbeat (which goes out every second).
 LOAD_REPORT_INTERVAL = 0.5
-#: The fan-out delay percentile the registry carries (api.md: the gatekeeper admits on QoS).
+#: The fan-out delay percentile the registry carries (docs/api.md: the gatekeeper admits on QoS).
 FANOUT_PERCENTILE = 0.99
 
 

@@ -1,4 +1,4 @@
-"""Which channels a client may follow (api.md "Push"): its own ``user:<id>`` and the ``episode:<id>`` of
+"""Which channels a client may follow (docs/api.md §5): its own ``user:<id>`` and the ``episode:<id>`` of
 an episode that exists.
 
 The channel name itself is validated by the protocol decoder (``protocol.push.Channel``) before it gets

@@ -1,9 +1,9 @@
 """Decoding what a WebSocket client sends, with the push server's policy for bad input.
 
-Bad input never costs the client its connection (design.md §6): a frame that fails validation is
+Bad input never costs the client its connection (docs/architecture.md §6): a frame that fails validation is
 answered with an ``error`` frame. One exception to "it is an error": a ``subscribe`` whose channel is
 fine but whose ``since`` is malformed still subscribes, answered ``recovered: false`` — a position that
-cannot be understood is a position that cannot be filled (reliability.md #2).
+cannot be understood is a position that cannot be filled (docs/reliability.md #2).
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ Tasks and resources
     server sends goes through the outbox, written synchronously from whoever produces it (the hub's
     fan-out, a pong, a close), so nothing interleaves and the fan-out never waits for a client.
 
-Timeouts and limits (reliability.md #5)
+Timeouts and limits (docs/reliability.md #5)
     The reader's deadline is ``idle_timeout`` after the last complete message, ping or pong heard (a
     client that trickles one byte a minute is still idle); the node pings quiet clients every
     ``keepalive_interval`` so a live client always answers in time. A message larger than
     ``max_frame_bytes`` closes the connection (1009); a frame the parser refuses closes it (1002/1008).
     Garbage JSON inside a valid frame only earns an ``error`` frame.
 
-Slow consumers (reliability.md #4)
+Slow consumers (docs/reliability.md #4)
     A client whose outbox would exceed ``max_outbox_bytes`` is dropped at once: queued frames are
     discarded, it gets ``reconnect`` and a close frame (best effort, for a short while), and it is removed
     from every channel. Nobody else waits for it.

@@ -6,7 +6,7 @@ another path, 400 for a malformed request, 503 when the node is full, 429 when t
 holds ``push.max_connections_per_user`` connections here) and the connection is closed. So a
 bad ticket never reaches the hub, let alone a subscription.
 
-The caller bounds the whole exchange with ``push.handshake_timeout`` (slowloris, reliability.md #5); the
+The caller bounds the whole exchange with ``push.handshake_timeout`` (slowloris, docs/reliability.md #5); the
 request head is bounded by h11's own limit (16 KiB), past which wsproto reports a protocol error.
 """
 

@@ -2,25 +2,25 @@
 
 Resources
     The hub holds ONE broker subscription (one Redis pub/sub connection) for the whole node and adds a
-    channel to it only while some local client follows it (design.md §4: a node subscribes only to its
+    channel to it only while some local client follows it (docs/architecture.md §4: a node subscribes only to its
     local channels). A channel nobody follows any more is removed after ``linger`` seconds, so a client
     that reconnects or a long poll that comes straight back finds it warm.
 
-Ordering and gaps (reliability.md #7)
+Ordering and gaps (docs/reliability.md #7)
     Per channel the hub knows the ``(epoch, offset)`` it last delivered. A message with the next offset is
     fanned out at once; an older one is a duplicate and dropped; a newer one (or another epoch, or a
     ``SubscriptionReset`` after the pub/sub connection dropped) starts a catch-up that reads history and
     delivers what was missed in order. What cannot be filled (trimmed, epoch changed) is announced to every
     subscriber as ``subscribed`` with ``recovered: false`` at the new position: never a silent gap.
 
-Fan-out (design.md §5.1)
+Fan-out (docs/architecture.md §5)
     Each message is encoded once (``encode_message_frame``), framed once (``wsframe.text``) and handed to
     every subscriber's synchronous ``send_raw``: no task switch and no encoding per client. Long polls
     waiting on the channel are woken together by one pass over its waiters.
 
 Errors
     ``BrokerUnavailable`` while joining a channel is raised to the caller (the client gets an error);
-    inside the hub's own tasks it is retried with back-off, never crashing the node (reliability.md #16).
+    inside the hub's own tasks it is retried with back-off, never crashing the node (docs/reliability.md #16).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ChannelUnavailable(Exception):
 
 class PollRequest:
     """One channel of a long poll: the position the client has (``None``: it has none yet) or a
-    malformed one (``malformed=True``: answered ``recovered: false`` at once, reliability.md #2)."""
+    malformed one (``malformed=True``: answered ``recovered: false`` at once, docs/reliability.md #2)."""
 
     __slots__ = ("channel", "epoch", "offset", "malformed")
 

@@ -2,7 +2,7 @@
 
 Accepting runs on ``playtotv.accept.serve_tcp``, like every listener of the node: when ``accept()``
 fails for lack of resources (EMFILE, ENFILE, ENOMEM, ENOBUFS) it sleeps 100 ms and keeps serving
-(reliability.md #6), logging it once per interval; connections over the listener's cap or the node's
+(docs/reliability.md #6), logging it once per interval; connections over the listener's cap or the node's
 per-address cap are closed on accept. Connections live in their own nursery, so stopping the accept
 loop (drain) leaves them open until each has been told to reconnect and has closed or run out of grace.
 """
@@ -30,7 +30,7 @@ from .users import UserSlots
 
 log = logging.getLogger("playtotv.push.ws")
 
-#: Pending connections the kernel queues for us: a reconnect storm arrives all at once (reliability.md #3).
+#: Pending connections the kernel queues for us: a reconnect storm arrives all at once (docs/reliability.md #3).
 LISTEN_BACKLOG = 4096
 #: The keepalive sweep looks at every connection this often (at most); pings go to those quiet for
 #: ``push.keepalive_interval``, so they spread over time as connections do.

@@ -1,6 +1,6 @@
 """One client's outgoing bytes: written at once when the socket takes them, buffered (bounded) when not.
 
-This is the fan-out's hot path (design.md §5.1). :meth:`Outbox.write` is synchronous: it hands the frame
+This is the fan-out's hot path (docs/architecture.md §5). :meth:`Outbox.write` is synchronous: it hands the frame
 to the kernel with one non-blocking ``os.write`` on the connection's own file descriptor (never a ``dup``:
 that would double the descriptors a node needs) and queues only what the kernel did not take. So one
 publish costs each client one system call and no task switch. The connection's writer task
@@ -8,7 +8,7 @@ publish costs each client one system call and no task switch. The connection's w
 
 Every server frame of a connection goes through its outbox — data, pong, ping, close — so frames never
 interleave. A client whose queue grows past ``limit`` bytes is over budget: ``write`` refuses and the
-connection drops it (reliability.md #4), so a stalled reader costs the others nothing.
+connection drops it (docs/reliability.md #4), so a stalled reader costs the others nothing.
 """
 
 from __future__ import annotations

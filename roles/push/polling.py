@@ -7,7 +7,7 @@ position yet (no ``epoch``/``offset``: it learns the current one), or cannot be 
 polls of a channel are woken together) or ``timeout``.
 
 Several channels in one request: repeat ``channel``, and give ``epoch`` and ``offset`` in the same order
-(empty values for a channel without a position yet). One channel answers the object of api.md; several
+(empty values for a channel without a position yet). One channel answers the object of docs/api.md; several
 answer a JSON array of those objects, in request order.
 """
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from playtotv.context import NodeContext
 
 POLL_PATH = "/v1/poll"
-#: api.md's example waits 25 s: below common proxy idle timeouts (30 s and up).
+#: docs/api.md's example waits 25 s: below common proxy idle timeouts (30 s and up).
 DEFAULT_TIMEOUT = 25.0
 #: A longer wait would only hold a request slot longer; clients asking more get this.
 MAX_TIMEOUT = 60.0
@@ -100,14 +100,14 @@ def _position(channel: str, epoch: str, offset: str) -> PollRequest:
     if not epoch and not offset:
         return PollRequest(channel)
     # A position that cannot be understood cannot be filled: recovered:false, not an error
-    # (reliability.md #2), so the client recovers the same way as from any lost position.
+    # (docs/reliability.md #2), so the client recovers the same way as from any lost position.
     if not epoch or not offset.isdigit() or len(epoch) > 64 or len(offset) > 18:
         return PollRequest(channel, malformed=True)
     return PollRequest(channel, epoch, int(offset))
 
 
 async def _check_exist(directory: EpisodeDirectory, requests: list[PollRequest]) -> None:
-    """404 ``not_found`` for a channel of an episode that does not exist (api.md's code for unknown ids)."""
+    """404 ``not_found`` for a channel of an episode that does not exist (docs/api.md's code for unknown ids)."""
     try:
         for r in requests:
             if not await directory.exists(r.channel):

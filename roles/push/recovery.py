@@ -1,12 +1,12 @@
 """Recovery by offset, sans-io: what a client that says "I saw up to (epoch, offset)" is owed.
 
-Used for a WebSocket ``subscribe`` with ``since`` and for every long poll (api.md "Push"). No I/O here:
+Used for a WebSocket ``subscribe`` with ``since`` and for every long poll (docs/api.md §5). No I/O here:
 :func:`assess` compares a client's position with the channel's, and :class:`RecentFrames` keeps the last
 encoded ``message`` frames a push node delivered, so most recoveries (a short reconnect, every poll that
-follows a publish) are served from memory without asking the broker (reliability.md #1, #3). The hub reads
+follows a publish) are served from memory without asking the broker (docs/reliability.md #1, #3). The hub reads
 broker history only for what the ring does not hold.
 
-Never a silent gap (reliability.md #2): any position that cannot be filled exactly — another epoch, ahead
+Never a silent gap (docs/reliability.md #2): any position that cannot be filled exactly — another epoch, ahead
 of the channel, further behind than the cap, malformed — is answered with ``recovered: false`` at the
 channel's current position.
 """

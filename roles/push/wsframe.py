@@ -2,7 +2,7 @@
 
 The push server never negotiates extensions (no permessage-deflate) and never fragments, so a server frame
 is a pure function of its opcode and payload: the same bytes are valid on every connection. That is what
-lets the fan-out build a message's frame once and hand it to 10,000 sockets (design.md §5.1). wsproto
+lets the fan-out build a message's frame once and hand it to 10,000 sockets (docs/architecture.md §5). wsproto
 stays in charge of everything clients send; these helpers only cover what the server sends.
 """
 

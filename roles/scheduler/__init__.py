@@ -2,7 +2,7 @@
 deadline, starts episodes at ``starts_at``, and does housekeeping.
 
 Any number of instances may run; one leads through a broker lease with a fencing token and the others
-stand by, taking over within the lease TTL when the leader dies (reliability.md #14, #15). The leader
+stand by, taking over within the lease TTL when the leader dies (docs/reliability.md #14, #15). The leader
 keeps an agenda sorted by due time and sleeps until the next job; it hears about new work through a
 notice channel (episode started or ended, interaction opened), with a slow full reload from the store as
 a safety net, never a store poll every tick.

@@ -5,7 +5,7 @@ firing path (it runs in its own task; a slow store query here never delays a tim
 - trim the channel history of ended episodes (late reconnects need little of it);
 - expire the hot Redis state of ended episodes (viewer sets, leaderboards: rebuilt from the store if read);
 - rebuild missing leaderboards of live episodes from the store (after Redis lost its memory);
-- re-enqueue follow-up jobs (scoring, episode end) that Redis lost (reliability.md #16);
+- re-enqueue follow-up jobs (scoring, episode end) that Redis lost (docs/reliability.md #16);
 - create the upcoming episodes of recurring series (``gameplay.series``).
 """
 

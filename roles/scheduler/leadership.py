@@ -1,5 +1,5 @@
 """Scheduler leadership: exactly one instance holds the lease (with a fencing token) at a time; the
-others stand by and take over within the lease TTL when the leader dies (reliability.md #14).
+others stand by and take over within the lease TTL when the leader dies (docs/reliability.md #14).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 The worst figure of each kind goes into this node's registry entry as QoS signals
 (``probe_core_rtt_ms``, ``probe_push_delay_ms``), which the gatekeeper weighs with the nodes' own reports.
 
-Dead is not slow (design.md §11): a node that fails its probe (refused, no answer within the probe
+Dead is not slow (docs/architecture.md §5): a node that fails its probe (refused, no answer within the probe
 timeout, an error status) is not measured at all. Its id goes into this node's ``unreachable`` list,
 which the gatekeeper leaves out of the endpoint lists it hands out; the live nodes alone measure load.
 Reporting a failure as the timeout (3,000 ms) made one SIGKILLed core node read as a platform-wide QoS

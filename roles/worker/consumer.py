@@ -3,7 +3,7 @@
 At-least-once, stated plainly (as arq does): an item may be processed more than once (its worker died
 before acknowledging, or a transient failure outlasted the retries), so handlers make their effects
 idempotent. What a handler cannot process is not acknowledged: the broker redelivers it after its
-visibility timeout and dead-letters it after ``max_deliveries`` (reliability.md #13), so one poison item
+visibility timeout and dead-letters it after ``max_deliveries`` (docs/reliability.md #13), so one poison item
 never blocks the queue.
 
 Failures are split by kind:

@@ -1,5 +1,5 @@
 /**
- * console-forms.js — the interaction editor (every kind of api.md's interaction body) and the timeline
+ * console-forms.js — the interaction editor (every kind of docs/api.md's interaction body) and the timeline
  * rows of a prerecorded episode, which reuse it. Each editor validates what the server would refuse
  * anyway, so the director gets the reason next to the field instead of a 400.
  */
@@ -7,7 +7,7 @@
 import { h } from "./ui.js";
 
 const KINDS = ["quiz", "poll", "vote", "prediction", "rating"];
-/** api.md: points only for the kinds that score. */
+/** docs/api.md: points only for the kinds that score. */
 const SCORED = new Set(["quiz", "prediction"]);
 /** protocol/rest.py MAX_OPTIONS. */
 const MAX_OPTIONS = 10;

@@ -19,7 +19,7 @@ const WS_FIRST_FRAME_TIMEOUT_MS = 5000;
  * keepalive is 90 s, far too long for a viewer waiting for the next question). Pongs also resync the clock. */
 const PING_INTERVAL_MS = 20000;
 const PONG_TIMEOUT_MS = 10000;
-/** api.md's example long-poll wait: below the usual proxy idle timeouts (30 s and up). */
+/** docs/api.md's example long-poll wait: below the usual proxy idle timeouts (30 s and up). */
 const POLL_TIMEOUT_S = 25;
 /** A poll answer may take this much longer than its timeout before we call the node dead. */
 const POLL_GRACE_MS = 10000;
@@ -34,7 +34,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const jitter = (ms) => ms * (1 + Math.random() * 0.5);
 
 /**
- * Per-channel positions and the recovery rules of api.md "Push" (see the module comment).
+ * Per-channel positions and the recovery rules of docs/api.md §5 (see the module comment).
  *
  * Events returned by {@link receive} / {@link receivePoll}:
  * `{kind: "message", channel, epoch, offset, sentAt, data}`, `{kind: "subscribed", channel, epoch, offset}`,

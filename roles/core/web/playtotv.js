@@ -18,7 +18,7 @@
  *   await client.answer(episode.current.id, "a");          // idempotent across failovers
  *   const left = episode.current.closes_at - client.serverNow();   // countdowns use the server's clock
  *
- * Rules (api.md "Gatekeeper" and "Push"):
+ * Rules (docs/api.md §3 and §5):
  * - Joining honours `retry_after` with jitter while the platform is full, and sends back the `queue` token
  *   of the 503 so the client keeps its place. A returning client resumes its identity with its ticket.
  * - REST sticks to the first core node of the list; it moves on after a network error, a 5xx, or two
@@ -45,7 +45,7 @@ const JOIN_BACKOFF_MAX_MS = 10000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** An error answer of the platform: `status`, `code` and `message` as api.md documents them. */
+/** An error answer of the platform: `status`, `code` and `message` as docs/api.md documents them. */
 export class PlayToTVError extends Error {
   constructor(status, code, message, retryAfter = null) {
     super(`${status} ${code}: ${message}`);
@@ -94,7 +94,7 @@ async function fetchJson(url, init, timeoutMs = REQUEST_TIMEOUT_MS) {
   }
 }
 
-/** Whether an answer means "this node is in trouble, try another": api.md's 5xx, except a full platform. */
+/** Whether an answer means "this node is in trouble, try another": docs/api.md's 5xx, except a full platform. */
 function nodeFailed(status, payload) {
   if (status < 500) return false;
   return !(status === 503 && payload?.error?.code === "at_capacity");
