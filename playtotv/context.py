@@ -1,4 +1,4 @@
-"""``NodeContext``: what every role of a node process gets (design.md §3).
+"""``NodeContext``: what every role of a node process gets (docs/architecture.md §3).
 
 Configuration, backends, credentials, metrics, the node's registration and health, and the live objects
 of the roles running in this process. ``playtotv.node`` builds one per process and runs the roles on it.
@@ -35,7 +35,7 @@ log = logging.getLogger("playtotv.node")
 
 #: A dependency check that takes longer than this counts as a failure (readiness must answer fast).
 HEALTH_CHECK_TIMEOUT = 2.0
-#: Back-off between registration attempts while Redis is unreachable (reliability.md #19).
+#: Back-off between registration attempts while Redis is unreachable (docs/reliability.md #19).
 REGISTER_BACKOFF_MIN = 0.1
 REGISTER_BACKOFF_MAX = 2.0
 
@@ -91,7 +91,7 @@ class NodeContext:
         """Heartbeat now, retrying with back-off until the registry accepts it.
 
         Roles call this after they listen and before ``task_status.started()``: a node that cannot
-        register is not ready, and waits rather than crash (reliability.md #19)."""
+        register is not ready, and waits rather than crash (docs/reliability.md #19)."""
         delay = REGISTER_BACKOFF_MIN
         while True:
             if await self._heartbeat_once():

@@ -121,7 +121,7 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/v1/shows/{show_id}/episodes", "core", "createEpisode", "Create an episode",
           DIRECTOR, rest.CreateEpisode, 201, rest.EpisodeView, (*_AUTH_ERRORS, 404)),
     Route("post", "/v1/shows/{show_id}/series", "core", "createSeries",
-          "Create a recurring series (addition to api.md): episodes from a template, ahead of air time",
+          "Create a recurring series: episodes from a template, ahead of air time",
           DIRECTOR, rest.CreateSeries, 201, rest.Series, (*_AUTH_ERRORS, 404)),
     Route("get", "/v1/series/{series_id}", "core", "getSeries", "A recurring series and its episodes so far",
           DIRECTOR, None, 200, rest.Series, (*_AUTH_ERRORS, 404)),
