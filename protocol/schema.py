@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import push, rest
+from . import kinds, push, rest
 from .errors import STATUS, ErrorBody, ErrorCode
 
 API_VERSION = "1"
@@ -172,6 +172,9 @@ ROUTES: tuple[Route, ...] = (
           VIEWER_ONLY, None, 204, None, (401, 404, 429)),
     Route("get", "/v1/me/notifications", "core", "listNotifications", "Notifications newer than `since`",
           VIEWER_ONLY, None, 200, rest.NotificationList, (400, 401, 429), (_Q_SINCE,)),
+    Route("get", "/v1/kinds", "core", "listKinds",
+          "The interaction kinds this server accepts and how each behaves (an addition to api.md)",
+          PUBLIC, None, 200, kinds.KindList, ()),
     # push
     Route("get", "/v1/ws", "push", "websocket",
           "WebSocket upgrade; frames are described by the push JSON Schema (x-frames)",

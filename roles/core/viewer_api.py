@@ -13,6 +13,7 @@ from playtotv.gameplay.answers import AnswerItem
 from playtotv.gameplay.documents import interaction_view
 from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
+from playtotv.protocol.kinds import kind_list
 from playtotv.protocol.rest import (
     AnswerAccepted,
     add_friend_decoder,
@@ -79,6 +80,13 @@ def register(api: "CoreApi") -> None:
         return json_response(await leaderboard.board(g, episode_id, scope=scope,  # type: ignore[arg-type]
                                                      limit=count, me=caller.user_id, following=following))
 
+    # -- public -----------------------------------------------------------------------------------------
+    kinds = kind_list()
+
+    async def list_kinds() -> Response:
+        # The table is fixed for the life of the process; a page may keep it for a few minutes.
+        return json_response(kinds, headers={"Cache-Control": "public, max-age=300"})
+
     # -- the caller's own data --------------------------------------------------------------------------
     async def get_me() -> Response:
         user_id = auth.viewer().require_user()
@@ -124,6 +132,7 @@ def register(api: "CoreApi") -> None:
         ("/v1/me/friends/<friend_id>", remove_friend, "DELETE"),
         ("/v1/me/friends", list_friends, "GET"),
         ("/v1/me/notifications", list_notifications, "GET"),
+        ("/v1/kinds", list_kinds, "GET"),
     ]
     for path, handler, method in routes:
         app.add_url_rule(path, f"viewer_{handler.__name__}", handler, methods=[method])
