@@ -36,6 +36,7 @@ from playtotv.accept import node_gate, serve_tcp
 from playtotv.httpdeadlines import CLOCK_KEY, ClockedStream, ConnectionClock, RequestDeadlines
 from playtotv.logs import event
 from playtotv.protocol.errors import ApiError, bad_request
+from playtotv.protocol.rest import Health, Readiness
 from playtotv.signals import track_inflight
 
 if TYPE_CHECKING:
@@ -95,11 +96,11 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return json_response({"status": "ok", "node": ctx.node_id})
+        return json_response(Health(status="ok", node=ctx.node_id))
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        body = {"ready": ctx.ready, "checks": ctx.checks, "draining": ctx.draining.is_set()}
+        body = Readiness(ready=ctx.ready, checks=ctx.checks, draining=ctx.draining.is_set())
         return json_response(body, status=200 if ctx.ready else 503)
 
     @app.get("/metrics")

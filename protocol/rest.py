@@ -447,10 +447,20 @@ class NotificationList(_Body, kw_only=True):
 # -- health --------------------------------------------------------------------------------------------------
 
 class Health(_Sparse, kw_only=True):
-    """``/healthz`` and ``/readyz``; ``checks`` names each dependency and whether it answered."""
+    """``/healthz``: the process is alive; ``node`` is its node id."""
 
     status: Literal["ok", "ready", "not_ready"]
     checks: dict[str, bool] = {}
+    node: str | None = None
+
+
+class Readiness(_Body, kw_only=True):
+    """``/readyz``, 200 when ``ready`` else 503: ``checks`` names each dependency (and the node's
+    registration) and whether it answered; ``draining`` once the node stops taking new work."""
+
+    ready: bool
+    checks: dict[str, bool]
+    draining: bool
 
 
 # -- cross-field rules ---------------------------------------------------------------------------------------
