@@ -259,8 +259,13 @@ def _operation(route: Route) -> dict[str, Any]:
         responses[str(status)] = {**ok, "description": meaning}
     if route.path == "/readyz":
         responses["503"] = {"description": "Not ready", "content": {_JSON: {"schema": _ref(rest.Readiness)}}}
-    # Any core route can meet a dependency that is down (api.md: 503 `unavailable`, with retry_after).
-    errors = (*route.errors, 503) if route.tag == "core" else route.errors
+    # Any core route can meet a dependency that is down (api.md: 503 `unavailable`, with retry_after), and
+    # any that takes credentials is refused with 429 once an address sent too many bad ones.
+    errors = route.errors
+    if route.access == VIEWER_ONLY:
+        errors = (*errors, 403)  # a director key is nobody: acting as a user needs a ticket
+    if route.tag == "core":
+        errors = (*errors, 429, 503) if route.access != PUBLIC else (*errors, 503)
     for status in errors:
         responses.setdefault(str(status), {"$ref": f"#/components/responses/{_ERROR_RESPONSE_NAMES[status]}"})
     operation["responses"] = responses

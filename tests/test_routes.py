@@ -182,3 +182,38 @@ async def test_every_documented_route_answers_as_documented(nursery):
 
     every = {(method, path) for path, item in contract.document["paths"].items() for method in item}
     assert contract.seen == every  # a route added to the document is called here too
+
+
+#: Credentials that are wrong for some routes: none, a forged ticket, a director key, a viewer ticket.
+CALLERS = ("nobody", "forged", "director", "viewer")
+
+
+async def test_refusals_are_documented_errors(nursery):
+    """Every refusal of a REST route, for each kind of caller and unknown ids, is a status the document
+    lists for that route, with the error body."""
+    # Forged tickets from one address are throttled (429, documented) after a few: raise the bound so
+    # the sweep meets every other refusal too.
+    node = await start_node(nursery, list(HTTP_ROLES), core_failed_auth_burst="1000")
+    document = schema.openapi_document()
+    error_body = {"$ref": "#/components/schemas/ErrorBody", "components": document["components"]}
+    bases = {"gatekeeper": node.url("gatekeeper"), "core": node.url("core"),
+             "push": node.ctx.endpoints["push_poll"].removesuffix("/v1/poll")}
+    async with httpx.AsyncClient(timeout=10) as http:
+        ticket = (await http.post(f"{bases['gatekeeper']}/v1/session", json={})).json()["ticket"]
+        headers = {"nobody": {}, "forged": {"Authorization": "Bearer not-a-ticket"}, "director": DIRECTOR,
+                   "viewer": {"Authorization": f"Bearer {ticket}"}}
+        refused = 0
+        for route in schema.ROUTES:
+            if route.tag not in bases or route.path == "/v1/ws":
+                continue
+            url = bases[route.tag] + re.sub(r"\{\w+\}", "x_unknown", route.path)
+            for caller in CALLERS:
+                response = await http.request(route.method.upper(), url, headers=headers[caller], json={})
+                if response.status_code < 400:
+                    continue
+                refused += 1
+                listed = document["paths"][route.path][route.method]["responses"]
+                assert str(response.status_code) in listed, \
+                    f"{route.method} {route.path} as {caller}: {response.status_code} {response.text}"
+                jsonschema.Draft202012Validator(error_body).validate(response.json())
+        assert refused > 50  # the sweep did meet refusals
