@@ -12,7 +12,8 @@ Pure: no I/O and no imports of the REST bodies (:mod:`.rest` imports this module
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import msgspec
 

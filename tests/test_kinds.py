@@ -91,7 +91,8 @@ def test_no_code_outside_the_table_names_a_kind():
                 continue
             if lines := _python_naming_a_kind(path):
                 naming[str(path.relative_to(ROOT))] = lines
-    quoted = re.compile(r"""["'`](%s)["'`]""" % "|".join(kinds.KIND_NAMES))
+    alternatives = "|".join(kinds.KIND_NAMES)
+    quoted = re.compile(rf"""["'`]({alternatives})["'`]""")
     for path in (ROOT / "roles" / "core" / "web").glob("*.js"):
         if lines := [i for i, line in enumerate(path.read_text().splitlines(), 1) if quoted.search(line)]:
             naming[str(path.relative_to(ROOT))] = lines

@@ -577,7 +577,7 @@ def test_push_json_schema():
 
 # -- the package's boundary ------------------------------------------------------------------------------------
 
-ALLOWED_IMPORTS = {"__future__", "enum", "re", "typing", "msgspec"}
+ALLOWED_IMPORTS = {"__future__", "collections", "enum", "re", "typing", "msgspec"}
 
 
 @pytest.mark.parametrize("path", sorted(PROTOCOL_DIR.glob("*.py")), ids=lambda p: p.name)

@@ -172,7 +172,7 @@ def interaction_view(doc: InteractionDoc, *, with_correct: bool) -> InteractionV
     return InteractionView(
         id=doc.id,
         episode_id=doc.episode_id,
-        kind=doc.kind,  # type: ignore[arg-type]
+        kind=doc.kind,
         prompt=doc.prompt,
         status=doc.status,  # type: ignore[arg-type]
         options=list(doc.options),
