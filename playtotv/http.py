@@ -139,7 +139,10 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
     @app.errorhandler(HTTPException)
     async def _http_error(err: HTTPException) -> Response:
         code = _STATUS_CODES.get(err.code or 500, "bad_request")
-        return api_error_response(ApiError(code, err.description or err.name), status=err.code or 500)
+        response = api_error_response(ApiError(code, err.description or err.name), status=err.code or 500)
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            response.headers["Allow"] = ", ".join(err.valid_methods)  # RFC 9110: a 405 says what is allowed
+        return response
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:

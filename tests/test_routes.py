@@ -217,3 +217,8 @@ async def test_refusals_are_documented_errors(nursery):
                     f"{route.method} {route.path} as {caller}: {response.status_code} {response.text}"
                 jsonschema.Draft202012Validator(error_body).validate(response.json())
         assert refused > 50  # the sweep did meet refusals
+        # A method a path does not have: 405 with the error body, and Allow naming the documented ones.
+        wrong = await http.patch(f"{bases['core']}/v1/me", headers=headers["viewer"])
+        assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "bad_request"
+        allowed = {m.strip().lower() for m in wrong.headers["allow"].split(",")} - {"head", "options"}
+        assert allowed == set(document["paths"]["/v1/me"])
