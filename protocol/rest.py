@@ -27,7 +27,7 @@ from msgspec import Meta
 from .decoding import JsonDecoder
 from .errors import ApiError, ErrorCode, bad_request
 from .kinds import KIND_NAMES, MAX_OPTIONS, spec
-# Named here before the kinds table existed; kept importable from this module.
+# Also importable from here, where clients of this package have always found them.
 from .kinds import MAX_SCALE_VALUES as MAX_SCALE_VALUES
 from .kinds import SCORED_KINDS as SCORED_KINDS
 from .text import DisplayText
@@ -157,8 +157,8 @@ class Option(_Body, kw_only=True):
 class InteractionBody(_Body, kw_only=True):
     """What a director sends to create an interaction (and what a timeline entry holds).
 
-    Per-kind rules (options for all but rating, ``correct`` for quiz, ``scale`` for rating, unique option
-    ids) need several fields at once: :func:`check_interaction` applies them.
+    Per-kind rules (options or a scale, ``correct`` given or refused, unique option ids) need several
+    fields at once: :func:`check_interaction` applies them, as protocol.kinds' table says.
     """
 
     kind: Kind
