@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
 from quart import Response, request
 
 from playtotv.gameplay import answers, director, friends, leaderboard, notifications, profile, results
@@ -81,11 +82,11 @@ def register(api: "CoreApi") -> None:
                                                      limit=count, me=caller.user_id, following=following))
 
     # -- public -----------------------------------------------------------------------------------------
-    kinds = kind_list()
+    kinds = msgspec.json.encode(kind_list())  # fixed for the life of the process: encoded once
 
     async def list_kinds() -> Response:
-        # The table is fixed for the life of the process; a page may keep it for a few minutes.
-        return json_response(kinds, headers={"Cache-Control": "public, max-age=300"})
+        # Every /play page loads it: a page may keep it for a few minutes.
+        return Response(kinds, content_type="application/json", headers={"Cache-Control": "public, max-age=300"})
 
     # -- the caller's own data --------------------------------------------------------------------------
     async def get_me() -> Response:
