@@ -36,6 +36,7 @@ from playtotv.accept import node_gate, serve_tcp
 from playtotv.httpdeadlines import CLOCK_KEY, ClockedStream, ConnectionClock, RequestDeadlines
 from playtotv.logs import event
 from playtotv.protocol.errors import ApiError, bad_request
+from playtotv.protocol.rest import Health, Readiness
 
 if TYPE_CHECKING:
     from playtotv.context import NodeContext
@@ -112,11 +113,11 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return json_response({"status": "ok", "node": ctx.node_id})
+        return json_response(Health(status="ok", node=ctx.node_id))
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        body = {"ready": ctx.ready, "checks": ctx.checks, "draining": ctx.draining.is_set()}
+        body = Readiness(ready=ctx.ready, checks=ctx.checks, draining=ctx.draining.is_set())
         return json_response(body, status=200 if ctx.ready else 503)
 
     @app.get("/metrics")
@@ -155,7 +156,10 @@ def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BOD
     @app.errorhandler(HTTPException)
     async def _http_error(err: HTTPException) -> Response:
         code = _STATUS_CODES.get(err.code or 500, "bad_request")
-        return api_error_response(ApiError(code, err.description or err.name), status=err.code or 500)
+        response = api_error_response(ApiError(code, err.description or err.name), status=err.code or 500)
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            response.headers["Allow"] = ", ".join(err.valid_methods)  # RFC 9110: a 405 says what is allowed
+        return response
 
     @app.errorhandler(Exception)
     async def _unexpected(err: Exception) -> Response:

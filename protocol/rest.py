@@ -19,13 +19,17 @@ wraps one and turns any failure into the contract's 400.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
 
 from .decoding import JsonDecoder
 from .errors import ApiError, ErrorCode, bad_request
+from .kinds import KIND_NAMES, MAX_OPTIONS, spec
+# Also importable from here, where clients of this package have always found them.
+from .kinds import MAX_SCALE_VALUES as MAX_SCALE_VALUES
+from .kinds import SCORED_KINDS as SCORED_KINDS
 from .text import DisplayText
 
 # -- shared constraints ------------------------------------------------------------------------------------
@@ -57,7 +61,11 @@ Timestamp = Annotated[float, Meta(ge=0, le=1e10)]
 #: A ticket is at most 1 KiB (playtotv.auth rejects longer ones before decoding anything).
 TicketText = Annotated[str, Meta(min_length=1, max_length=1024)]
 
-Kind = Literal["quiz", "poll", "vote", "prediction", "rating"]
+if TYPE_CHECKING:
+    Kind = str
+else:
+    #: The kinds of protocol.kinds' table, as an enum on the wire (decoding refuses any other name).
+    Kind = Literal[KIND_NAMES]
 Mode = Literal["live", "prerecorded"]
 EpisodeStatus = Literal["scheduled", "live", "ended"]
 InteractionStatus = Literal["draft", "open", "closed", "revealed"]
@@ -66,13 +74,8 @@ Choice = Annotated[str, Meta(min_length=1, max_length=64)] | int
 
 DEFAULT_DURATION = 15.0
 DEFAULT_POINTS = 1000
-MAX_OPTIONS = 10
-#: A rating scale wider than this is not a rating; the bound also bounds per-value counters.
-MAX_SCALE_VALUES = 101
 #: A prerecorded episode's timeline: enough for any show, small enough to validate in one request.
 MAX_TIMELINE_ENTRIES = 500
-#: Kinds that score and therefore take ``points`` (docs/api.md: quiz / prediction only).
-SCORED_KINDS = frozenset({"quiz", "prediction"})
 
 
 class _Body(msgspec.Struct, kw_only=True):
@@ -154,8 +157,8 @@ class Option(_Body, kw_only=True):
 class InteractionBody(_Body, kw_only=True):
     """What a director sends to create an interaction (and what a timeline entry holds).
 
-    Per-kind rules (options for all but rating, ``correct`` for quiz, ``scale`` for rating, unique option
-    ids) need several fields at once: :func:`check_interaction` applies them.
+    Per-kind rules (options or a scale, ``correct`` given or refused, unique option ids) need several
+    fields at once: :func:`check_interaction` applies them, as protocol.kinds' table says.
     """
 
     kind: Kind
@@ -444,57 +447,34 @@ class NotificationList(_Body, kw_only=True):
 # -- health --------------------------------------------------------------------------------------------------
 
 class Health(_Sparse, kw_only=True):
-    """``/healthz`` and ``/readyz``; ``checks`` names each dependency and whether it answered."""
+    """``/healthz``: the process is alive; ``node`` is its node id."""
 
     status: Literal["ok", "ready", "not_ready"]
     checks: dict[str, bool] = {}
+    node: str | None = None
+
+
+class Readiness(_Body, kw_only=True):
+    """``/readyz``, 200 when ``ready`` else 503: ``checks`` names each dependency (and the node's
+    registration) and whether it answered; ``draining`` once the node stops taking new work."""
+
+    ready: bool
+    checks: dict[str, bool]
+    draining: bool
 
 
 # -- cross-field rules ---------------------------------------------------------------------------------------
 
 def check_interaction(body: InteractionBody) -> None:
-    """Apply the per-kind rules of docs/api.md's interaction body; raise a 400 ``ApiError`` naming the rule.
-
-    Kept here (pure, no I/O) so that a director POST and a timeline entry are judged identically.
-    """
-    if body.kind == "rating":
-        if body.options:
-            raise ApiError(ErrorCode.BAD_REQUEST, "a rating takes a scale, not options")
-        if body.scale is None:
-            raise ApiError(ErrorCode.BAD_REQUEST, "a rating needs a scale [low, high]")
-        low, high = body.scale
-        if not low < high or high - low + 1 > MAX_SCALE_VALUES:
-            raise ApiError(
-                ErrorCode.BAD_REQUEST,
-                f"scale must be [low, high] with low < high and at most {MAX_SCALE_VALUES} values",
-            )
-    else:
-        if body.scale is not None:
-            raise ApiError(ErrorCode.BAD_REQUEST, f"a {body.kind} takes options, not a scale")
-        if len(body.options) < 2:
-            raise ApiError(ErrorCode.BAD_REQUEST, f"a {body.kind} needs 2 to {MAX_OPTIONS} options")
-        ids = [option.id for option in body.options]
-        if len(set(ids)) != len(ids):
-            raise ApiError(ErrorCode.BAD_REQUEST, "option ids must be unique")
-    if body.kind == "quiz":
-        if body.correct is None:
-            raise ApiError(ErrorCode.BAD_REQUEST, "a quiz needs its correct option id")
-        if body.correct not in {option.id for option in body.options}:
-            raise ApiError(ErrorCode.BAD_REQUEST, "correct must be one of the option ids")
-    elif body.correct is not None:
-        # A prediction's answer is given at reveal; for the other kinds "correct" means nothing.
-        raise ApiError(ErrorCode.BAD_REQUEST, f"correct is for quizzes only, not a {body.kind}")
+    """Apply the per-kind rules of docs/api.md's interaction body (protocol.kinds); raise a 400 ``ApiError``
+    naming the rule. Kept here (pure, no I/O) so that a director POST and a timeline entry are judged
+    identically."""
+    spec(body.kind).check_definition([option.id for option in body.options], body.scale, body.correct)
 
 
 def check_choice(interaction: InteractionView, choice: str | int) -> None:
     """Raise 422 ``invalid_choice`` unless ``choice`` fits the interaction: an option id, or a scale value."""
-    if interaction.kind == "rating":
-        low, high = interaction.scale or (0, -1)
-        # bool is an int in Python, but `true` is no rating.
-        if not isinstance(choice, int) or isinstance(choice, bool) or not low <= choice <= high:
-            raise ApiError(ErrorCode.INVALID_CHOICE, f"choice must be an integer from {low} to {high}")
-    elif not isinstance(choice, str) or choice not in {option.id for option in interaction.options}:
-        raise ApiError(ErrorCode.INVALID_CHOICE, "choice must be one of the option ids")
+    spec(interaction.kind).check_choice([option.id for option in interaction.options], interaction.scale, choice)
 
 
 # -- decoders ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from . import push, rest
+from . import kinds, push, rest
 from .errors import STATUS, ErrorBody, ErrorCode
 
 API_VERSION = "1"
@@ -86,6 +86,8 @@ class Route(NamedTuple):
     response: type | None
     errors: tuple[int, ...]
     query: tuple[dict[str, Any], ...] = ()
+    #: Other success statuses with the same body, each with what it means.
+    also: tuple[tuple[int, str], ...] = ()
 
 
 _AUTH_ERRORS = (400, 401, 403)
@@ -165,13 +167,18 @@ ROUTES: tuple[Route, ...] = (
     Route("put", "/v1/me", "core", "updateProfile", "Change the caller's name",
           VIEWER_ONLY, rest.UpdateProfile, 200, rest.Profile, (400, 401, 429)),
     Route("post", "/v1/me/friends", "core", "addFriend", "Follow a user",
-          VIEWER_ONLY, rest.AddFriend, 201, rest.Friend, (400, 401, 404, 429)),
+          VIEWER_ONLY, rest.AddFriend, 201, rest.Friend, (400, 401, 404, 429),
+          also=((200, "Already followed: the existing friend entry"),)),
     Route("get", "/v1/me/friends", "core", "listFriends", "Users the caller follows",
           VIEWER_ONLY, None, 200, rest.FriendList, (401, 429)),
-    Route("delete", "/v1/me/friends/{user_id}", "core", "removeFriend", "Unfollow a user",
-          VIEWER_ONLY, None, 204, None, (401, 404, 429)),
+    Route("delete", "/v1/me/friends/{user_id}", "core", "removeFriend",
+          "Unfollow a user; answers the users the caller still follows",
+          VIEWER_ONLY, None, 200, rest.FriendList, (401, 404, 429)),
     Route("get", "/v1/me/notifications", "core", "listNotifications", "Notifications newer than `since`",
           VIEWER_ONLY, None, 200, rest.NotificationList, (400, 401, 429), (_Q_SINCE,)),
+    Route("get", "/v1/kinds", "core", "listKinds",
+          "The interaction kinds this server accepts and how each behaves (an addition to api.md)",
+          PUBLIC, None, 200, kinds.KindList, ()),
     # push
     Route("get", "/v1/ws", "push", "websocket",
           "WebSocket upgrade; frames are described by the push JSON Schema (x-frames)",
@@ -183,7 +190,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/healthz", "every role", "healthz", "The process is alive",
           PUBLIC, None, 200, rest.Health, ()),
     Route("get", "/readyz", "every role", "readyz", "Dependencies reachable and node registered",
-          PUBLIC, None, 200, rest.Health, (503,)),
+          PUBLIC, None, 200, rest.Readiness, (503,)),
     Route("get", "/metrics", "every role", "metrics", "Prometheus text format",
           PUBLIC, None, 200, None, ()),
 )
@@ -248,10 +255,17 @@ def _operation(route: Route) -> dict[str, Any]:
     elif route.path == "/metrics":
         ok["content"] = {"text/plain": {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(route.status): ok}
+    for status, meaning in route.also:
+        responses[str(status)] = {**ok, "description": meaning}
     if route.path == "/readyz":
-        responses["503"] = {"description": "Not ready", "content": {_JSON: {"schema": _ref(rest.Health)}}}
-    # Any core route can meet a dependency that is down (docs/api.md: 503 `unavailable`, with retry_after).
-    errors = (*route.errors, 503) if route.tag == "core" else route.errors
+        responses["503"] = {"description": "Not ready", "content": {_JSON: {"schema": _ref(rest.Readiness)}}}
+    # Any core route can meet a dependency that is down (docs/api.md: 503 `unavailable`, with retry_after), and
+    # any that takes credentials is refused with 429 once an address sent too many bad ones.
+    errors = route.errors
+    if route.access == VIEWER_ONLY:
+        errors = (*errors, 403)  # a director key is nobody: acting as a user needs a ticket
+    if route.tag == "core":
+        errors = (*errors, 429, 503) if route.access != PUBLIC else (*errors, 503)
     for status in errors:
         responses.setdefault(str(status), {"$ref": f"#/components/responses/{_ERROR_RESPONSE_NAMES[status]}"})
     operation["responses"] = responses

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import trio
 
@@ -553,6 +554,81 @@ async def test_the_browser_push_state_machine_agrees_with_the_python_one(nursery
             assert got == expected, f"step {i} {step}: python {expected}, javascript {got}"
         kinds |= {e[0] for answer in python for e in answer if isinstance(e, list)}
     assert {"message", "resubscribe", "lost", "subscribed"} <= kinds  # the trouble did happen
+
+
+# -- the pages read the kinds from the server ------------------------------------------------------------------
+
+#: A kind the server does not have: a number guessed on a scale, scored once the answer is revealed.
+GUESS = {"name": "guess", "choices": "scale", "correct": "reveal", "scored": True, "average": True,
+         "description": "guess a number"}
+
+_JS_KINDS = """async () => {
+  const ui = await import("/static/ui.js");
+  const forms = await import("/static/console-forms.js");
+  const names = (await ui.loadKinds()).map((k) => k.name);
+  const editor = forms.interactionEditor();
+  document.body.append(editor.element);
+  const kind = editor.element.querySelector("[name=kind]");
+  const offered = [...kind.options].map((o) => o.value);
+  const shown = {};
+  for (const name of offered) {
+    kind.value = name;
+    kind.dispatchEvent(new Event("change"));
+    shown[name] = {
+      options: !editor.element.querySelector(".options").hidden,
+      scale: !editor.element.querySelector(".scale-fields").hidden,
+      points: !editor.element.querySelector("[name=points]").parentElement.hidden,
+      correct: !editor.element.querySelector(".option-correct").hidden,
+    };
+  }
+  editor.element.querySelector("[name=prompt]").value = "How many?";
+  const last = offered[offered.length - 1];
+  kind.value = last;
+  kind.dispatchEvent(new Event("change"));
+  const body = editor.read();
+  const choices = ui.choicesOf({ kind: last, scale: [1, 3], options: [] }).map((c) => c.id);
+  return { names, offered, shown, body, choices };
+}"""
+
+
+def kinds_in_the_console(core: str, table: dict | None) -> dict:
+    """The console's interaction editor in a page of core's origin; ``table`` replaces ``GET /v1/kinds``."""
+    sync_playwright = _browser_or_fail()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(STEP_TIMEOUT_MS)
+            if table is not None:
+                page.route(re.compile(r".*/v1/kinds$"), lambda route: route.fulfill(
+                    status=200, content_type="application/json", body=json.dumps(table)))
+            page.goto(f"{core}/static/style.css")  # any page of core's origin: the module imports from there
+            return page.evaluate(_JS_KINDS)
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+async def test_the_console_offers_the_kinds_the_server_declares(nursery):
+    """The pages name no kind: they offer what ``GET /v1/kinds`` lists and draw each as its spec says,
+    a kind the server adds tomorrow included."""
+    from playtotv.protocol import kinds
+
+    node = await start_node(nursery, ["core"])
+    _browser_or_fail()
+    served = json.loads(json.dumps(msgspec.to_builtins(kinds.kind_list())))
+    with trio.fail_after(SCENARIO_TIMEOUT):
+        real = await trio.to_thread.run_sync(kinds_in_the_console, node.url("core"), None)
+        added = await trio.to_thread.run_sync(kinds_in_the_console, node.url("core"),
+                                              {**served, "kinds": [*served["kinds"], GUESS]})
+    assert real["names"] == real["offered"] == list(kinds.KIND_NAMES)
+    for spec in kinds.KINDS:
+        assert real["shown"][spec.name] == {"options": spec.choices == "options", "scale": spec.choices == "scale",
+                                            "points": spec.scored, "correct": spec.correct == "creation"}
+    assert added["offered"] == [*kinds.KIND_NAMES, "guess"]
+    assert added["shown"]["guess"] == {"options": False, "scale": True, "points": True, "correct": False}
+    assert added["body"] == {"kind": "guess", "prompt": "How many?", "duration": 15, "scale": [1, 5], "points": 1000}
+    assert added["choices"] == ["1", "2", "3"]
 
 
 async def test_pages_static_files_config_and_cors(nursery):

@@ -87,12 +87,7 @@ def validate(doc: InteractionDoc | None, choice: str | int, now: float) -> Inter
         raise ApiError("not_found", "unknown interaction")
     if not doc.accepts_answers(now):
         raise ApiError("interaction_closed", "the interaction is not open")
-    if doc.kind == "rating":
-        low, high = doc.scale or (0, -1)
-        if isinstance(choice, bool) or not isinstance(choice, int) or not low <= choice <= high:
-            raise ApiError("invalid_choice", f"choice must be an integer from {low} to {high}")
-    elif not isinstance(choice, str) or all(option.id != choice for option in doc.options):
-        raise ApiError("invalid_choice", "choice must be one of the option ids")
+    doc.spec.check_choice(doc.option_ids(), doc.scale, choice)
     return doc
 
 

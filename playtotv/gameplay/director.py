@@ -35,8 +35,8 @@ from playtotv.protocol.push import (
     InteractionOpened,
     InteractionRevealed,
 )
+from playtotv.protocol.kinds import spec
 from playtotv.protocol.rest import (
-    SCORED_KINDS,
     CreateEpisode,
     CreateShow,
     EpisodeView,
@@ -71,7 +71,7 @@ def new_interaction(g: Gameplay, episode_id: str, body: InteractionBody, timelin
     return InteractionDoc(
         id=ids.new_id("i"), episode_id=episode_id, kind=body.kind, prompt=body.prompt, options=list(body.options),
         correct=body.correct, scale=body.scale, duration=body.duration,
-        points=body.points if body.kind in SCORED_KINDS else 0, timeline_at=timeline_at, created_at=g.clock(),
+        points=body.points if spec(body.kind).scored else 0, timeline_at=timeline_at, created_at=g.clock(),
     )
 
 
@@ -241,27 +241,12 @@ async def _after_close(g: Gameplay, doc: InteractionDoc) -> None:
     await publish.to_episode(g.broker, doc.episode_id, InteractionClosed(interaction_id=doc.id, closed_at=doc.closed_at))
 
 
-def _correct_for_reveal(doc: InteractionDoc, given: str | None) -> str | None:
-    option_ids = {o.id for o in doc.options}
-    if doc.kind in ("quiz", "prediction"):
-        if given is None:
-            if doc.kind == "prediction":
-                raise ApiError("bad_request", "a prediction needs the correct option id at reveal")
-            return doc.correct
-        if given not in option_ids:
-            raise ApiError("invalid_choice", "correct must be one of the option ids")
-        return given
-    if given is not None:
-        raise ApiError("bad_request", f"a {doc.kind} has no correct answer")
-    return None
-
-
 async def reveal_interaction(g: Gameplay, interaction_id: str, correct: str | None = None) -> InteractionView:
     doc = await _interaction_or_404(g, interaction_id)
     if doc.status == "open" and doc.closes_at is not None and doc.closes_at <= g.clock():
         doc = await close_interaction(g, interaction_id)  # due but the scheduler has not got to it yet
     if doc.status == "closed":
-        answer = _correct_for_reveal(doc, correct)
+        answer = doc.spec.correct_at_reveal(doc.option_ids(), doc.correct, correct)
         now = g.clock()
         changes: dict[str, Any] = {"status": "revealed", "revealed_at": now, "correct": answer}
         if not doc.scored:

@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 import msgspec
 
 from playtotv import keys
+from playtotv.protocol import kinds
 from playtotv.protocol.rest import (
-    SCORED_KINDS,
     EpisodeView,
     InteractionView,
     Option,
@@ -90,15 +90,20 @@ class InteractionDoc(_Doc, kw_only=True):
     created_at: float = 0.0
 
     @property
+    def spec(self) -> kinds.KindSpec:
+        """How this kind behaves (protocol.kinds)."""
+        return kinds.spec(self.kind)
+
+    @property
     def scored(self) -> bool:
-        return self.kind in SCORED_KINDS
+        return self.spec.scored
+
+    def option_ids(self) -> list[str]:
+        return [option.id for option in self.options]
 
     def choices(self) -> list[str]:
-        """Every possible answer as the string that keys counts (option ids, or rating values)."""
-        if self.kind == "rating":
-            low, high = self.scale or (0, -1)
-            return [str(v) for v in range(low, high + 1)]
-        return [option.id for option in self.options]
+        """Every possible answer as the string that keys counts (option ids, or scale values)."""
+        return self.spec.choice_keys(self.option_ids(), self.scale)
 
     def accepts_answers(self, now: float) -> bool:
         return self.status == "open" and self.closes_at is not None and now < self.closes_at
@@ -167,7 +172,7 @@ def interaction_view(doc: InteractionDoc, *, with_correct: bool) -> InteractionV
     return InteractionView(
         id=doc.id,
         episode_id=doc.episode_id,
-        kind=doc.kind,  # type: ignore[arg-type]
+        kind=doc.kind,
         prompt=doc.prompt,
         status=doc.status,  # type: ignore[arg-type]
         options=list(doc.options),

@@ -20,7 +20,6 @@ from playtotv.gameplay.notifications import deliver, notification_id
 from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import (
-    SCORED_KINDS,
     Friend,
     FriendChoice,
     FriendList,
@@ -86,7 +85,7 @@ async def friend_list(g: Gameplay, user_id: str) -> FriendList:
 async def choices(g: Gameplay, user_id: str, interaction: InteractionDoc, now: float) -> FriendsChoices:
     """What the caller's friends answered (those who did); withheld (``hidden``) while a scored
     interaction is open and the caller has not answered it (see the module docstring)."""
-    sealed = interaction.kind in SCORED_KINDS and interaction.accepts_answers(now)
+    sealed = interaction.scored and interaction.accepts_answers(now)
     friends = await following(g, user_id)
     wanted = [ids.answer_id(interaction.id, f) for f in friends]
     own = ids.answer_id(interaction.id, user_id)

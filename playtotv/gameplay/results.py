@@ -72,7 +72,7 @@ def build(doc: InteractionDoc, per_choice: dict[str, int]) -> Results:
     total = sum(per_choice.values())
     percent = {c: (round(100.0 * n / total, PERCENT_DECIMALS) if total else 0.0) for c, n in per_choice.items()}
     average = None
-    if doc.kind == "rating":
+    if doc.spec.average:
         average = round(sum(int(c) * n for c, n in per_choice.items()) / total, AVERAGE_DECIMALS) if total else None
     correct = doc.correct if doc.status == "revealed" else None
     return Results(total=total, counts=per_choice, percent=percent, correct=correct, average=average)

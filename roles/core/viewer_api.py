@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
 from quart import Response, request
 
 from playtotv.gameplay import answers, director, friends, leaderboard, notifications, profile, results
@@ -13,6 +14,7 @@ from playtotv.gameplay.answers import AnswerItem
 from playtotv.gameplay.documents import interaction_view
 from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
+from playtotv.protocol.kinds import kind_list
 from playtotv.protocol.rest import (
     AnswerAccepted,
     add_friend_decoder,
@@ -79,6 +81,13 @@ def register(api: "CoreApi") -> None:
         return json_response(await leaderboard.board(g, episode_id, scope=scope,  # type: ignore[arg-type]
                                                      limit=count, me=caller.user_id, following=following))
 
+    # -- public -----------------------------------------------------------------------------------------
+    kinds = msgspec.json.encode(kind_list())  # fixed for the life of the process: encoded once
+
+    async def list_kinds() -> Response:
+        # Every /play page loads it: a page may keep it for a few minutes.
+        return Response(kinds, content_type="application/json", headers={"Cache-Control": "public, max-age=300"})
+
     # -- the caller's own data --------------------------------------------------------------------------
     async def get_me() -> Response:
         user_id = auth.viewer().require_user()
@@ -124,6 +133,7 @@ def register(api: "CoreApi") -> None:
         ("/v1/me/friends/<friend_id>", remove_friend, "DELETE"),
         ("/v1/me/friends", list_friends, "GET"),
         ("/v1/me/notifications", list_notifications, "GET"),
+        ("/v1/kinds", list_kinds, "GET"),
     ]
     for path, handler, method in routes:
         app.add_url_rule(path, f"viewer_{handler.__name__}", handler, methods=[method])

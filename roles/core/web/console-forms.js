@@ -4,14 +4,10 @@
  * anyway, so the director gets the reason next to the field instead of a 400.
  */
 
-import { h } from "./ui.js";
+import { h, kindList, kindOf, maxOptions } from "./ui.js";
 
-const KINDS = ["quiz", "poll", "vote", "prediction", "rating"];
-/** docs/api.md: points only for the kinds that score. */
-const SCORED = new Set(["quiz", "prediction"]);
-/** protocol/rest.py MAX_OPTIONS. */
-const MAX_OPTIONS = 10;
-const OPTION_IDS = "abcdefghij";
+/** Option ids in order, as many as any interaction may have options. */
+const optionId = (index) => String.fromCharCode(97 + index);
 
 /**
  * An editor for one interaction body.
@@ -19,7 +15,8 @@ const OPTION_IDS = "abcdefghij";
  *   message for the director when the body is incomplete.
  */
 export function interactionEditor() {
-  const kind = h("select", { name: "kind", "aria-label": "Kind" }, KINDS.map((k) => h("option", { value: k }, k)));
+  const kind = h("select", { name: "kind", "aria-label": "Kind" },
+    kindList().map((spec) => h("option", { value: spec.name, title: spec.description }, spec.name)));
   const prompt = h("input", { name: "prompt", placeholder: "Question or prompt", maxLength: 500, required: true });
   const duration = h("input", { name: "duration", type: "number", min: 1, max: 3600, step: 1, value: 15 });
   const points = h("input", { name: "points", type: "number", min: 0, max: 100000, step: 50, value: 1000 });
@@ -30,7 +27,7 @@ export function interactionEditor() {
   const group = `correct-${Math.random().toString(36).slice(2, 8)}`;
 
   const addOption = (label = "") => {
-    if (optionList.children.length >= MAX_OPTIONS) return;
+    if (optionList.children.length >= maxOptions()) return;
     const row = h("li", { class: "option-row" },
       h("input", { type: "radio", name: group, class: "option-correct", title: "Correct answer" }),
       h("input", { class: "option-label", placeholder: "Answer", maxLength: 200, value: label }),
@@ -38,7 +35,7 @@ export function interactionEditor() {
         if (optionList.children.length > 2) row.remove();
       } }, "×"));
     optionList.append(row);
-    sync(); // the new row's "correct" radio shows for quizzes only
+    sync(); // the new row's "correct" radio shows only for kinds that are given their answer up front
   };
 
   const quizHint = h("p", { class: "hint" }, "Tick the correct answer.");
@@ -49,13 +46,14 @@ export function interactionEditor() {
   const pointsField = h("label", { class: "inline" }, "points", points);
 
   function sync() {
-    const k = kind.value;
-    options.hidden = k === "rating";
-    scale.hidden = k !== "rating";
-    pointsField.hidden = !SCORED.has(k);
-    quizHint.hidden = k !== "quiz";
-    // Only a quiz names its correct answer up front (a prediction's is given at reveal).
-    for (const radio of optionList.querySelectorAll(".option-correct")) radio.hidden = k !== "quiz";
+    const spec = kindOf(kind.value);
+    options.hidden = spec.choices !== "options";
+    scale.hidden = spec.choices !== "scale";
+    pointsField.hidden = !spec.scored;
+    // Only kinds whose answer is known at creation name it here (a prediction's is given at reveal).
+    const upFront = spec.correct === "creation";
+    quizHint.hidden = !upFront;
+    for (const radio of optionList.querySelectorAll(".option-correct")) radio.hidden = !upFront;
   }
   kind.addEventListener("change", sync);
 
@@ -76,20 +74,21 @@ export function interactionEditor() {
   const read = () => {
     const body = { kind: kind.value, prompt: prompt.value.trim(), duration: Number(duration.value) || 15 };
     if (!body.prompt) throw new Error("Write the question first.");
-    if (body.kind === "rating") {
+    const spec = kindOf(body.kind);
+    if (spec.choices === "scale") {
       body.scale = [Math.trunc(Number(low.value)), Math.trunc(Number(high.value))];
       if (!(body.scale[0] < body.scale[1])) throw new Error("The scale needs from < to.");
     } else {
       const rows = [...optionList.children].filter((row) => row.querySelector(".option-label").value.trim());
       if (rows.length < 2) throw new Error("Give at least two answers.");
-      body.options = rows.map((row, i) => ({ id: OPTION_IDS[i], label: row.querySelector(".option-label").value.trim() }));
-      if (body.kind === "quiz") {
+      body.options = rows.map((row, i) => ({ id: optionId(i), label: row.querySelector(".option-label").value.trim() }));
+      if (spec.correct === "creation") {
         const index = rows.findIndex((row) => row.querySelector(".option-correct").checked);
-        if (index < 0) throw new Error("Tick the correct answer of the quiz.");
-        body.correct = OPTION_IDS[index];
+        if (index < 0) throw new Error(`Tick the correct answer of the ${body.kind}.`);
+        body.correct = optionId(index);
       }
     }
-    if (SCORED.has(body.kind)) body.points = Math.max(0, Math.trunc(Number(points.value) || 0));
+    if (spec.scored) body.points = Math.max(0, Math.trunc(Number(points.value) || 0));
     return body;
   };
 

@@ -7,7 +7,9 @@
 import { interactionEditor, timelineRow } from "./console-forms.js";
 import { logFeed, renderBoard, watchCapacity } from "./console-panels.js";
 import { PlayToTV } from "./playtotv.js";
-import { $, bars, choicesOf, countdown, describe, fill, h, loadConfig, toast, transportLabel } from "./ui.js";
+import {
+  $, bars, choicesOf, countdown, describe, fill, h, kindOf, loadConfig, loadKinds, toast, transportLabel,
+} from "./ui.js";
 
 /** The key stays in this tab only: closing it signs out (a shared studio machine). */
 const KEY_STORAGE = "playtotv.directorKey";
@@ -47,7 +49,7 @@ function director(method, path, body) {
 }
 
 async function main() {
-  state.config = await loadConfig();
+  [state.config] = await Promise.all([loadConfig(), loadKinds()]);
   state.client = new PlayToTV({ gatekeepers: state.config.gatekeepers, core: [state.config.core] });
   $("#sign-in-form").addEventListener("submit", onSignIn);
   $("#sign-out").addEventListener("click", () => {
@@ -324,7 +326,7 @@ async function act(id, action) {
     const select = $(`.interaction[data-id="${CSS.escape(id)}"] select.reveal-choice`);
     if (select) {
       if (!select.value) {
-        toast("Pick the outcome of the prediction first.", "error");
+        toast("Pick the outcome first.", "error");
         return;
       }
       body.correct = select.value;
@@ -379,7 +381,8 @@ function renderInteraction(id) {
   const timer = h("span", { class: "countdown-label" });
   const status = interaction.status;
   const correct = results?.correct ?? interaction.correct ?? null;
-  const revealChoice = interaction.kind === "prediction" && status === "closed"
+  // Kinds whose answer is only known at reveal (predictions) ask for it here.
+  const revealChoice = kindOf(interaction.kind).correct === "reveal" && status === "closed"
     ? h("select", { class: "reveal-choice", "aria-label": "Outcome" }, h("option", { value: "" }, "outcome…"),
       choicesOf(interaction).map((c) => h("option", { value: c.id }, c.label)))
     : null;

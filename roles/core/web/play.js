@@ -8,7 +8,7 @@
 
 import { PlayToTV } from "./playtotv.js";
 import {
-  $, bars, choicesOf, countdown, describe, fill, h, loadConfig, toast, transportLabel,
+  $, bars, choicesOf, countdown, describe, fill, h, kindOf, loadConfig, loadKinds, toast, transportLabel,
 } from "./ui.js";
 
 /** localStorage keys: the ticket lets a returning viewer resume the same identity (and score). */
@@ -31,7 +31,7 @@ const state = {
 };
 
 async function main() {
-  const config = await loadConfig();
+  const [config] = await Promise.all([loadConfig(), loadKinds()]);
   const transports = ["websocket", "polling"].includes(params.get("transport")) ? [params.get("transport")] : undefined;
   const client = state.client = new PlayToTV({
     gatekeepers: config.gatekeepers, transports,
@@ -180,7 +180,8 @@ function renderQuestion() {
 
 function answerButtons(interaction, mine) {
   const choices = choicesOf(interaction);
-  return h("div", { class: `answers ${interaction.kind === "rating" ? "scale" : ""}` }, choices.map((choice) =>
+  const scale = kindOf(interaction.kind).choices === "scale";
+  return h("div", { class: `answers ${scale ? "scale" : ""}` }, choices.map((choice) =>
     h("button", {
       class: `answer${String(mine) === String(choice.id) ? " chosen" : ""}`, type: "button",
       dataset: { choice: choice.id }, disabled: mine !== null,
@@ -195,7 +196,8 @@ function lockAnswers(message) {
 }
 
 async function submitAnswer(interaction, choiceId) {
-  const choice = interaction.kind === "rating" ? Number(choiceId) : choiceId;
+  // A scale's choice is sent as the integer it is, an option's as its id.
+  const choice = kindOf(interaction.kind).choices === "scale" ? Number(choiceId) : choiceId;
   state.choices.set(interaction.id, choiceId);
   for (const button of document.querySelectorAll("#question .answer")) {
     button.disabled = true;

@@ -82,9 +82,9 @@ export function bars(choices, counts = {}, { correct = null, mine = null } = {})
   }));
 }
 
-/** The choices of an interaction: its options, or the values of a rating's scale. */
+/** The choices of an interaction: its options, or the values of its scale (kinds whose choices are "scale"). */
 export function choicesOf(interaction) {
-  if (interaction.kind === "rating" && interaction.scale) {
+  if (kindOf(interaction.kind).choices === "scale" && interaction.scale) {
     const [low, high] = interaction.scale;
     return Array.from({ length: high - low + 1 }, (_, i) => ({ id: String(low + i), label: String(low + i) }));
   }
@@ -118,15 +118,46 @@ export function describe(error) {
   return error?.detail || error?.message || String(error);
 }
 
-/** GET /config.json (the gatekeeper URLs of this deployment), retried until a gatekeeper registered. */
-export async function loadConfig() {
+/** GET a JSON document from the core that served the page, retried (with backoff) until it answers. */
+async function fetchFromCore(path, cache = "no-store") {
   for (let attempt = 0; ; attempt++) {
     try {
-      const response = await fetch("/config.json", { cache: "no-store" });
+      const response = await fetch(path, { cache });
       if (response.ok) return await response.json();
     } catch {
       // the core node is restarting: try again below
     }
     await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 500 * 2 ** attempt)));
   }
+}
+
+/** GET /config.json (the gatekeeper URLs of this deployment), retried until a gatekeeper registered. */
+export function loadConfig() {
+  return fetchFromCore("/config.json");
+}
+
+/**
+ * The interaction kinds, as the server declares them (GET /v1/kinds: protocol/kinds.py): the pages never
+ * name a kind, they read what each one does (`choices`, `correct`, `scored`, `average`).
+ */
+const kinds = { list: [], byName: new Map(), max_options: 10 };
+
+/** Load the kinds once, before anything is drawn; returns the kinds in the server's order. */
+export async function loadKinds() {
+  const table = await fetchFromCore("/v1/kinds", "default");
+  kinds.list = table.kinds;
+  kinds.byName = new Map(table.kinds.map((spec) => [spec.name, spec]));
+  kinds.max_options = table.max_options;
+  return kinds.list;
+}
+
+/** Every kind, in the server's order (after loadKinds). */
+export const kindList = () => kinds.list;
+
+/** Options an interaction may have at most (after loadKinds). */
+export const maxOptions = () => kinds.max_options;
+
+/** What a kind does; a kind this page has not heard of is shown as plain options, never correct, unscored. */
+export function kindOf(name) {
+  return kinds.byName.get(name) || { name, choices: "options", correct: "never", scored: false, average: false };
 }
