@@ -177,7 +177,7 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/v1/me/notifications", "core", "listNotifications", "Notifications newer than `since`",
           VIEWER_ONLY, None, 200, rest.NotificationList, (400, 401, 429), (_Q_SINCE,)),
     Route("get", "/v1/kinds", "core", "listKinds",
-          "The interaction kinds this server accepts and how each behaves (an addition to api.md)",
+          "The interaction kinds this server accepts and how each behaves",
           PUBLIC, None, 200, kinds.KindList, ()),
     # push
     Route("get", "/v1/ws", "push", "websocket",
