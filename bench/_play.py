@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import httpx
 import trio
 
-from playtotv.nodeprocess import playtotv_command
+from playtotv.devtools.nodeprocess import playtotv_command
 
 SECRET = "bench-secret-0123456789abcdef"
 DIRECTOR_KEY = "dk_bench_director_key"

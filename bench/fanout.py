@@ -41,7 +41,7 @@ import trio
 
 from bench._play import LineReader, add_episode, stop_process
 from playtotv.broker import open_broker
-from playtotv.nodeprocess import playtotv_command
+from playtotv.devtools.nodeprocess import playtotv_command
 from playtotv.registry import open_registry
 
 EPISODE_ID = "bench"

@@ -4,8 +4,8 @@
                    [--log-level debug|info|warning|error]
     playtotv schema [push|openapi]
     playtotv cluster up [--gatekeepers N --cores N --pushes N --workers N --schedulers N --store URL
-                         --base-port P]                      (a local multi-process cluster: playtotv.cluster)
-    playtotv warmup --gatekeeper URL --clients N --seconds S  (ramp synthetic sessions: playtotv.warmup)
+                         --base-port P]                      (a local multi-process cluster: playtotv.devtools.cluster)
+    playtotv warmup --gatekeeper URL --clients N --seconds S  (ramp synthetic sessions: playtotv.devtools.warmup)
     playtotv --version
 
 Wrong input exits with status 2 and one line naming the key and the problem, never a traceback.
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                             "unless debug)")
     schema = sub.add_parser("schema", help="print the JSON Schema of push messages or the OpenAPI document")
     schema.add_argument("which", nargs="?", choices=("push", "openapi"), default="openapi")
-    from playtotv import cluster, warmup
+    from playtotv.devtools import cluster, warmup
 
     cluster.add_arguments(sub.add_parser("cluster", help="run a local cluster of separate processes"))
     warmup.add_arguments(sub.add_parser("warmup", help="ramp synthetic sessions through a gatekeeper"))
@@ -147,11 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         return print_schema(args.which)
     if args.command == "cluster":
-        from playtotv import cluster
+        from playtotv.devtools import cluster
 
         return cluster.run_cli(args)
     if args.command == "warmup":
-        from playtotv import warmup
+        from playtotv.devtools import warmup
 
         return warmup.run_cli(args)
     _parser().print_help()

@@ -14,7 +14,7 @@ from typing import Mapping
 
 import trio
 
-from playtotv.nodeprocess import playtotv_command
+from playtotv.devtools.nodeprocess import playtotv_command
 
 #: How long a node may take to print ``ready`` on a loaded CI machine.
 READY_TIMEOUT = 30.0

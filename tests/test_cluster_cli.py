@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 
-from playtotv.nodeprocess import playtotv_command
+from playtotv.devtools.nodeprocess import playtotv_command
 from tests.nodes import run_cli
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from playtotv.cluster import ClusterSpec
+from playtotv.devtools.cluster import ClusterSpec
 from tests.killkit import TEST_BOUND, show
 
 pytestmark = pytest.mark.slow

@@ -5,7 +5,7 @@ benchmarks.
         gatekeeper = cluster.urls("gatekeeper")[0]
         await cluster.kill(cluster.with_role("core")[0])
 
-What runs: a Redis primary, a replica and three Sentinels (``playtotv.localredis``; or one plain Redis
+What runs: a Redis primary, a replica and three Sentinels (``playtotv.devtools.localredis``; or one plain Redis
 with ``sentinel=False``), then one ``playtotv serve`` process per entry of the layout, all sharing one
 SQLite file in the cluster's directory (or the MongoDB given as ``store_url``), one ticket secret and one
 director key. Every process gets ``redis.url`` in its Sentinel form, so the roles find the primary
@@ -34,8 +34,8 @@ from typing import AsyncIterator, Callable, Iterator
 import trio
 
 from playtotv.auth import generate_director_key, generate_secret
-from playtotv.localredis import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, RedisProcess, RedisTopology
-from playtotv.nodeprocess import RoleProcess
+from playtotv.devtools.localredis import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, RedisProcess, RedisTopology
+from playtotv.devtools.nodeprocess import RoleProcess
 from playtotv.settings import ROLE_NAMES
 
 log = logging.getLogger("playtotv.cluster")

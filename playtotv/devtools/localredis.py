@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
-from playtotv.nodeprocess import child_options
+from playtotv.devtools.nodeprocess import child_options
 
 SERVICE_NAME = "mymaster"
 LOOPBACK = "127.0.0.1"
