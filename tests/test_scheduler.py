@@ -16,7 +16,7 @@ from playtotv.broker import open_broker
 from playtotv.registry import open_registry
 from playtotv.roles.scheduler.timeline import TIMELINE_LOG
 from tests.inprocess import start_node
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}
 

@@ -1,8 +1,12 @@
 """One ``playtotv serve`` subprocess, watched the way an operator would: through its standard output.
 
-The node prints ``<role> listening on <URL>`` for each listener and ``ready`` once every role has
-started (api.md "Command line and configuration"); that is all this module relies on, so what it runs
-is exactly what a deployment runs. Standard error (the node's log) goes to a file.
+The node prints ``<role> listening on <URL>`` for each listener, ``director key: <key>`` when it made one
+up, and ``ready`` once every role has started (``playtotv.cli`` prints and parses these lines); that is
+all this module relies on, so what it runs is exactly what a deployment runs. Standard error (the node's
+log) goes to a file, or nowhere.
+
+``NodeProcess`` is the one way the cluster, the tests and the benchmarks start a node (and, with
+``command=``, a benchmark's own server that prints the same lines).
 """
 
 from __future__ import annotations
@@ -12,15 +16,21 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import trio
+
+from playtotv.cli import DIRECTOR_KEY_PREFIX, READY_LINE, parse_listening_line
 
 #: A node may take this long to print ``ready``: several Python processes starting at once on a
 #: two-core machine take seconds each, and a node waits for Redis with back-off.
 READY_TIMEOUT = 60.0
 #: Standard output lines kept for error messages.
 KEPT_LINES = 50
+#: A node gets this long to drain after SIGTERM before ``terminate`` kills it.
+STOP_TIMEOUT = 20.0
+#: How long a process being killed on cancellation may take to be reaped.
+REAP_TIMEOUT = 5.0
 
 
 def playtotv_command(*args: str) -> list[str]:
@@ -46,14 +56,27 @@ class NodeExited(RuntimeError):
     """The process exited before it was ready."""
 
 
-class RoleProcess:
-    def __init__(self, name: str, roles: str, env: Mapping[str, str], log_path: str) -> None:
-        self.name = name
+class NodeProcess:
+    """``playtotv serve --role <roles> <args>`` (or ``command``), with ``env`` over this process's environment.
+
+    ``start(nursery)`` reads the output in the background for the life of the process: ``listening``,
+    ``director_key``, ``exited`` and ``returncode`` stay current, and when that nursery is cancelled (a
+    test that ends, failed or not) a process still running is killed, so it cannot hold its ports after.
+    ``start()`` without a nursery reads only until ``ready`` (a benchmark's servers print nothing after).
+    """
+
+    def __init__(self, roles: str = "all", env: Mapping[str, str] | None = None, *, name: str | None = None,
+                 args: Sequence[str] = (), log_path: str | None = None, command: Sequence[str] | None = None) -> None:
+        self.name = name or roles.replace(",", "_")
         self.roles = roles
-        self.env = dict(env)
+        self.env = dict(env or {})
+        self.args = list(args)
+        self.command = list(command) if command is not None else None
+        #: Where the node's standard error (its log) goes; None: nowhere.
         self.log_path = log_path
         self.proc: trio.Process | None = None
         self.listening: dict[str, str] = {}
+        self.director_key: str | None = None
         self.lines: deque[str] = deque(maxlen=KEPT_LINES)
         self.ready = trio.Event()
         self.exited = trio.Event()
@@ -74,21 +97,29 @@ class RoleProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    async def start(self, nursery: trio.Nursery, *, wait_ready: bool = True) -> "RoleProcess":
-        """Start (or start again, after an exit) and, by default, wait until it prints ``ready``."""
+    async def start(self, nursery: trio.Nursery | None = None, *, wait_ready: bool = True) -> "NodeProcess":
+        """Start (or start again, after an exit) and, by default, wait until it prints ``ready``
+        (``READY_TIMEOUT``; ``NodeExited`` if it exits first)."""
         self.listening = {}
         self.ready = trio.Event()
         self.exited = trio.Event()
         self.returncode = None
         self.stopped_on_purpose = False
         self.starts += 1
-        command = playtotv_command("serve", "--role", self.roles)
+        command = self.command or playtotv_command("serve", "--role", self.roles, *self.args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        with open(self.log_path, "ab") as log:
-            self.proc = await trio.lowlevel.open_process(
-                command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
-                **child_options(),
-            )
+        stderr_options = {"stdin": subprocess.DEVNULL, "env": env, **child_options()}
+        if self.log_path is None:
+            self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                                         **stderr_options)
+        else:
+            with open(self.log_path, "ab") as log:
+                self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=log,
+                                                             **stderr_options)
+        if nursery is None:
+            with trio.fail_after(READY_TIMEOUT):
+                await self._read_stdout(self.proc, self.ready, self.exited, until_ready=True)
+            return self
         nursery.start_soon(self._read_stdout, self.proc, self.ready, self.exited)
         if wait_ready:
             with trio.fail_after(READY_TIMEOUT):
@@ -99,15 +130,22 @@ class RoleProcess:
         async with trio.open_nursery() as nursery:
             async def fail_on_exit() -> None:
                 await self.exited.wait()
-                # First line: the log's last line, which says why (a refused setting is one line).
-                raise NodeExited(f"{self.name} exited with {self.returncode} before ready: {self.log_tail(1)} "
-                                 f"(log: {self.log_path})\n{self.log_tail()}")
+                raise self._exited_error()
 
             nursery.start_soon(fail_on_exit)
             await self.ready.wait()
             nursery.cancel_scope.cancel()
 
+    def _exited_error(self) -> NodeExited:
+        # First line: the log's last line, which says why (a refused setting is one line).
+        if self.log_path is None:
+            return NodeExited(f"{self.name} exited with {self.returncode} before ready; output: {list(self.lines)}")
+        return NodeExited(f"{self.name} exited with {self.returncode} before ready: {self.log_tail(1)} "
+                          f"(log: {self.log_path})\n{self.log_tail()}")
+
     def log_tail(self, lines: int = 15) -> str:
+        if self.log_path is None:
+            return "(no log)"
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
@@ -116,50 +154,67 @@ class RoleProcess:
         except OSError:
             return "(no log)"
 
-    async def _read_stdout(self, proc: trio.Process, ready: trio.Event, exited: trio.Event) -> None:
+    def _take(self, line: str) -> None:
+        self.lines.append(line)
+        listener = parse_listening_line(line)
+        if listener is not None:
+            self.listening[listener[0]] = listener[1]
+        elif line.startswith(DIRECTOR_KEY_PREFIX):
+            self.director_key = line.removeprefix(DIRECTOR_KEY_PREFIX)
+
+    async def _read_stdout(self, proc: trio.Process, ready: trio.Event, exited: trio.Event, *,
+                           until_ready: bool = False) -> None:
+        # ``proc``, ``ready`` and ``exited`` are this start's own: after a restart, the old reader must
+        # not touch the new process's events.
         assert proc.stdout is not None
         buffer = b""
-        async for chunk in proc.stdout:
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for raw in complete:
-                line = raw.decode(errors="replace").strip()
-                self.lines.append(line)
-                if " listening on " in line:
-                    role, _, url = line.partition(" listening on ")
-                    self.listening[role] = url
-                elif line == "ready":
-                    ready.set()
-        self.returncode = await proc.wait()
-        exited.set()
+        try:
+            async for chunk in proc.stdout:
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for raw in complete:
+                    line = raw.decode(errors="replace").strip()
+                    if line == READY_LINE:
+                        ready.set()
+                        if until_ready:
+                            return
+                    else:
+                        self._take(line)
+            self.returncode = await proc.wait()
+            exited.set()
+            if until_ready:
+                raise self._exited_error()
+        finally:
+            if not until_ready and proc.returncode is None:
+                proc.kill()
+                with trio.CancelScope(shield=True), trio.move_on_after(REAP_TIMEOUT):
+                    await proc.wait()
 
     def send_signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.send_signal(sig)
 
-    async def _wait_exit(self) -> None:
-        # Waits on the process itself, not on ``exited``: the output reader may already be cancelled
-        # (a cluster being torn down), and the caller still needs to know the process is gone.
-        assert self.proc is not None
+    async def wait_exited(self) -> int | None:
+        """Until the process is gone; its exit status. Waits on the process itself, not on ``exited``:
+        the output reader may already be cancelled (a cluster being torn down, or no reader at all)."""
+        if self.proc is None:
+            return None
         self.returncode = await self.proc.wait()
         self.exited.set()
+        return self.returncode
 
-    async def kill(self) -> None:
-        """SIGKILL (no drain, nothing acknowledged) and wait until it is gone."""
+    def kill(self) -> None:
+        """SIGKILL (a crash: no drain, nothing acknowledged); ``wait_exited`` to know it is gone."""
         self.stopped_on_purpose = True
         self.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            await self._wait_exit()
 
-    async def terminate(self, timeout: float) -> int | None:
+    async def terminate(self, timeout: float = STOP_TIMEOUT) -> int | None:
         """SIGTERM (the node drains), SIGKILL after ``timeout``; the exit status."""
         self.stopped_on_purpose = True
         if self.proc is None:
             return None
         self.send_signal(signal.SIGTERM)
         with trio.move_on_after(timeout):
-            await self._wait_exit()
-            return self.returncode
+            return await self.wait_exited()
         self.send_signal(signal.SIGKILL)
-        await self._wait_exit()
-        return self.returncode
+        return await self.wait_exited()
