@@ -192,7 +192,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str) -> dict[
             rounds.append({p.name: await drive(p, args.clients, args.seconds, args.profile) for p in phases})
     finally:
         for process in reversed(processes):
-            await process.stop()
+            await process.terminate()
     return summarise(args, rounds)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -149,11 +148,8 @@ def main(argv: list[str]) -> int:
     if not 1 <= args.rate <= 100_000:
         parser.error("--rate 1..100000")
 
-    try:
-        from tests.redis_server import RedisServer  # the suite's helper: run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
-        return 2
+    from playtotv.devtools.localredis import RedisServer
+
     server = RedisServer().start()
     try:
         results = trio.run(run, server.url, args.messages, args.subscribers, args.publishers, args.rate)

@@ -50,7 +50,7 @@ async def current_leader(registry) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from tests.redis_server import RedisServer
+    from playtotv.devtools.localredis import RedisServer
 
     redis = RedisServer().start()
     workdir = tempfile.mkdtemp(prefix="ptv-bench-sched-")
@@ -150,7 +150,7 @@ async def run(args: argparse.Namespace) -> dict:
             return result
     finally:
         for proc in processes:
-            await proc.stop()
+            await proc.terminate()
         redis.close()
 
 

@@ -123,7 +123,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str) -> dict[
             director = Director(http, core.listening["core"])
             episode_id = await director.live_episode()
             lag = await lag_phase(core.listening["core"], director, episode_id, args.lag_seconds, args.rate)
-            await worker.stop()  # throughput is measured on a fresh worker facing a full queue
+            await worker.terminate()  # throughput is measured on a fresh worker facing a full queue
 
             quizzes = [await director.open_quiz(episode_id) for _ in range(max(1, args.answers // args.users))]
             answers = await fill_queue(redis_url, episode_id, quizzes, args.users)
@@ -145,7 +145,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str) -> dict[
     finally:
         for process in (second, worker, core):
             if process is not None:
-                await process.stop()
+                await process.terminate()
     return {
         "benchmark": "worker",
         "answers": answers,

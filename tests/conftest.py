@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from playtotv.devtools.localredis import query_blocking
 from tests.redis_server import RedisServer
 
 
@@ -16,11 +17,7 @@ def redis_server_session():
 @pytest.fixture
 def redis_url(redis_server_session: RedisServer) -> str:
     """A clean database on the shared test Redis."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", redis_server_session.port), timeout=2) as s:
-        s.sendall(b"FLUSHALL\r\n")
-        s.recv(16)
+    assert query_blocking(redis_server_session.port, "FLUSHALL") == b"OK"
     return redis_server_session.url
 
 
