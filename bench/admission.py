@@ -43,7 +43,8 @@ from typing import Any, Callable
 import msgspec
 import trio
 
-from bench._play import redis_and_workdir, OUT_DIR, RawClient, cpu_seconds, node_env, percentile, start_node, start_process
+from bench._play import redis_and_workdir, OUT_DIR, RawClient, cpu_seconds, node_env, start_node, start_process
+from playtotv.percentile import percentile
 
 WARMUP_SECONDS = 1.0
 BODY = b'{"name":"bench","transports":["websocket","polling"]}'

@@ -31,6 +31,7 @@ import httpx
 import trio
 
 from playtotv.auth import KeyRing
+from playtotv.percentile import percentile
 from bench._play import (
     redis_and_workdir,
     SECRET,
@@ -38,7 +39,6 @@ from bench._play import (
     cpu_seconds,
     RawClient,
     node_env,
-    percentile,
     post_request,
     start_node,
     start_process,

@@ -42,6 +42,7 @@ import trio
 from bench._play import LineReader, add_episode, start_process
 from playtotv.broker import open_broker
 from playtotv.devtools.nodeprocess import NodeProcess
+from playtotv.percentile import percentile
 from playtotv.registry import open_registry
 
 EPISODE_ID = "bench"
@@ -208,8 +209,8 @@ async def run_load(servers: list[Server], args: argparse.Namespace, redis_url: s
         "messages": args.messages,
         "expected": args.clients * args.messages,
         "delivered": len(latencies),
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
+        "p50_ms": rounded_percentile(latencies, 0.50),
+        "p99_ms": rounded_percentile(latencies, 0.99),
         "max_ms": round(latencies[-1], 1) if latencies else None,
         "rss_per_client_kb": round((rss_after - rss_before) / max(1, connected), 2),
         "connect_s": round(connect_s, 2),
@@ -233,11 +234,9 @@ async def run_load(servers: list[Server], args: argparse.Namespace, redis_url: s
     return figures
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(0, math.ceil(fraction * len(sorted_values)) - 1)
-    return round(sorted_values[rank], 1)
+def rounded_percentile(sorted_values: list[float], fraction: float) -> float | None:
+    value = percentile(sorted_values, fraction)
+    return None if value is None else round(value, 1)
 
 
 async def nodes_qos(redis_url: str) -> list[dict[str, float]]:

@@ -66,13 +66,14 @@ import trio
 
 from bench._cpu_budget import BudgetUnavailable, CpuBudget, open_budget
 from bench._fanout_load import raise_fd_limit
-from bench._play import SECRET, LineReader, add_episode, cpu_seconds, node_env, percentile, start_node
+from bench._play import SECRET, LineReader, add_episode, cpu_seconds, node_env, start_node
 from bench._sessions import Arrivals, SessionPool
 from bench.fanout import CHANNEL, EPISODE_ID, PAYLOAD
 from playtotv.auth import KeyRing
 from playtotv.broker import open_broker
 from playtotv.devtools.nodeprocess import NodeProcess
 from playtotv.registry import open_registry
+from playtotv.percentile import percentile
 
 #: Bounds: a step that cannot connect its clients in time goes on with those it has; a generator that
 #: does not answer fails the run rather than hang it.

@@ -32,7 +32,8 @@ from playtotv import keys
 from playtotv.auth import KeyRing
 from playtotv.broker import open_broker
 from playtotv.gameplay.answers import DEDUPE_MARGIN, AnswerItem, encode_item
-from bench._play import redis_and_workdir, SECRET, Director, RawClient, node_env, percentile, post_request, start_node
+from playtotv.percentile import percentile
+from bench._play import redis_and_workdir, SECRET, Director, RawClient, node_env, post_request, start_node
 
 #: Answers enqueued per broker call while pre-filling the queue.
 FILL_CHUNK = 1000
