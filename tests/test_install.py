@@ -13,9 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -57,7 +57,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = venv / "bin" / "python"
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet", str(wheel)])
     purelib = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
-    Path(purelib, "_playtotv_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Every site directory of the test's interpreter: a virtualenv made with --system-site-packages has
+    # its dependencies in the system's.
+    Path(purelib, "_playtotv_test_dependencies.pth").write_text("".join(f"{d}\n" for d in site.getsitepackages()))
     return venv / "bin"
 
 
