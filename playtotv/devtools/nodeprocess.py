@@ -72,8 +72,11 @@ class NodeProcess:
         self.env = dict(env or {})
         self.args = list(args)
         self.command = list(command) if command is not None else None
-        #: Where the node's standard error (its log) goes; None: nowhere.
+        #: Where the node's standard error (its log) goes; None: only its last lines are kept
+        #: (``stderr_tail``), so that a node that exits before ready still says why.
         self.log_path = log_path
+        self.stderr_tail: deque[str] = deque(maxlen=KEPT_LINES)
+        self._stderr_read = trio.Event()
         self.proc: trio.Process | None = None
         self.listening: dict[str, str] = {}
         self.director_key: str | None = None
@@ -108,14 +111,19 @@ class NodeProcess:
         self.starts += 1
         command = self.command or playtotv_command("serve", "--role", self.roles, *self.args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        stderr_options = {"stdin": subprocess.DEVNULL, "env": env, **child_options()}
-        if self.log_path is None:
-            self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                                         **stderr_options)
-        else:
+        options = {"stdin": subprocess.DEVNULL, "env": env, **child_options()}
+        self.stderr_tail.clear()
+        self._stderr_read = trio.Event()
+        if self.log_path is not None:
             with open(self.log_path, "ab") as log:
-                self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=log,
-                                                             **stderr_options)
+                self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=log, **options)
+        elif nursery is not None:
+            self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                                         **options)
+            nursery.start_soon(self._read_stderr, self.proc, self._stderr_read)
+        else:
+            self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                                         **options)
         if nursery is None:
             with trio.fail_after(READY_TIMEOUT):
                 await self._read_stdout(self.proc, self.ready, self.exited, until_ready=True)
@@ -127,19 +135,28 @@ class NodeProcess:
         return self
 
     async def wait_ready(self) -> None:
-        async with trio.open_nursery() as nursery:
-            async def fail_on_exit() -> None:
-                await self.exited.wait()
-                raise self._exited_error()
+        """Until ``ready``; ``NodeExited`` (never wrapped in a group) if the process exits first."""
+        ready, exited = self.ready, self.exited
 
-            nursery.start_soon(fail_on_exit)
-            await self.ready.wait()
-            nursery.cancel_scope.cancel()
+        async def until(event: trio.Event, scope: trio.CancelScope) -> None:
+            await event.wait()
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until, ready, nursery.cancel_scope)
+            nursery.start_soon(until, exited, nursery.cancel_scope)
+        if not ready.is_set():
+            if self.log_path is None:  # its last words may still be in the pipe
+                with trio.move_on_after(1.0):
+                    await self._stderr_read.wait()
+            raise self._exited_error()
 
     def _exited_error(self) -> NodeExited:
         # First line: the log's last line, which says why (a refused setting is one line).
         if self.log_path is None:
-            return NodeExited(f"{self.name} exited with {self.returncode} before ready; output: {list(self.lines)}")
+            last = self.stderr_tail[-1] if self.stderr_tail else "(no output on stderr)"
+            return NodeExited(f"{self.name} exited with {self.returncode} before ready: {last}\n"
+                              + "\n".join(self.stderr_tail))
         return NodeExited(f"{self.name} exited with {self.returncode} before ready: {self.log_tail(1)} "
                           f"(log: {self.log_path})\n{self.log_tail()}")
 
@@ -189,6 +206,16 @@ class NodeProcess:
                 proc.kill()
                 with trio.CancelScope(shield=True), trio.move_on_after(REAP_TIMEOUT):
                     await proc.wait()
+
+    async def _read_stderr(self, proc: trio.Process, done: trio.Event) -> None:
+        assert proc.stderr is not None
+        buffer = b""
+        async for chunk in proc.stderr:
+            *complete, buffer = (buffer + chunk).split(b"\n")
+            self.stderr_tail.extend(raw.decode(errors="replace").rstrip() for raw in complete)
+        if buffer:
+            self.stderr_tail.append(buffer.decode(errors="replace").rstrip())
+        done.set()
 
     def send_signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
