@@ -111,7 +111,9 @@ class NodeProcess:
         self.starts += 1
         command = self.command or playtotv_command("serve", "--role", self.roles, *self.args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        options = {"stdin": subprocess.DEVNULL, "env": env, **child_options()}
+        # Watched for its whole life (a nursery), it gets a session of its own and is stopped by us; read
+        # only until ready, it stays in our process group, so a Ctrl-C stops it with us.
+        options = {"stdin": subprocess.DEVNULL, "env": env, **(child_options() if nursery is not None else {})}
         self.stderr_tail.clear()
         self._stderr_read = trio.Event()
         if self.log_path is not None:
