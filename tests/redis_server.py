@@ -1,5 +1,5 @@
 """The tests' Redis is ``playtotv.devtools``' own: a ``redis-server`` of the test's own on a free loopback
-port, persistence off, so "restart" means "memory lost" (reliability.md #16). The suite never uses a
+port, persistence off, so "restart" means "memory lost" (docs/reliability.md #16). The suite never uses a
 Redis that happens to run on the machine."""
 
 from __future__ import annotations
