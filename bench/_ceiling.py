@@ -17,6 +17,7 @@ from quart import Response, request
 
 from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker.memory import MemoryBroker
+from playtotv.cli import READY_LINE, listening_line
 from playtotv.http import create_app, json_response, serve_http
 from playtotv.metrics import Metrics
 from playtotv.context import NodeContext
@@ -33,7 +34,7 @@ async def main() -> None:
         ctx = NodeContext(settings=settings, node_id="ceiling", roles=[], broker=MemoryBroker(), registry=registry,
                           store=store, tickets=KeyRing.from_secrets(SECRET), director_keys=DirectorKeys([]),
                           metrics=Metrics())
-        ctx.on_listening = lambda role, url: print(f"{role} listening on {url}", flush=True)
+        ctx.on_listening = lambda role, url: print(listening_line(role, url), flush=True)
         app = create_app(ctx, "ceiling", max_body=settings.core.max_body_bytes)
 
         async def answer(interaction_id: str) -> Response:
@@ -48,7 +49,7 @@ async def main() -> None:
         app.add_url_rule("/v1/session", "session", session, methods=["POST"])
         async with trio.open_nursery() as nursery:
             await nursery.start(serve_http, ctx, app, "127.0.0.1:0", "ceiling")
-            print("ready", flush=True)
+            print(READY_LINE, flush=True)
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for _ in signals:
                     ctx.draining.set()

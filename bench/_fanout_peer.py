@@ -26,6 +26,8 @@ import msgspec
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 from playtotv.broker._redis_subscription import decode_envelope
+from playtotv.cli import READY_LINE, listening_line
+from playtotv.devtools.localredis import Incomplete, encode_command, parse_reply
 from playtotv.keys import channel_pubsub
 from playtotv.protocol.push import encode_message_frame, encode_subscribed_frame
 
@@ -53,33 +55,28 @@ class Peer:
             self.clients.discard(ws)
 
     async def relay(self, redis_url: str) -> None:
-        """Read Redis pub/sub (RESP2, by hand: two message types are all we need) and broadcast."""
+        """Read Redis pub/sub (devtools' sans-IO RESP: two message types are all we need) and broadcast."""
         url = urlsplit(redis_url)
         reader, writer = await asyncio.open_connection(url.hostname, url.port)
-        key = channel_pubsub(self.channel).encode()
-        writer.write(b"SUBSCRIBE %s\r\n" % key)
+        writer.write(encode_command("SUBSCRIBE", channel_pubsub(self.channel)))
         await writer.drain()
+        buffer = b""
         while True:
-            parts = await _read_array(reader)
-            if parts[0] == b"message":
-                message = decode_envelope(self.channel, parts[2])
-                payload = encode_message_frame(message.channel, message.epoch, message.offset,
-                                               message.sent_at, message.data)
-                broadcast(self.clients, payload, text=True)
-
-
-async def _read_array(reader: asyncio.StreamReader) -> list[bytes]:
-    header = await reader.readline()
-    assert header.startswith(b"*"), header
-    items = []
-    for _ in range(int(header[1:])):
-        line = await reader.readline()
-        if line.startswith(b"$"):
-            size = int(line[1:])
-            items.append((await reader.readexactly(size + 2))[:-2])
-        else:
-            items.append(line[1:-2])  # :integer
-    return items
+            chunk = await reader.read(RECV_BYTES)
+            if not chunk:
+                raise ConnectionError("Redis closed the pub/sub connection")
+            buffer += chunk
+            while True:
+                try:
+                    reply, used = parse_reply(buffer)
+                except Incomplete:
+                    break
+                buffer = buffer[used:]
+                if isinstance(reply, list) and reply[0] == b"message":
+                    message = decode_envelope(self.channel, reply[2])
+                    payload = encode_message_frame(message.channel, message.epoch, message.offset,
+                                                   message.sent_at, message.data)
+                    broadcast(self.clients, payload, text=True)
 
 
 async def run(redis_url: str, channel: str, bind_host: str, epoch: str, offset: int) -> None:
@@ -89,8 +86,8 @@ async def run(redis_url: str, channel: str, bind_host: str, epoch: str, offset: 
     async with serve(peer.handler, bind_host, 0, compression=None, max_queue=16, backlog=4096) as server:
         port = server.sockets[0].getsockname()[1]
         relay = asyncio.create_task(peer.relay(redis_url))
-        print(f"peer listening on ws://{bind_host}:{port}/v1/ws", flush=True)
-        print("ready", flush=True)
+        print(listening_line("peer", f"ws://{bind_host}:{port}/v1/ws"), flush=True)
+        print(READY_LINE, flush=True)
         await stop.wait()
         relay.cancel()
 

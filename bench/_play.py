@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import httpx
 import trio
 
-from playtotv.nodeprocess import playtotv_command
+from playtotv.devtools.nodeprocess import NodeProcess
 
 SECRET = "bench-secret-0123456789abcdef"
 DIRECTOR_KEY = "dk_bench_director_key"
 OUT_DIR = os.path.join("bench", "out")
-NODE_START_TIMEOUT = 60.0
 
 
 class LineReader:
@@ -39,30 +36,6 @@ class LineReader:
             self.buffer += chunk
         line, _, self.buffer = self.buffer.partition(b"\n")
         return line.decode(errors="replace").strip()
-
-
-#: A benchmark's server gets this long to drain after SIGTERM before it is killed.
-STOP_GRACE = 15.0
-
-
-async def stop_process(proc: trio.Process) -> None:
-    """SIGTERM, wait up to STOP_GRACE for the drain, then SIGKILL."""
-    if proc.returncode is None:
-        proc.terminate()
-        with trio.move_on_after(STOP_GRACE):
-            await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-@dataclass
-class Process:
-    proc: trio.Process
-    listening: dict[str, str] = field(default_factory=dict)
-
-    async def stop(self) -> None:
-        await stop_process(self.proc)
 
 
 def node_env(redis_url: str, db_path: str, node_id: str, **extra: str) -> dict[str, str]:
@@ -93,26 +66,18 @@ async def add_episode(store_url: str, episode_id: str) -> None:
                                                               mode="live")))
 
 
-async def start_process(cmd: list[str], env: dict[str, str], log_name: str) -> Process:
-    """Start ``cmd``; return once it printed ``ready`` (its ``<role> listening on <url>`` lines parsed)."""
+async def start_process(cmd: list[str] | None, env: dict[str, str], log_name: str, *,
+                        roles: str = "all") -> NodeProcess:
+    """Start ``cmd`` (a benchmark's own server printing the node's lines), or a node of ``roles`` when
+    ``cmd`` is None; return once it printed ``ready``. Its log is ``bench/out/<log_name>``, this run's."""
     os.makedirs(OUT_DIR, exist_ok=True)
-    log = open(os.path.join(OUT_DIR, log_name), "wb")
-    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
-    process = Process(proc)
-    assert proc.stdout is not None
-    lines = LineReader(proc.stdout)
-    with trio.fail_after(NODE_START_TIMEOUT):
-        while True:
-            line = await lines.line()
-            if " listening on " in line:
-                role, _, url = line.partition(" listening on ")
-                process.listening[role] = url
-            elif line == "ready":
-                return process
+    log_path = os.path.join(OUT_DIR, log_name)
+    open(log_path, "wb").close()
+    return await NodeProcess(roles, env, name=log_name, command=cmd, log_path=log_path).start()
 
 
-async def start_node(roles: str, env: dict[str, str], log_name: str) -> Process:
-    return await start_process(playtotv_command("serve", "--role", roles), env, log_name)
+async def start_node(roles: str, env: dict[str, str], log_name: str) -> NodeProcess:
+    return await start_process(None, env, log_name, roles=roles)
 
 
 class Director:
@@ -189,12 +154,6 @@ def get_request(path: str, token: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float | None:
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))]
-
-
 def now() -> float:
     return time.perf_counter()
 
@@ -222,11 +181,8 @@ def thread_cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def redis_and_workdir() -> Iterator[tuple[Any, str]]:
-    """A private redis-server on a free port and a temporary SQLite path, for one benchmark run.
-
-    Benchmarks run from the repository root (``python -m bench ...``), where ``tests.redis_server`` is
-    importable."""
-    from tests.redis_server import RedisServer
+    """A private redis-server on a free port and a temporary SQLite path, for one benchmark run."""
+    from playtotv.devtools.localredis import RedisServer
 
     redis = RedisServer().start()
     try:

@@ -43,7 +43,8 @@ from typing import Any, Callable
 import msgspec
 import trio
 
-from bench._play import redis_and_workdir, OUT_DIR, RawClient, cpu_seconds, node_env, percentile, start_node, start_process
+from bench._play import redis_and_workdir, OUT_DIR, RawClient, cpu_seconds, node_env, start_node, start_process
+from playtotv.percentile import percentile
 
 WARMUP_SECONDS = 1.0
 BODY = b'{"name":"bench","transports":["websocket","polling"]}'
@@ -192,7 +193,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str) -> dict[
             rounds.append({p.name: await drive(p, args.clients, args.seconds, args.profile) for p in phases})
     finally:
         for process in reversed(processes):
-            await process.stop()
+            await process.terminate()
     return summarise(args, rounds)
 
 

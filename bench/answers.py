@@ -31,6 +31,7 @@ import httpx
 import trio
 
 from playtotv.auth import KeyRing
+from playtotv.percentile import percentile
 from bench._play import (
     redis_and_workdir,
     SECRET,
@@ -38,7 +39,6 @@ from bench._play import (
     cpu_seconds,
     RawClient,
     node_env,
-    percentile,
     post_request,
     start_node,
     start_process,
@@ -154,7 +154,7 @@ async def bench(args: argparse.Namespace, redis_url: str, redis_pid: int, db_pat
             counted = await counted_total(http, core_url, quizzes, director)
     finally:
         for process in (ceiling, worker, core):
-            await process.stop()
+            await process.terminate()
     answers_per_s = median(a["per_s"] for a, _ in rounds)
     ceiling_per_s = median(c["per_s"] for _, c in rounds)
     last_answers, last_ceiling = rounds[-1]
@@ -192,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="alternate ceiling and answers runs; medians")
     args = parser.parse_args(argv)
     with redis_and_workdir() as (redis, db):
-        assert redis.proc is not None
-        result = trio.run(bench, args, redis.url, redis.proc.pid, db)
+        result = trio.run(bench, args, redis.url, redis.pid, db)
     print(json.dumps(result))
     return 0
 

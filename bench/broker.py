@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import trio
 
 from playtotv.broker import Broker, SubscriptionReset, open_broker
+from playtotv.percentile import percentile
 
 #: Size of each message: about one interaction frame of the push protocol.
 PAYLOAD_BYTES = 256
@@ -42,10 +42,9 @@ def _payload(stamp_ns: int) -> bytes:
     return str(stamp_ns).zfill(STAMP_DIGITS).encode().ljust(PAYLOAD_BYTES, b".")
 
 
-def _percentile(sorted_values: list[int], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(fraction * len(sorted_values)))] / 1e6
+def _percentile_ms(sorted_ns: list[int], fraction: float) -> float:
+    value = percentile(sorted_ns, fraction)
+    return float("nan") if value is None else value / 1e6
 
 
 class _Receipts:
@@ -115,9 +114,9 @@ async def measure(
         "throughput_msgs_per_s": round(messages / elapsed),
         "deliveries_per_s": round(len(flooded.latencies_ns) / elapsed),
         "latency_ms": {
-            "p50": round(_percentile(latencies, 0.50), 3),
-            "p99": round(_percentile(latencies, 0.99), 3),
-            "max": round(_percentile(latencies, 1.0), 3),
+            "p50": round(_percentile_ms(latencies, 0.50), 3),
+            "p99": round(_percentile_ms(latencies, 0.99), 3),
+            "max": round(_percentile_ms(latencies, 1.0), 3),
         },
         "resets": flooded.resets + timed.resets,
     }
@@ -149,11 +148,8 @@ def main(argv: list[str]) -> int:
     if not 1 <= args.rate <= 100_000:
         parser.error("--rate 1..100000")
 
-    try:
-        from tests.redis_server import RedisServer  # the suite's helper: run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
-        return 2
+    from playtotv.devtools.localredis import RedisServer
+
     server = RedisServer().start()
     try:
         results = trio.run(run, server.url, args.messages, args.subscribers, args.publishers, args.rate)

@@ -2,8 +2,8 @@
 
     python -m bench failover [--viewers 150] [--observe 10] [--faults gatekeeper,core,...]
 
-Starts a local cluster (``playtotv.cluster``: Redis primary + replica + three Sentinels; two of every
-role), an audience following the episode channel (``playtotv.audience``: the SDK plus the push client,
+Starts a local cluster (``playtotv.devtools.cluster``: Redis primary + replica + three Sentinels; two of every
+role), an audience following the episode channel (``playtotv.devtools.audience``: the SDK plus the push client,
 reconnecting and recovering as a real app does), and two probes that run throughout:
 
 * delivery: the director publishes a tick every ``TICK_INTERVAL``; a tick is on time when every viewer
@@ -32,8 +32,8 @@ from typing import Any, Awaitable, Callable
 import httpx
 import trio
 
-from playtotv.audience import Director, Viewer, follow_all, gather_audience, ticks
-from playtotv.cluster import ClusterSpec, LocalCluster, local_cluster
+from playtotv.devtools.audience import Director, Viewer, follow_all, gather_audience, ticks
+from playtotv.devtools.cluster import ClusterSpec, LocalCluster, local_cluster
 from playtotv.registry import open_registry
 
 DELIVERY_SLO = 1.5

@@ -5,7 +5,7 @@
 
 What runs (all on loopback, all started and stopped here):
 
-- a ``redis-server`` of our own (tests/redis_server.py), even for K = 1: the driver publishes through
+- a ``redis-server`` of our own (``playtotv.devtools.localredis``), even for K = 1: the driver publishes through
   ``RedisBroker`` exactly as core does, and the push nodes fan out what their Redis subscription yields;
 - K push nodes, each a real ``playtotv serve --role push`` process;
 - G load-generator processes (bench/_fanout_load.py: raw sockets and one epoll loop, no task per client),
@@ -39,9 +39,10 @@ from typing import Any
 import msgspec
 import trio
 
-from bench._play import LineReader, add_episode, stop_process
+from bench._play import LineReader, add_episode, start_process
 from playtotv.broker import open_broker
-from playtotv.nodeprocess import playtotv_command
+from playtotv.devtools.nodeprocess import NodeProcess
+from playtotv.percentile import percentile
 from playtotv.registry import open_registry
 
 EPISODE_ID = "bench"
@@ -59,7 +60,6 @@ PAYLOAD = msgspec.json.encode({
 CLIENTS_PER_GENERATOR = 5000
 MAX_GENERATORS = 4
 #: Bounds: a run that cannot finish in these ends with partial figures, never hangs.
-NODE_START_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 180.0
 DELIVERY_TIMEOUT = 60.0
 #: Pause after the last client subscribed before RSS is read (allocator and kernel settle).
@@ -73,9 +73,14 @@ OUT_DIR = os.path.join("bench", "out")
 class Server:
     """A push node or the peer: a process and the WebSocket URL it listens on."""
 
-    proc: trio.Process
+    node: NodeProcess
     url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def proc(self) -> trio.Process:
+        assert self.node.proc is not None
+        return self.node.proc
 
     def cpu_seconds(self) -> tuple[float, float]:
         """(user, system) CPU seconds the process has used so far."""
@@ -92,7 +97,7 @@ class Server:
         return 0
 
     async def stop(self) -> None:
-        await stop_process(self.proc)
+        await self.node.terminate()
 
 
 def raise_fd_limit() -> None:
@@ -103,22 +108,14 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def start_server(cmd: list[str], env: dict[str, str], log_name: str, url_prefix: str) -> Server:
-    os.makedirs(OUT_DIR, exist_ok=True)
-    log = open(os.path.join(OUT_DIR, log_name), "wb")
-    proc = await trio.lowlevel.open_process(cmd, stdout=subprocess.PIPE, stderr=log, env={**os.environ, **env})
-    server = Server(proc)
-    assert proc.stdout is not None
-    lines = LineReader(proc.stdout)
-    with trio.fail_after(NODE_START_TIMEOUT):
-        while True:
-            line = await lines.line()
-            if line.startswith(url_prefix) and "ws://" in line:
-                server.url = line.split(" listening on ", 1)[1]
-            elif line.startswith("loop "):
-                server.extra["loop"] = line.split(" ", 1)[1]
-            elif line == "ready":
-                return server
+async def start_server(cmd: list[str] | None, env: dict[str, str], log_name: str, listener: str) -> Server:
+    """A push node (``cmd`` None) or the peer, once ready; ``listener`` names its WebSocket listener."""
+    node = await start_process(cmd, env, log_name, roles="push")
+    server = Server(node, node.listening[listener])
+    for line in node.lines:
+        if line.startswith("loop "):
+            server.extra["loop"] = line.split(" ", 1)[1]
+    return server
 
 
 async def start_push_node(index: int, redis_url: str, clients: int, store_url: str) -> Server:
@@ -128,8 +125,7 @@ async def start_push_node(index: int, redis_url: str, clients: int, store_url: s
         "PLAYTOTV_STORE_URL": store_url, "PLAYTOTV_NODE_ID": f"bench-push-{index}",
         "PLAYTOTV_PUSH_MAX_CONNECTIONS": str(clients + 1000),
     }
-    cmd = playtotv_command("serve", "--role", "push")
-    return await start_server(cmd, env, f"fanout-push-{index}.log", "push listening on")
+    return await start_server(None, env, f"fanout-push-{index}.log", "push")
 
 
 async def start_peer(redis_url: str) -> Server:
@@ -137,7 +133,7 @@ async def start_peer(redis_url: str) -> Server:
         epoch, offset = await broker.position(CHANNEL)
     cmd = [sys.executable, "-m", "bench._fanout_peer", "--redis", redis_url, "--channel", CHANNEL,
            "--epoch", epoch, "--offset", str(offset)]
-    return await start_server(cmd, {}, "fanout-peer.log", "peer listening on")
+    return await start_server(cmd, {}, "fanout-peer.log", "peer")
 
 
 @dataclass
@@ -213,8 +209,8 @@ async def run_load(servers: list[Server], args: argparse.Namespace, redis_url: s
         "messages": args.messages,
         "expected": args.clients * args.messages,
         "delivered": len(latencies),
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
+        "p50_ms": rounded_percentile(latencies, 0.50),
+        "p99_ms": rounded_percentile(latencies, 0.99),
         "max_ms": round(latencies[-1], 1) if latencies else None,
         "rss_per_client_kb": round((rss_after - rss_before) / max(1, connected), 2),
         "connect_s": round(connect_s, 2),
@@ -238,11 +234,9 @@ async def run_load(servers: list[Server], args: argparse.Namespace, redis_url: s
     return figures
 
 
-def percentile(sorted_values: list[float], fraction: float) -> float | None:
-    if not sorted_values:
-        return None
-    rank = max(0, math.ceil(fraction * len(sorted_values)) - 1)
-    return round(sorted_values[rank], 1)
+def rounded_percentile(sorted_values: list[float], fraction: float) -> float | None:
+    value = percentile(sorted_values, fraction)
+    return None if value is None else round(value, 1)
 
 
 async def nodes_qos(redis_url: str) -> list[dict[str, float]]:
@@ -254,7 +248,7 @@ async def nodes_qos(redis_url: str) -> list[dict[str, float]]:
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    from tests.redis_server import RedisServer  # run from the repository root (as `python -m bench`)
+    from playtotv.devtools.localredis import RedisServer
 
     raise_fd_limit()
     redis = RedisServer().start()

@@ -66,12 +66,14 @@ import trio
 
 from bench._cpu_budget import BudgetUnavailable, CpuBudget, open_budget
 from bench._fanout_load import raise_fd_limit
-from bench._play import SECRET, LineReader, Process, add_episode, cpu_seconds, node_env, percentile, start_node
+from bench._play import SECRET, LineReader, add_episode, cpu_seconds, node_env, start_node
 from bench._sessions import Arrivals, SessionPool
 from bench.fanout import CHANNEL, EPISODE_ID, PAYLOAD
 from playtotv.auth import KeyRing
 from playtotv.broker import open_broker
+from playtotv.devtools.nodeprocess import NodeProcess
 from playtotv.registry import open_registry
+from playtotv.percentile import percentile
 
 #: Bounds: a step that cannot connect its clients in time goes on with those it has; a generator that
 #: does not answer fails the run rather than hang it.
@@ -159,7 +161,7 @@ async def publish_forever(redis_urls: list[str], rate: float) -> None:
             await trio.sleep(1.0 / rate)
 
 
-async def start_push(redis_url: str, db_path: str, budget: CpuBudget, name: str) -> Process:
+async def start_push(redis_url: str, db_path: str, budget: CpuBudget, name: str) -> NodeProcess:
     """A push node, moved under the CPU budget once it is ready (start-up itself is not what we measure)."""
     env = node_env(redis_url, db_path, name, push_bind="127.0.0.1:0", push_polling_bind="127.0.0.1:0",
                    push_max_connections=str(RAMP_MAX_CLIENTS * 2))
@@ -171,7 +173,7 @@ async def start_push(redis_url: str, db_path: str, budget: CpuBudget, name: str)
 
 @asynccontextmanager
 async def fanning_push(redis_url: str, db_path: str, budget: CpuBudget, name: str,
-                       rate: float | None) -> AsyncIterator[tuple[Process, LoadGenerator]]:
+                       rate: float | None) -> AsyncIterator[tuple[NodeProcess, LoadGenerator]]:
     """A fresh push node under the budget, a load generator for its clients, and a message published
     ``rate`` times a second to them until the block ends (then all three stop). ``rate`` None: the
     caller publishes (a twin node's clients follow the gated phase's messages)."""
@@ -188,7 +190,7 @@ async def fanning_push(redis_url: str, db_path: str, budget: CpuBudget, name: st
         # generator must still stop (both bound their own waits).
         with trio.CancelScope(shield=True):
             await gen.stop()
-            await push.stop()
+            await push.terminate()
 
 
 async def wait_subscribed(gen: LoadGenerator, target: int) -> dict[str, Any]:
@@ -267,7 +269,7 @@ async def ramp(args: argparse.Namespace, redis_url: str, db_path: str, budget: C
             "share_per_1000": ramp_share_per_1000(steps, knee, args.slo_ms)}
 
 
-async def measure_step(gen: LoadGenerator, push: Process, args: argparse.Namespace,
+async def measure_step(gen: LoadGenerator, push: NodeProcess, args: argparse.Namespace,
                        cut_ms: float) -> dict[str, Any]:
     """A step's deliveries over ``--step-seconds``, taken a second at a time and cut short once their p99
     is past ``cut_ms`` (``SATURATED`` times the SLO for a new count): such a step is over the SLO whatever
@@ -401,9 +403,9 @@ async def gated(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
         final = await gen.report()
     finally:
         await gen.stop()
-        await core.stop()
-        await front.stop()
-        await push.stop()
+        await core.terminate()
+        await front.terminate()
+        await push.terminate()
     return {**judge(args, seconds, arrivals, final), "started_at": start}
 
 
@@ -531,7 +533,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str, budget: 
 @contextmanager
 def redis_server() -> Iterator[str]:
     """A ``redis-server`` of its own for the block (its URL): the run's, and the twin's."""
-    from tests.redis_server import RedisServer  # run_budgeted checked that it imports
+    from playtotv.devtools.localredis import RedisServer
 
     redis = RedisServer().start()
     try:
@@ -546,11 +548,6 @@ def run_budgeted(prog: str, run: Callable[..., Awaitable[dict[str, Any]]], args:
     the CPU budget of ``args.cpus`` (alone on a core unless ``own_core`` is false, taken before anything
     else starts), a ``redis-server`` and a scratch directory. Returns the result and the push node's
     core, or None after saying why the bench cannot run here."""
-    try:
-        import tests.redis_server  # noqa: F401  run from the repository root
-    except ImportError:
-        print("run from the repository root (needs tests/redis_server.py)", file=sys.stderr)
-        return None
     raise_fd_limit()
     try:
         with open_budget(args.cpus) as budget:

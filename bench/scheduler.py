@@ -26,10 +26,11 @@ import httpx
 import msgspec
 import trio
 
-from bench._play import Director, node_env, percentile, start_node
+from bench._play import Director, node_env, start_node
 from playtotv import keys
 from playtotv.broker import open_broker
 from playtotv.registry import open_registry
+from playtotv.percentile import percentile
 
 MAX_PER_EPISODE = 500
 LEAD_TIME = 3.0  # seconds between start and the first entry: listeners subscribed, agenda loaded
@@ -50,7 +51,7 @@ async def current_leader(registry) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from tests.redis_server import RedisServer
+    from playtotv.devtools.localredis import RedisServer
 
     redis = RedisServer().start()
     workdir = tempfile.mkdtemp(prefix="ptv-bench-sched-")
@@ -150,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict:
             return result
     finally:
         for proc in processes:
-            await proc.stop()
+            await proc.terminate()
         redis.close()
 
 

@@ -32,7 +32,8 @@ from playtotv import keys
 from playtotv.auth import KeyRing
 from playtotv.broker import open_broker
 from playtotv.gameplay.answers import DEDUPE_MARGIN, AnswerItem, encode_item
-from bench._play import redis_and_workdir, SECRET, Director, RawClient, node_env, percentile, post_request, start_node
+from playtotv.percentile import percentile
+from bench._play import redis_and_workdir, SECRET, Director, RawClient, node_env, post_request, start_node
 
 #: Answers enqueued per broker call while pre-filling the queue.
 FILL_CHUNK = 1000
@@ -123,7 +124,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str) -> dict[
             director = Director(http, core.listening["core"])
             episode_id = await director.live_episode()
             lag = await lag_phase(core.listening["core"], director, episode_id, args.lag_seconds, args.rate)
-            await worker.stop()  # throughput is measured on a fresh worker facing a full queue
+            await worker.terminate()  # throughput is measured on a fresh worker facing a full queue
 
             quizzes = [await director.open_quiz(episode_id) for _ in range(max(1, args.answers // args.users))]
             answers = await fill_queue(redis_url, episode_id, quizzes, args.users)
@@ -145,7 +146,7 @@ async def bench(args: argparse.Namespace, redis_url: str, db_path: str) -> dict[
     finally:
         for process in (second, worker, core):
             if process is not None:
-                await process.stop()
+                await process.terminate()
     return {
         "benchmark": "worker",
         "answers": answers,

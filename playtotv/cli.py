@@ -4,8 +4,8 @@
                    [--log-level debug|info|warning|error]
     playtotv schema [push|openapi]
     playtotv cluster up [--gatekeepers N --cores N --pushes N --workers N --schedulers N --store URL
-                         --base-port P]                      (a local multi-process cluster: playtotv.cluster)
-    playtotv warmup --gatekeeper URL --clients N --seconds S  (ramp synthetic sessions: playtotv.warmup)
+                         --base-port P]                      (a local multi-process cluster: playtotv.devtools.cluster)
+    playtotv warmup --gatekeeper URL --clients N --seconds S  (ramp synthetic sessions: playtotv.devtools.warmup)
     playtotv --version
 
 Wrong input exits with status 2 and one line naming the key and the problem, never a traceback.
@@ -29,6 +29,24 @@ from playtotv.settings import ConfigError, check_deployment, load_settings, pars
 
 EXIT_USAGE = 2
 
+#: The standard output lines of ``playtotv serve`` that supervisors and tests wait for. Whatever reads
+#: them uses ``parse_listening_line`` and these constants, so the printer and the readers cannot drift.
+LISTENING = " listening on "
+READY_LINE = "ready"
+DIRECTOR_KEY_PREFIX = "director key: "
+
+
+def listening_line(name: str, url: str) -> str:
+    """``<name> listening on <URL>``: one line per listener (``name`` is the listener, such as ``core``)."""
+    return f"{name}{LISTENING}{url}"
+
+
+def parse_listening_line(line: str) -> tuple[str, str] | None:
+    """``(name, url)`` of a ``<name> listening on <URL>`` line, None for any other line. ``name`` is all
+    that precedes the marker (``playtotv cluster up`` prints ``<process> <listener>``)."""
+    name, marker, url = line.strip().partition(LISTENING)
+    return (name, url) if marker and name and url else None
+
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -49,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                             "unless debug)")
     schema = sub.add_parser("schema", help="print the JSON Schema of push messages or the OpenAPI document")
     schema.add_argument("which", nargs="?", choices=("push", "openapi"), default="openapi")
-    from playtotv import cluster, warmup
+    from playtotv.devtools import cluster, warmup
 
     cluster.add_arguments(sub.add_parser("cluster", help="run a local cluster of separate processes"))
     warmup.add_arguments(sub.add_parser("warmup", help="ramp synthetic sessions through a gatekeeper"))
@@ -61,7 +79,7 @@ def _say(line: str) -> None:
 
 
 def _announce_listener(role: str, url: str) -> None:
-    _say(f"{role} listening on {url}")
+    _say(listening_line(role, url))
     if role == "core":
         _say(f"director console: {url}/console  viewer page: {url}/play")
 
@@ -89,8 +107,8 @@ def serve(args: argparse.Namespace) -> int:
         await run_node(
             settings, roles,
             on_listening=_announce_listener,
-            on_director_key=lambda key: _say(f"director key: {key}"),
-            on_ready=lambda: _say("ready"),
+            on_director_key=lambda key: _say(f"{DIRECTOR_KEY_PREFIX}{key}"),
+            on_ready=lambda: _say(READY_LINE),
             # Only a serving process paces its collections (tests keep CPython's defaults), and only
             # where a collection's stall delays deliveries: see playtotv.gcpacer.
             pace_collections="push" in roles,
@@ -147,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         return print_schema(args.which)
     if args.command == "cluster":
-        from playtotv import cluster
+        from playtotv.devtools import cluster
 
         return cluster.run_cli(args)
     if args.command == "warmup":
-        from playtotv import warmup
+        from playtotv.devtools import warmup
 
         return warmup.run_cli(args)
     _parser().print_help()

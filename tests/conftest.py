@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from playtotv.devtools.localredis import query_blocking
 from tests.redis_server import RedisServer
 
 #: Fixtures that start a redis-server: a test that uses one is ``slow`` (``pytest -m "not slow"`` skips it).
@@ -26,11 +27,7 @@ def redis_server_session():
 @pytest.fixture
 def redis_url(redis_server_session: RedisServer) -> str:
     """A clean database on the shared test Redis."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", redis_server_session.port), timeout=2) as s:
-        s.sendall(b"FLUSHALL\r\n")
-        s.recv(16)
+    assert query_blocking(redis_server_session.port, "FLUSHALL") == b"OK"
     return redis_server_session.url
 
 

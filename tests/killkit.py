@@ -1,7 +1,7 @@
 """Shared by the kill tests (``test_kill_*.py``): a local cluster of real processes, an audience and a
 director, all on loopback.
 
-Every kill test starts its own cluster (``playtotv.cluster``: Redis primary + replica + three Sentinels,
+Every kill test starts its own cluster (``playtotv.devtools.cluster``: Redis primary + replica + three Sentinels,
 and ``playtotv serve`` processes) so the fault it injects cannot leak into another test.
 """
 
@@ -14,9 +14,9 @@ from typing import AsyncIterator
 import httpx
 import trio
 
-from playtotv.audience import Director, Viewer, follow_all, gather_audience
-from playtotv.cluster import ClusterSpec, LocalCluster, local_cluster
-from playtotv.localredis import RedisBinaryMissing
+from playtotv.devtools.audience import Director, Viewer, follow_all, gather_audience
+from playtotv.devtools.cluster import ClusterSpec, LocalCluster, local_cluster
+from playtotv.devtools.localredis import RedisBinaryMissing
 
 #: Viewers per kill test: enough to spread over every node and to make a burst, few enough for two cores.
 VIEWERS = 120

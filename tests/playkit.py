@@ -16,14 +16,12 @@ import httpx
 import trio
 
 from playtotv import keys
-from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker import open_broker
 from playtotv.gameplay.director import close_due_interactions
-from playtotv.metrics import Metrics
-from playtotv.node import NodeContext
+from playtotv.context import NodeContext
 from playtotv.registry import open_registry
 from playtotv.store import open_store
-from tests.inprocess import make_settings
+from tests.inprocess import make_settings, node_context, start_roles
 
 SECRET = "playkit-secret-0123456789abcdef"
 DIRECTOR_KEY = "dk_playkit_director"
@@ -33,12 +31,6 @@ CLOSER_INTERVAL = 0.05
 DRAIN_BOUND = 10.0
 #: Polling period of ``wait_until``.
 POLL = 0.02
-
-
-def _runners() -> dict[str, Any]:
-    from playtotv.roles import core, worker
-
-    return {"core": core.run, "worker": worker.run}
 
 
 @dataclass
@@ -115,18 +107,14 @@ async def running(
     config = make_settings(**overrides)
     async with open_broker(redis_url, **(broker_options or {})) as broker, \
             open_registry(redis_url) as registry, open_store(store_url) as store:
-        ctx = NodeContext(
-            settings=config, node_id="playkit", roles=list(roles), broker=broker, registry=registry, store=store,
-            tickets=KeyRing.from_secrets(SECRET), director_keys=DirectorKeys([DIRECTOR_KEY]), metrics=Metrics(),
-        )
+        ctx = node_context(config, roles, broker=broker, registry=registry, store=store, secret=SECRET,
+                           director_keys=[DIRECTOR_KEY], node_id="playkit")
         async with trio.open_nursery() as outer:
             if closer:
                 outer.start_soon(_closer, ctx)
             with trio.move_on_after(DRAIN_BOUND):
                 async with trio.open_nursery() as role_nursery:
-                    runners = _runners()
-                    for role in roles:
-                        await role_nursery.start(runners[role], ctx)
+                    await start_roles(role_nursery, ctx)
                     base_url = ctx.endpoints.get("core", "http://127.0.0.1:9")
                     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
                         yield Play(ctx, http)

@@ -1,10 +1,11 @@
 """Helpers for the push tests: a push role in the test's own trio loop, and small clients.
 
-``push_node`` builds a NodeContext directly (memory registry, in-memory SQLite store, the broker the
-test gives or a MemoryBroker) and starts ``roles.push.run`` with ``nursery.start``, exactly as the node
-does. Push lets clients follow only channels of episodes that exist: the store holds episodes ``E1`` and
-``E2`` (the channels the tests follow) unless the test names others. Clients are trio-websocket (the project's client library) or, where a test needs to misbehave on
-the wire, raw sockets driven with wsproto.
+``push_node`` builds a NodeContext around test backends (memory registry, in-memory SQLite store, the
+broker the test gives or a MemoryBroker) and starts the push role as the node does
+(``tests/inprocess.py``). Push lets clients follow only channels of episodes that exist: the store holds
+episodes ``E1`` and ``E2`` (the channels the tests follow) unless the test names others. Clients are
+trio-websocket (the project's client library) or, where a test needs to misbehave on the wire, raw
+sockets driven with wsproto.
 """
 
 from __future__ import annotations
@@ -19,17 +20,14 @@ from trio_websocket import WebSocketConnection, open_websocket_url
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request
 
-from playtotv.auth import DirectorKeys, KeyRing
 from playtotv.broker.memory import MemoryBroker
 from playtotv.gameplay import schema
 from playtotv.gameplay.documents import EpisodeDoc, to_doc
-from playtotv.metrics import Metrics
-from playtotv.node import NodeContext
+from playtotv.context import NodeContext
 from playtotv.protocol.push import encode_frame
 from playtotv.registry.memory import MemoryRegistry
-from playtotv.roles import push
 from playtotv.store import open_store
-from tests.inprocess import make_settings
+from tests.inprocess import make_settings, node_context, start_roles
 
 SECRET = "push-test-secret-0123456789"
 #: Episodes in a test push node's store: ``episode:E1`` and ``episode:E2`` can be followed.
@@ -71,13 +69,10 @@ async def push_node(broker: Any = None, *, episodes: tuple[str, ...] = EPISODES,
     async with open_store("sqlite:///:memory:") as store:
         for episode_id in episodes:
             await add_episode(store, episode_id)
-        ctx = NodeContext(
-            settings=settings, node_id="push-test", roles=["push"], broker=broker or MemoryBroker(),
-            registry=MemoryRegistry(), store=store, tickets=KeyRing.from_secrets(SECRET),
-            director_keys=DirectorKeys([]), metrics=Metrics(),
-        )
+        ctx = node_context(settings, ["push"], broker=broker or MemoryBroker(), registry=MemoryRegistry(),
+                           store=store, secret=SECRET, node_id="push-test")
         async with trio.open_nursery() as nursery:
-            await nursery.start(push.run, ctx)
+            await start_roles(nursery, ctx)
             yield PushNode(ctx, ctx.push)
             nursery.cancel_scope.cancel()
 

@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from playtotv import __version__
-from tests.nodes import NodeProcess, run_cli
+from playtotv.devtools.nodeprocess import NodeProcess
+from tests.nodes import run_cli
 from tests.redis_server import RedisServer, free_port
 
 #: Every test runs the ``playtotv`` command as a subprocess.

@@ -11,7 +11,8 @@ import pytest
 import trio
 
 from playtotv.registry import open_registry
-from tests.nodes import NodeProcess, run_cli
+from playtotv.devtools.nodeprocess import NodeProcess
+from tests.nodes import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from playtotv.client import ClientError, PlayToTVClient, message_data
 from playtotv.pushclient import MessageReceived, StateLost
 from tests.inprocess import start_node
 from playtotv.store import open_store
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 from tests.pushkit import add_episode
 from tests.redis_server import free_port
 

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import trio
 
-from playtotv.nodeprocess import playtotv_command
+from playtotv.cli import parse_listening_line
+from playtotv.devtools.nodeprocess import playtotv_command
 from tests.nodes import run_cli
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,8 @@ async def test_cluster_up_prints_endpoints_serves_warms_up_and_stops_on_ctrl_c()
             assert any(line.startswith("redis url: redis+sentinel://") for line in lines)
             assert sum(line.startswith("redis sentinel: ") for line in lines) == 3
             assert any(line.startswith("director key: dk_") for line in lines)
-            gatekeeper = next(line.split()[-1] for line in lines if " gatekeeper listening on " in line)
+            listeners = [parse_listening_line(line) for line in lines]
+            gatekeeper = next(url for name, url in filter(None, listeners) if name.endswith(" gatekeeper"))
             async with httpx.AsyncClient(timeout=10) as http:
                 status = (await http.get(f"{gatekeeper}/v1/status")).json()
             assert status["nodes"]["core"] == 1 and status["nodes"]["push"] == 1

@@ -18,7 +18,7 @@ import trio
 from playtotv import keys
 from playtotv.gameplay import schema
 from playtotv.roles import worker
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 from tests.playkit import DIRECTOR_KEY, SECRET, quiz, running
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import trio
 from playtotv.auth import KeyRing
 from playtotv.gameplay import ids, schema
 from playtotv.store import open_store
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 pytestmark = pytest.mark.slow
 

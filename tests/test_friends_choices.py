@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from playtotv.gcpacer import NEVER, CollectionPacer, pace_collections, paced_heap
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 
 #: An embedded node on free ports.

@@ -23,7 +23,7 @@ import trio.testing
 
 from playtotv.accept import LOG_INTERVAL, ConnectionGate, ConnectionLimits, serve_tcp
 from tests.inprocess import DEFAULTS, start_node
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 ALL_ROLES = ["gatekeeper", "core", "push", "worker", "scheduler"]
 #: The request timeout these tests configure: short, so that stalled clients are closed quickly.

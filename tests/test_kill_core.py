@@ -19,7 +19,7 @@ import httpx
 import pytest
 import trio
 
-from playtotv.cluster import ClusterSpec
+from playtotv.devtools.cluster import ClusterSpec
 from tests.killkit import TEST_BOUND, show
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ async def test_a_sigkilled_core_node_does_not_close_the_doors(nursery, redis_url
     grow again every newcomer got 503 for good), and the dead core must leave the endpoint lists even
     while it is still registered (its heartbeat TTL here outlives the test). Within 15 s of the kill,
     newcomers are admitted and sent to the survivor only."""
-    from tests.nodes import NodeProcess
+    from playtotv.devtools.nodeprocess import NodeProcess
 
     base = {"PLAYTOTV_REDIS_URL": redis_url, "PLAYTOTV_STORE_URL": f"sqlite:///{tmp_path / 'cluster.db'}",
             "PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "director-key-0123456789",

@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 import trio
 
-from playtotv.audience import Viewer, ticks
-from playtotv.cluster import ClusterSpec
+from playtotv.devtools.audience import Viewer, ticks
+from playtotv.devtools.cluster import ClusterSpec
 from tests.killkit import TEST_BOUND, ready_everywhere, show, wait_admitting
 
 pytestmark = pytest.mark.slow

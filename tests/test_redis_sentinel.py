@@ -12,7 +12,7 @@ import trio
 
 from playtotv import keys, redis_client
 from playtotv.broker import BrokerUnavailable, ChannelMessage, SubscriptionReset, open_broker
-from playtotv.localredis import RedisTopology, query
+from playtotv.devtools.localredis import RedisTopology, query
 from playtotv.redis_client import SentinelUrl, parse_sentinel_url
 from playtotv.registry import open_registry
 from playtotv.registry.base import NodeInfo

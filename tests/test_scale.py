@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from playtotv.audience import follow_all, gather_audience, ticks
-from playtotv.cluster import ClusterSpec
+from playtotv.devtools.audience import follow_all, gather_audience, ticks
+from playtotv.devtools.cluster import ClusterSpec
 from tests.killkit import FAST_NODES, TEST_BOUND, show
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from playtotv.registry import open_registry
 from playtotv.roles.scheduler.agenda import Job
 from playtotv.roles.scheduler.timeline import TIMELINE_LOG, all_jobs
 from tests.inprocess import start_node
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}
 
@@ -104,7 +104,7 @@ async def test_late_start_fires_within_grace_and_skips_older_entries(nursery):
 
 async def test_ending_the_episode_cancels_what_remains(nursery):
     node = await start_node(nursery, ["core", "worker", "scheduler"])
-    scheduler = node.ctx.extras["scheduler"]
+    scheduler = node.ctx.scheduler
     async with httpx.AsyncClient(base_url=node.url("core"), timeout=10) as http:
         episode = await prerecorded(http, [(0.3, quiz("first")), (60.0, quiz("never"))])
         messages: list[tuple[float, dict]] = []

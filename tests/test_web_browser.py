@@ -37,7 +37,7 @@ import trio
 from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 from playtotv.pushclient import MessageReceived, PushClient, Resubscribe, StateLost, Subscribed
 from tests.inprocess import start_node
-from tests.nodes import NodeProcess
+from playtotv.devtools.nodeprocess import NodeProcess
 
 #: Every test drives Chromium (and some a `playtotv serve` subprocess).
 pytestmark = pytest.mark.slow

@@ -8,6 +8,8 @@ from collections import deque
 import trio
 from quart import Response, g
 
+from playtotv.percentile import percentile
+
 #: Latest requests considered; at a few thousand requests per second this is the last second or so.
 WINDOW = 2048
 REPORT_INTERVAL = 1.0
@@ -22,10 +24,7 @@ class LatencyWindow:
         self._samples.append(seconds)
 
     def percentile(self, q: float = PERCENTILE) -> float:
-        if not self._samples:
-            return 0.0
-        ordered = sorted(self._samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(sorted(self._samples), q) or 0.0
 
     async def after_request(self, response: Response) -> Response:
         started = getattr(g, "started", None)  # set by playtotv.http's before_request

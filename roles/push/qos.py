@@ -9,8 +9,9 @@ promise.
 
 from __future__ import annotations
 
-import math
 from collections import deque
+
+from playtotv.percentile import percentile
 
 #: Old enough samples say nothing about the node now. Ten seconds, not a minute: the gatekeeper admits on
 #: this figure every second, and with 60 s one burst of a second kept it in "breach" for a minute
@@ -49,6 +50,4 @@ class SlidingWindow:
             samples.popleft()
         if not samples:
             return None
-        values = sorted(v for _, v in samples)
-        rank = max(0, math.ceil(fraction * len(values)) - 1)
-        return values[rank]
+        return percentile(sorted(v for _, v in samples), fraction)

@@ -5,7 +5,7 @@ benchmarks.
         gatekeeper = cluster.urls("gatekeeper")[0]
         await cluster.kill(cluster.with_role("core")[0])
 
-What runs: a Redis primary, a replica and three Sentinels (``playtotv.localredis``; or one plain Redis
+What runs: a Redis primary, a replica and three Sentinels (``playtotv.devtools.localredis``; or one plain Redis
 with ``sentinel=False``), then one ``playtotv serve`` process per entry of the layout, all sharing one
 SQLite file in the cluster's directory (or the MongoDB given as ``store_url``), one ticket secret and one
 director key. Every process gets ``redis.url`` in its Sentinel form, so the roles find the primary
@@ -34,8 +34,9 @@ from typing import AsyncIterator, Callable, Iterator
 import trio
 
 from playtotv.auth import generate_director_key, generate_secret
-from playtotv.localredis import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, RedisProcess, RedisTopology
-from playtotv.nodeprocess import RoleProcess
+from playtotv.cli import listening_line
+from playtotv.devtools.localredis import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, RedisProcess, RedisTopology
+from playtotv.devtools.nodeprocess import NodeProcess
 from playtotv.settings import ROLE_NAMES
 
 log = logging.getLogger("playtotv.cluster")
@@ -109,7 +110,7 @@ class LocalCluster:
         self.store_url = spec.store_url or f"sqlite:///{os.path.join(self.workdir, 'playtotv.db')}"
         self.secret = generate_secret()
         self.director_key = generate_director_key()
-        self.processes: list[RoleProcess] = []
+        self.processes: list[NodeProcess] = []
         self.events: list[str] = []
         self._on_event = on_event or (lambda line: None)
         self._names: dict[str, Iterator[int]] = {}
@@ -119,7 +120,7 @@ class LocalCluster:
         self.keep_files = False
 
     # -- what runs where ----------------------------------------------------------------------------------
-    def with_role(self, role: str) -> list[RoleProcess]:
+    def with_role(self, role: str) -> list[NodeProcess]:
         """Live processes holding ``role``, in start order."""
         return [p for p in self.processes if role in p.role_list and p.alive]
 
@@ -185,31 +186,32 @@ class LocalCluster:
                             pass  # not answering yet: ask again
                         await trio.sleep(0.1)
 
-    async def add_process(self, roles: str, **env: str) -> RoleProcess:
+    async def add_process(self, roles: str, **env: str) -> NodeProcess:
         """Start one more node (scale out) and wait until it is ready. ``env``: extra settings, as
         ``answers_durability="stored"``."""
         process = self._new_process(roles, {f"PLAYTOTV_{k.upper()}": v for k, v in env.items()})
         await self._launch(process)
         return process
 
-    def _new_process(self, roles: str, extra_env: dict[str, str]) -> RoleProcess:
+    def _new_process(self, roles: str, extra_env: dict[str, str]) -> NodeProcess:
         name = self._name(roles)
-        process = RoleProcess(name, roles, {**self.node_env(name, roles), **extra_env},
-                              os.path.join(self.workdir, f"{name}.log"))
+        process = NodeProcess(roles, {**self.node_env(name, roles), **extra_env}, name=name,
+                              log_path=os.path.join(self.workdir, f"{name}.log"))
         self.processes.append(process)
         return process
 
-    async def _launch(self, process: RoleProcess) -> None:
+    async def _launch(self, process: NodeProcess) -> None:
         assert self._nursery is not None, "start() first"
         await process.start(self._nursery)
         self._nursery.start_soon(self._supervise, process)
 
-    async def kill(self, process: RoleProcess) -> None:
+    async def kill(self, process: NodeProcess) -> None:
         """SIGKILL a node (a crash): no drain, not restarted."""
-        await process.kill()
+        process.kill()
+        await process.wait_exited()
         self._report(f"{process.name} killed")
 
-    async def remove_process(self, process: RoleProcess) -> int | None:
+    async def remove_process(self, process: NodeProcess) -> int | None:
         """SIGTERM a node (scale in): it drains; not restarted."""
         code = await process.terminate(self.spec.drain_seconds + STOP_MARGIN)
         self._report(f"{process.name} stopped with {code}")
@@ -232,7 +234,7 @@ class LocalCluster:
         log.info("%s", line)
         self._on_event(line)
 
-    async def _supervise(self, process: RoleProcess) -> None:
+    async def _supervise(self, process: NodeProcess) -> None:
         delay = RESTART_DELAY
         while True:
             started = trio.current_time()
@@ -339,7 +341,7 @@ def endpoint_lines(cluster: LocalCluster) -> list[str]:
     lines.append(f"director key: {cluster.director_key}")
     for process in cluster.processes:
         for listener, url in sorted(process.listening.items()):
-            lines.append(f"{process.name} {listener} listening on {url}")
+            lines.append(listening_line(f"{process.name} {listener}", url))
     lines.append("cluster: " + json.dumps(cluster.describe(), sort_keys=True))
     return lines
 

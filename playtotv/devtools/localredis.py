@@ -17,11 +17,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 
 import trio
 
-from playtotv.nodeprocess import child_options
+from playtotv.devtools.nodeprocess import child_options
 
 SERVICE_NAME = "mymaster"
 LOOPBACK = "127.0.0.1"
@@ -60,13 +61,56 @@ def free_port(host: str = LOOPBACK) -> int:
         return s.getsockname()[1]
 
 
+def encode_command(*command: str | int | bytes) -> bytes:
+    """One command in RESP (an array of bulk strings), the only form Redis and Sentinel need."""
+    parts = [c if isinstance(c, bytes) else str(c).encode() for c in command]
+    return b"".join([b"*%d\r\n" % len(parts), *(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)])
+
+
+class RedisError(Exception):
+    """An error reply (``-ERR ...``)."""
+
+
+class Incomplete(Exception):
+    """``parse_reply`` needs more bytes."""
+
+
+def parse_reply(data: bytes, start: int = 0) -> tuple[object, int]:
+    """The RESP2 reply at ``data[start:]`` and the index after it; ``Incomplete`` when it is not all there.
+    Sans-IO, so the trio, blocking and asyncio readers share it: ``+OK`` -> bytes, ``-ERR`` ->
+    ``RedisError``, ``:1`` -> int, ``$`` -> bytes or None, ``*`` -> list or None."""
+    end = data.find(b"\r\n", start)
+    if end < 0:
+        raise Incomplete
+    kind, rest, after = data[start:start + 1], data[start + 1:end], end + 2
+    if kind == b"+":
+        return rest, after
+    if kind == b"-":
+        return RedisError(rest.decode(errors="replace")), after
+    if kind == b":":
+        return int(rest), after
+    if kind == b"$":
+        size = int(rest)
+        if size < 0:
+            return None, after
+        if len(data) < after + size + 2:
+            raise Incomplete
+        return data[after:after + size], after + size + 2
+    if kind == b"*":
+        size = int(rest)
+        if size < 0:
+            return None, after
+        items = []
+        for _ in range(size):
+            item, after = parse_reply(data, after)
+            items.append(item)
+        return items, after
+    raise ValueError(f"unexpected RESP reply {data[start:start + 20]!r}")
+
+
 async def query(port: int, *command: str | int, timeout: float = 2.0) -> object:
-    """One command to the Redis or Sentinel on ``port`` (RESP2): the reply, or None when it does not
-    answer. A tiny client of its own: supervision must not depend on the client it is testing."""
-    payload = b"".join(
-        [f"*{len(command)}\r\n".encode()]
-        + [b"$%d\r\n%s\r\n" % (len(part), part) for part in (str(c).encode() for c in command)]
-    )
+    """One command to the Redis or Sentinel on ``port``: the reply, or None when it does not answer. A
+    tiny client of its own: supervision must not depend on the client it is testing."""
     with trio.move_on_after(timeout):
         try:
             stream = await trio.open_tcp_stream(LOOPBACK, port)
@@ -74,56 +118,39 @@ async def query(port: int, *command: str | int, timeout: float = 2.0) -> object:
             return None
         async with stream:
             try:
-                await stream.send_all(payload)
-                return await _RespReader(stream).read()
+                await stream.send_all(encode_command(*command))
+                data = b""
+                while True:
+                    chunk = await stream.receive_some(65536)
+                    if not chunk:
+                        return None
+                    data += chunk
+                    try:
+                        return parse_reply(data)[0]
+                    except Incomplete:
+                        continue
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
                 return None
     return None
 
 
-class RedisError(Exception):
-    """An error reply (``-ERR ...``)."""
-
-
-class _RespReader:
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self._stream = stream
-        self._buffer = b""
-
-    async def _line(self) -> bytes:
-        while b"\r\n" not in self._buffer:
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                raise ValueError("connection closed mid-reply")
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\r\n")
-        return line
-
-    async def _exactly(self, size: int) -> bytes:
-        while len(self._buffer) < size + 2:
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                raise ValueError("connection closed mid-reply")
-            self._buffer += chunk
-        data, self._buffer = self._buffer[:size], self._buffer[size + 2:]
-        return data
-
-    async def read(self) -> object:
-        line = await self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            return RedisError(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            size = int(rest)
-            return None if size < 0 else await self._exactly(size)
-        if kind == b"*":
-            size = int(rest)
-            return None if size < 0 else [await self.read() for _ in range(size)]
-        raise ValueError(f"unexpected RESP reply {line[:20]!r}")
+def query_blocking(port: int, *command: str | int, timeout: float = 2.0) -> object:
+    """``query`` for synchronous callers (pytest fixtures, tests restarting their Redis): it blocks."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            sock.sendall(encode_command(*command))
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+                try:
+                    return parse_reply(data)[0]
+                except Incomplete:
+                    continue
+    except (OSError, ValueError):
+        return None
 
 
 class RedisProcess:
@@ -135,7 +162,9 @@ class RedisProcess:
         self.workdir = workdir
         self.args = args
         self.sentinel = sentinel
-        self.proc: trio.Process | None = None
+        #: A trio process (``start``) or, for synchronous callers, a plain one (``start_blocking``); the
+        #: async waits need the first.
+        self.proc: trio.Process | subprocess.Popen[bytes] | None = None
 
     @property
     def address(self) -> str:
@@ -143,7 +172,7 @@ class RedisProcess:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.proc is not None and self.proc.poll() is None
 
     def _command(self, extra: list[str]) -> list[str]:
         base = [redis_binary()]
@@ -168,16 +197,32 @@ class RedisProcess:
         )
         with trio.fail_after(START_TIMEOUT):
             while True:
-                if self.proc.returncode is not None or self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode} (see {self.workdir})")
-                if await self._answers_as_ours():
+                self._check_running()
+                if self._is_ours(await query(self.port, "INFO", "server", timeout=0.5)):
                     return self
                 await trio.sleep(POLL_INTERVAL)
 
-    async def _answers_as_ours(self) -> bool:
+    def start_blocking(self, extra: list[str] | None = None) -> "RedisProcess":
+        """``start`` for synchronous callers (pytest fixtures, tests that restart their Redis): it blocks."""
+        self.proc = subprocess.Popen(self._command(list(extra or [])), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, **child_options())  # type: ignore[arg-type]
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            self._check_running()
+            if self._is_ours(query_blocking(self.port, "INFO", "server", timeout=0.5)):
+                return self
+            time.sleep(POLL_INTERVAL)
+        raise RuntimeError(f"{self.name} did not answer on port {self.port} (see {self.workdir})")
+
+    def _check_running(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode} (see {self.workdir})")
+
+    def _is_ours(self, info: object) -> bool:
         """The port answers, and it is this process that answers: with a port already taken, another
         Redis would answer while ours is exiting."""
-        info = await query(self.port, "INFO", "server", timeout=0.5)
+        assert self.proc is not None
         return isinstance(info, bytes) and f"process_id:{self.proc.pid}\r\n".encode() in info
 
     def kill(self) -> None:
@@ -188,7 +233,22 @@ class RedisProcess:
 
     async def wait_exited(self) -> None:
         if self.proc is not None:
+            assert isinstance(self.proc, trio.Process), "started with start_blocking: use wait_exited_blocking"
             await self.proc.wait()
+
+    def wait_exited_blocking(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.proc is not None and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL / 5)
+
+    def stop_blocking(self, timeout: float = 5.0) -> None:
+        if not self.alive:
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        self.wait_exited_blocking(timeout)
+        self.kill()
+        self.wait_exited_blocking(timeout)
 
     async def stop(self, timeout: float = 5.0) -> None:
         if not self.alive:
@@ -200,6 +260,51 @@ class RedisProcess:
             return
         self.kill()
         await self.proc.wait()
+
+
+#: A data node keeps nothing on disk: a restarted one comes back empty.
+DATA_ARGS = ("--save", "", "--appendonly", "no")
+
+
+class RedisServer:
+    """One plain Redis of its own on a free loopback port, driven synchronously: what the test fixtures
+    and the benchmarks use. ``kill``/``start``/``restart`` are safe from inside a trio test (they block
+    it briefly, as a crash would); ``restart`` comes back on the same port with empty memory."""
+
+    def __init__(self, port: int | None = None, extra_args: list[str] | None = None) -> None:
+        redis_binary()  # RedisBinaryMissing now, not at start
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="ptv-redis-")
+        self.process = RedisProcess("redis", self.port, self.dir, [*DATA_ARGS, *(extra_args or [])])
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.proc.pid if self.process.proc is not None else None
+
+    def start(self) -> "RedisServer":
+        self.process.start_blocking()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the server and everything in its memory are gone."""
+        self.process.kill()
+        self.process.wait_exited_blocking()
+
+    def stop(self) -> None:
+        self.process.stop_blocking()
+
+    def restart(self) -> None:
+        """Kill and start again on the same port with empty memory."""
+        self.kill()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @dataclass
@@ -222,8 +327,7 @@ class RedisTopology:
         wanted = 2 + SENTINELS if sentinel else 1
         ports = list(ports or [])
         ports += [free_port() for _ in range(wanted - len(ports))]
-        self.data = [RedisProcess("redis-a", ports[0], self.workdir, ["--save", "", "--appendonly", "no",
-                                                                       *REPLICA_SYNC_ARGS])]
+        self.data = [RedisProcess("redis-a", ports[0], self.workdir, [*DATA_ARGS, *REPLICA_SYNC_ARGS])]
         self.sentinels: list[RedisProcess] = []
         if sentinel:
             self.data.append(RedisProcess("redis-b", ports[1], self.workdir, list(self.data[0].args)))
@@ -375,4 +479,5 @@ def _pairs(reply: object) -> dict[str, str]:
             if isinstance(k, bytes) and isinstance(v, bytes)}
 
 
-__all__ = ["FailoverReport", "RedisProcess", "RedisTopology", "SERVICE_NAME"]
+__all__ = ["FailoverReport", "RedisProcess", "RedisServer", "RedisTopology", "SERVICE_NAME", "free_port", "query",
+           "query_blocking"]

@@ -25,6 +25,8 @@ from urllib.parse import urlsplit
 
 import trio
 
+from playtotv.percentile import percentile
+
 if TYPE_CHECKING:
     import httpx
 
@@ -59,11 +61,9 @@ class Figures:
 
 
 def percentiles(samples: list[float]) -> dict[str, float | None]:
-    if not samples:
-        return {"p50": None, "p95": None, "max": None}
     ordered = sorted(samples)
-    pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
-    return {"p50": pick(0.5), "p95": pick(0.95), "max": round(ordered[-1], 1)}
+    picked = {"p50": percentile(ordered, 0.5), "p95": percentile(ordered, 0.95), "max": percentile(ordered, 1.0)}
+    return {name: None if value is None else round(value, 1) for name, value in picked.items()}
 
 
 class Warmup:
