@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "protocol", ROOT / "playtotv", ROOT / "roles"]
 TABLE = ROOT / "protocol" / "kinds.py"
 #: Code that plays a client (it builds a quiz, as any client of the API would), not the server's rules.
-CLIENTS = {ROOT / "playtotv" / "audience.py"}
+CLIENTS = {ROOT / "playtotv" / "devtools" / "audience.py"}
 OPTIONS = [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}, {"id": "c", "label": "C"}]
 
 
