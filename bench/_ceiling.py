@@ -15,7 +15,7 @@ import time
 import trio
 from quart import Response, request
 
-from playtotv.auth import DirectorKeys, KeyRing
+from playtotv.credentials import DirectorKeys, KeyRing
 from playtotv.broker.memory import MemoryBroker
 from playtotv.cli import READY_LINE, listening_line
 from playtotv.http import create_app, json_response, serve_http

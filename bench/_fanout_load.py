@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.pushclient import MessageReceived, PushClient, Resubscribe, Subscribed
 
 #: Handshakes in flight at once: more would overflow the server's accept backlog and cost SYN retries.

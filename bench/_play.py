@@ -105,7 +105,7 @@ class Director:
         return created["id"]
 
 
-class RawClient:
+class KeepAliveHttp:
     """One keep-alive HTTP/1.1 connection; ``request(raw)`` sends pre-built bytes and returns
     (status, body)."""
 
@@ -114,7 +114,7 @@ class RawClient:
         self.buffer = b""
 
     @classmethod
-    async def connect(cls, url: str) -> "RawClient":
+    async def connect(cls, url: str) -> "KeepAliveHttp":
         host, port = url.removeprefix("http://").rstrip("/").rsplit(":", 1)
         return cls(await trio.open_tcp_stream(host, int(port)))
 

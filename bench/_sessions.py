@@ -14,7 +14,7 @@ from typing import Any, Awaitable, Callable
 import msgspec
 import trio
 
-from bench._play import RawClient
+from bench._play import KeepAliveHttp
 
 #: Keep-alive connections to the gatekeeper (an SDK process would hold one; this is many clients).
 POOL_SIZE = 16
@@ -38,12 +38,12 @@ class SessionPool:
     def __init__(self, url: str, size: int = POOL_SIZE) -> None:
         self.url = url
         self.slots = trio.Semaphore(size)
-        self.idle: list[RawClient] = []
+        self.idle: list[KeepAliveHttp] = []
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
         """(status, body); raises OSError / EOFError / trio.TooSlowError when the request failed."""
         async with self.slots:
-            client = self.idle.pop() if self.idle else await RawClient.connect(self.url)
+            client = self.idle.pop() if self.idle else await KeepAliveHttp.connect(self.url)
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
                     answer = await client.request(raw)

@@ -43,7 +43,7 @@ from typing import Any, Callable
 import msgspec
 import trio
 
-from bench._play import redis_and_workdir, OUT_DIR, RawClient, cpu_seconds, node_env, start_node, start_process
+from bench._play import redis_and_workdir, OUT_DIR, KeepAliveHttp, cpu_seconds, node_env, start_node, start_process
 from playtotv.percentile import percentile
 
 WARMUP_SECONDS = 1.0
@@ -111,7 +111,7 @@ async def drive(phase: Phase, clients: int, seconds: float, profile: bool) -> di
     async def one_client() -> None:
         nonlocal errors
         state = phase.client()
-        client = await RawClient.connect(phase.url)
+        client = await KeepAliveHttp.connect(phase.url)
         try:
             while (begun := trio.current_time()) < stop_at:
                 with trio.fail_after(REQUEST_TIMEOUT):

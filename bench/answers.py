@@ -30,14 +30,14 @@ from typing import Any, Iterator
 import httpx
 import trio
 
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.percentile import percentile
 from bench._play import (
     redis_and_workdir,
     SECRET,
     Director,
     cpu_seconds,
-    RawClient,
+    KeepAliveHttp,
     node_env,
     post_request,
     start_node,
@@ -76,7 +76,7 @@ async def drive(url: str, load: Load, viewers: int, seconds: float, warmup: floa
 
     async def viewer() -> None:
         nonlocal errors, all_accepted
-        client = await RawClient.connect(url)
+        client = await KeepAliveHttp.connect(url)
         try:
             while (begun := trio.current_time()) < stop_at:
                 status, _ = await client.request(load.next_request())

@@ -30,7 +30,7 @@ import trio
 from bench._cpu_budget import CpuBudget
 from bench._play import OUT_DIR, SECRET, thread_cpu_seconds
 from bench.overload import TICKET_TTL, fanning_push, run_budgeted, summary, wait_subscribed
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 
 ARRIVAL_RATE = 50.0
 #: After the clients are subscribed, this long before the first measured second (handshakes settle).

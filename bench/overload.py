@@ -69,7 +69,7 @@ from bench._fanout_load import raise_fd_limit
 from bench._play import SECRET, LineReader, add_episode, cpu_seconds, node_env, start_node
 from bench._sessions import Arrivals, SessionPool
 from bench.fanout import CHANNEL, EPISODE_ID, PAYLOAD
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.broker import open_broker
 from playtotv.devtools.nodeprocess import NodeProcess
 from playtotv.registry import open_registry

@@ -29,11 +29,11 @@ import httpx
 import trio
 
 from playtotv import keys
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.broker import open_broker
 from playtotv.gameplay.answers import DEDUPE_MARGIN, AnswerItem, encode_item
 from playtotv.percentile import percentile
-from bench._play import redis_and_workdir, SECRET, Director, RawClient, node_env, post_request, start_node
+from bench._play import redis_and_workdir, SECRET, Director, KeepAliveHttp, node_env, post_request, start_node
 
 #: Answers enqueued per broker call while pre-filling the queue.
 FILL_CHUNK = 1000
@@ -51,7 +51,7 @@ async def lag_phase(core_url: str, director: Director, episode_id: str, seconds:
     stop_at = trio.current_time() + seconds
 
     async def background() -> None:
-        client = await RawClient.connect(core_url)
+        client = await KeepAliveHttp.connect(core_url)
         interval, i = 1.0 / rate, 0
         next_at = trio.current_time()
         while next_at < stop_at:
@@ -64,7 +64,7 @@ async def lag_phase(core_url: str, director: Director, episode_id: str, seconds:
         await client.aclose()
 
     async def probe() -> None:
-        client = await RawClient.connect(core_url)
+        client = await KeepAliveHttp.connect(core_url)
         results_path = f"/v1/interactions/{probe_quiz}/results"
         results_request = (f"GET {results_path} HTTP/1.1\r\nHost: bench\r\n"
                            f"Authorization: Bearer {director.headers['Authorization'].split()[1]}\r\n\r\n").encode()

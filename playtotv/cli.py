@@ -151,7 +151,7 @@ def _leaves(error: BaseException) -> Iterator[BaseException]:
 
 
 def print_schema(which: str) -> int:
-    from playtotv.protocol.schema import openapi_document, push_json_schema
+    from playtotv.protocol.contract import openapi_document, push_json_schema
 
     doc = push_json_schema() if which == "push" else openapi_document()
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(doc)).decode() + "\n")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from playtotv.auth import DirectorKeys, KeyRing
+from playtotv.credentials import DirectorKeys, KeyRing
 from playtotv.broker.base import Broker, BrokerUnavailable
 from playtotv.logs import event
 from playtotv.metrics import Metrics

@@ -17,7 +17,7 @@ import os
 
 import msgspec
 
-from playtotv.auth import check_director_key, check_secret, generate_director_key, generate_secret
+from playtotv.credentials import check_director_key, check_secret, generate_director_key, generate_secret
 from playtotv.settings import ConfigError
 
 SQLITE_SCHEME = "sqlite:///"

@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 import trio
 
 from playtotv import gcpacer
-from playtotv.auth import DirectorKeys, KeyRing, generate_secret
+from playtotv.credentials import DirectorKeys, KeyRing, generate_secret
 from playtotv.broker import open_broker
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.context import HEALTH_CHECK_TIMEOUT, NodeContext

@@ -379,7 +379,7 @@ def check_deployment(settings: Settings, roles: list[str]) -> None:
         raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
     if not settings.embedded and not settings.auth.secret:
         raise ConfigError("auth.secret: required in a cluster (every node must verify the same tickets)")
-    from playtotv.auth import check_director_key, check_secret
+    from playtotv.credentials import check_director_key, check_secret
 
     for key, secret in [("auth.secret", settings.auth.secret)] + [
         ("auth.previous_secrets", old) for old in settings.auth.previous_secrets

@@ -58,7 +58,7 @@ Duration = Annotated[float, Meta(gt=0, le=3600)]
 Points = Annotated[int, Meta(ge=0, le=100_000)]
 #: Unix seconds. Bounded so a typo (milliseconds) is a 400, not an episode in the year 55,000.
 Timestamp = Annotated[float, Meta(ge=0, le=1e10)]
-#: A ticket is at most 1 KiB (playtotv.auth rejects longer ones before decoding anything).
+#: A ticket is at most 1 KiB (playtotv.credentials rejects longer ones before decoding anything).
 TicketText = Annotated[str, Meta(min_length=1, max_length=1024)]
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 import trio
 
-from playtotv.auth import DirectorKeys, KeyRing
+from playtotv.credentials import DirectorKeys, KeyRing
 from playtotv.metrics import Metrics
 from playtotv.context import NodeContext
 from playtotv.node import START_ORDER, _role_runner, run_node

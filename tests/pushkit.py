@@ -116,7 +116,7 @@ async def subscribe(ws: WebSocketConnection, channel: str, since: dict[str, Any]
 
 # -- raw clients (misbehaving on purpose) ---------------------------------------------------------------------
 
-class RawClient:
+class BareWebSocket:
     """A WebSocket client on a bare socket: it answers nothing unless told, reads only when asked."""
 
     def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
@@ -124,7 +124,7 @@ class RawClient:
         self.ws = ws
 
     @classmethod
-    async def connect(cls, node: PushNode, user_id: str = "raw", *, rcvbuf: int | None = None) -> "RawClient":
+    async def connect(cls, node: PushNode, user_id: str = "raw", *, rcvbuf: int | None = None) -> "BareWebSocket":
         host, port = _host_port(node.ctx.endpoints["push_ws"])
         sock = trio.socket.socket()
         if rcvbuf is not None:

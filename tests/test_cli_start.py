@@ -143,4 +143,4 @@ def test_short_director_keys_are_refused_before_waiting_for_redis():
     out = run_cli("serve", "--role", "core", env=env, timeout=10)
     assert out.returncode == 2
     assert out.stderr.splitlines() == ["playtotv: auth.director_keys: every key must be at least 16 characters "
-                                       "(see playtotv.auth.generate_director_key)"]
+                                       "(see playtotv.credentials.generate_director_key)"]

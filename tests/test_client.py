@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from playtotv import keys
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.broker import open_broker
 from playtotv.client import ClientError, PlayToTVClient, message_data
 from playtotv.pushclient import MessageReceived, StateLost

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from playtotv import keys
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.gameplay import schema
 from tests.playkit import Play, quiz, running
 

@@ -6,7 +6,7 @@ import logging
 
 import trio
 
-from playtotv.roles.core.auth import FAILED_AUTH_LOG_INTERVAL, FailedCredentials
+from playtotv.roles.core.callers import FAILED_AUTH_LOG_INTERVAL, FailedCredentials
 from tests.playkit import running
 
 TEST_BOUND = 30.0

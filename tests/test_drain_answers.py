@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.gameplay import ids, schema
 from playtotv.store import open_store
 from playtotv.devtools.nodeprocess import NodeProcess

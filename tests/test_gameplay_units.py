@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from playtotv.gameplay import loyalty, scoring
+from playtotv.gameplay import loyalty, score_formula
 from playtotv.gameplay.answers import validate
 from playtotv.gameplay.cache import LocalCaches, TTLCache
 from playtotv.gameplay.documents import InteractionDoc
@@ -34,13 +34,13 @@ from playtotv.protocol.rest import Option
     ],
 )
 def test_award_formula(elapsed: float, streak: int, expected: int) -> None:
-    assert scoring.award(1000, 15.0, elapsed, streak) == expected
+    assert score_formula.award(1000, 15.0, elapsed, streak) == expected
 
 
 def test_rounding_happens_once_on_the_final_amount() -> None:
     # speed part 5 * (1 - 2.5 / 20) = 4.375; with the 2nd-in-a-row bonus 4.8125 → 5. Rounding the speed
     # part first would give round(4 * 1.1) = 4.
-    assert scoring.award(5, 10.0, 2.5, 2) == 5
+    assert score_formula.award(5, 10.0, 2.5, 2) == 5
 
 
 def test_loyalty_tiers() -> None:

@@ -7,7 +7,7 @@ import time
 import httpx
 import trio
 
-from playtotv.auth import KeyRing
+from playtotv.credentials import KeyRing
 from playtotv.registry.base import NodeInfo
 from playtotv.roles.gatekeeper.capacity import RESUME_AFTER
 from tests.inprocess import start_node

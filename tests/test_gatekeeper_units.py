@@ -294,7 +294,7 @@ def test_breaches_back_off_from_the_load_that_breached_not_again_from_a_lower_ca
 def test_push_fanout_window_keeps_enough_samples_for_a_p99():
     # One channel at a few messages a second gives ~50 samples in 10 s, whose nearest-rank p99 is the
     # maximum: one late message would read as the node's p99. The window keeps the last MIN_SAMPLES.
-    from playtotv.roles.push.qos import MAX_AGE_SECONDS, MIN_SAMPLES, SlidingWindow
+    from playtotv.roles.push.fanout_delay import MAX_AGE_SECONDS, MIN_SAMPLES, SlidingWindow
 
     w = SlidingWindow(window=10.0)
     for i in range(MIN_SAMPLES):

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from playtotv.protocol import kinds, rest, schema
+from playtotv.protocol import contract, kinds, rest
 from playtotv.protocol.errors import ApiError, ErrorCode
 from playtotv.protocol.kinds import KINDS, KindSpec
 from tests.playkit import running
@@ -62,7 +62,7 @@ def test_every_set_of_kinds_derives_from_the_table():
     assert set(typing.get_args(rest.Kind)) == names  # what request bodies may say
     assert set(kinds.KIND_NAMES) == names and set(kinds.BY_NAME) == names
     assert kinds.SCORED_KINDS == {spec.name for spec in KINDS if spec.scored} == rest.SCORED_KINDS
-    document = schema.openapi_document()
+    document = contract.openapi_document()
     components = document["components"]["schemas"]
     for struct in ("InteractionBody", "InteractionView", "InteractionStats"):
         assert set(components[struct]["properties"]["kind"]["enum"]) == names, struct
@@ -75,7 +75,7 @@ def test_every_set_of_kinds_derives_from_the_table():
 def _python_naming_a_kind(path: Path) -> list[int]:
     names = set(kinds.KIND_NAMES)
     tree = ast.parse(path.read_text())
-    # protocol/schema.py's route table has an operation called "poll" (long polling): not the kind.
+    # protocol/contract.py's route table has an operation called "poll" (long polling): not the kind.
     routes = {id(arg) for node in ast.walk(tree) if isinstance(node, ast.Call)
               and isinstance(node.func, ast.Name) and node.func.id == "Route" for arg in node.args}
     return [node.lineno for node in ast.walk(tree)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from playtotv.protocol import errors, push, rest, schema
+from playtotv.protocol import contract, errors, push, rest
 from playtotv.protocol.errors import STATUS, ApiError, ErrorCode
 
 PROTOCOL_DIR = pathlib.Path(rest.__file__).parent
@@ -533,7 +533,7 @@ ADDITIONS = {("post", "/v1/shows/{show_id}/series"), ("get", "/v1/series/{series
 
 
 def test_openapi_document_covers_api_md():
-    document = json.loads(json.dumps(schema.openapi_document()))  # JSON-serialisable as is
+    document = json.loads(json.dumps(contract.openapi_document()))  # JSON-serialisable as is
     assert document["openapi"].startswith("3.1")
     present = {(method, path) for path, item in document["paths"].items() for method in item}
     assert present >= API_MD_PATHS  # every path of the contract...
@@ -545,7 +545,7 @@ def test_openapi_document_covers_api_md():
 
 
 def test_openapi_security_and_errors():
-    document = schema.openapi_document()
+    document = contract.openapi_document()
     paths = document["paths"]
     assert paths["/v1/shows"]["post"]["security"] == [{"directorKey": []}]
     assert {"ticket": []} in paths["/v1/episodes/{episode_id}"]["get"]["security"]
@@ -563,7 +563,7 @@ def test_openapi_security_and_errors():
 
 
 def test_push_json_schema():
-    document = json.loads(json.dumps(schema.push_json_schema()))
+    document = json.loads(json.dumps(contract.push_json_schema()))
     defs = document["$defs"]
     tags = {name: defs[name]["discriminator"]["mapping"] for name in ("ClientFrame", "ServerFrame", "MessageData")}
     assert set(tags["ClientFrame"]) == {"subscribe", "unsubscribe", "ping"}

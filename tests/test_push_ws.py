@@ -9,7 +9,7 @@ import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 from wsproto.events import CloseConnection, Ping, TextMessage
 
-from tests.pushkit import RawClient, client, push_node, recv, subscribe
+from tests.pushkit import BareWebSocket, client, push_node, recv, subscribe
 
 BOUND = 10.0
 EVENT = {"type": "director.event", "event_type": "cheer", "data": {}}
@@ -136,7 +136,7 @@ async def test_an_oversized_message_closes_the_connection_and_others_are_unaffec
 async def test_protocol_garbage_closes_only_that_connection() -> None:
     with trio.fail_after(BOUND):
         async with push_node() as node, client(node, "ok") as ok:
-            raw = await RawClient.connect(node)
+            raw = await BareWebSocket.connect(node)
             await raw.stream.send_all(b"\xff\x00 this is not a websocket frame")
             events: list = []
             while not any(isinstance(e, CloseConnection) for e in events):
@@ -163,7 +163,7 @@ async def test_slowloris_handshake_is_cut_off_after_the_handshake_timeout() -> N
 async def test_a_silent_client_is_pinged_then_closed_when_idle() -> None:
     with trio.fail_after(BOUND):
         async with push_node(push_keepalive_interval="0.1", push_idle_timeout="0.5") as node:
-            raw = await RawClient.connect(node)
+            raw = await BareWebSocket.connect(node)
             pings = 0
             closed = None
             while closed is None:
@@ -179,7 +179,7 @@ async def test_a_silent_client_is_pinged_then_closed_when_idle() -> None:
 async def test_a_client_answering_pings_outlives_the_idle_timeout() -> None:
     with trio.fail_after(BOUND):
         async with push_node(push_keepalive_interval="0.1", push_idle_timeout="0.3") as node:
-            raw = await RawClient.connect(node)
+            raw = await BareWebSocket.connect(node)
             pings = 0
             while pings < 8:  # 8 keepalives = well past the idle timeout
                 for e in await raw.events():
@@ -194,7 +194,7 @@ async def test_a_client_trickling_an_unfinished_frame_is_still_idle() -> None:
     """Only complete frames count as heard: bytes of a frame that never ends do not hold the connection."""
     with trio.fail_after(BOUND):
         async with push_node(push_keepalive_interval="60", push_idle_timeout="0.5") as node:
-            raw = await RawClient.connect(node)
+            raw = await BareWebSocket.connect(node)
             frame = raw.ws.send(TextMessage(data="x" * 100))  # a masked text frame, sent a byte at a time
             started = trio.current_time()
             closed = None
@@ -215,7 +215,7 @@ async def test_a_client_trickling_an_unfinished_frame_is_still_idle() -> None:
 async def test_a_client_that_never_answers_our_close_frame_is_hung_up() -> None:
     with trio.fail_after(BOUND):
         async with push_node(push_keepalive_interval="60", push_idle_timeout="0.3") as node:
-            raw = await RawClient.connect(node)
+            raw = await BareWebSocket.connect(node)
             closed = None
             while closed is None:
                 closed = next((e for e in await raw.events() if isinstance(e, CloseConnection)), None)
@@ -296,7 +296,7 @@ async def test_trimmed_history_says_recovered_false() -> None:
 async def test_a_client_that_stops_reading_is_dropped_and_the_others_get_everything() -> None:
     with trio.fail_after(BOUND * 2):
         async with push_node(push_max_outbox_bytes="65536") as node:
-            slow = await RawClient.connect(node, "slow", rcvbuf=4096)
+            slow = await BareWebSocket.connect(node, "slow", rcvbuf=4096)
             await slow.stream.send_all(slow.ws.send(TextMessage('{"type":"subscribe","channel":"episode:E1"}')))
             async with client(node, "fast") as fast:
                 await subscribe(fast, "episode:E1")

@@ -1,4 +1,4 @@
-"""The published REST contract (``protocol/schema.py`` ROUTES, printed by ``playtotv schema openapi``) is
+"""The published REST contract (``protocol/contract.py`` ROUTES, printed by ``playtotv schema openapi``) is
 what the servers do: every route a role registers is documented and every documented route is served,
 and a call of each documented route answers the documented status with a body valid against the
 documented schema.
@@ -21,7 +21,7 @@ import trio
 from trio_websocket import open_websocket_url
 
 import playtotv.http
-from playtotv.protocol import schema
+from playtotv.protocol import contract
 from tests.inprocess import DEFAULTS, start_node
 
 pytestmark = pytest.mark.slow  # a real node with its listeners
@@ -44,7 +44,7 @@ def _shape(path: str) -> str:
 def documented() -> set[tuple[str, str, str]]:
     """(role, method, path shape) of every route in the OpenAPI document."""
     routes = set()
-    for path, item in schema.openapi_document()["paths"].items():
+    for path, item in contract.openapi_document()["paths"].items():
         for method, operation in item.items():
             roles = HTTP_ROLES if operation["tags"] == ["every role"] else operation["tags"]
             routes |= {(role, method, _shape(path)) for role in roles}
@@ -86,7 +86,7 @@ class Contract:
     """Checks responses against the OpenAPI document and remembers which operations were seen."""
 
     def __init__(self) -> None:
-        self.document = schema.openapi_document()
+        self.document = contract.openapi_document()
         self.seen: set[tuple[str, str]] = set()
 
     def check(self, method: str, path: str, response: httpx.Response, status: int | None = None) -> Any:
@@ -194,7 +194,7 @@ async def test_refusals_are_documented_errors(nursery):
     # Forged tickets from one address are throttled (429, documented) after a few: raise the bound so
     # the sweep meets every other refusal too.
     node = await start_node(nursery, list(HTTP_ROLES), core_failed_auth_burst="1000")
-    document = schema.openapi_document()
+    document = contract.openapi_document()
     error_body = {"$ref": "#/components/schemas/ErrorBody", "components": document["components"]}
     bases = {"gatekeeper": node.url("gatekeeper"), "core": node.url("core"),
              "push": node.ctx.endpoints["push_poll"].removesuffix("/v1/poll")}
@@ -203,7 +203,7 @@ async def test_refusals_are_documented_errors(nursery):
         headers = {"nobody": {}, "forged": {"Authorization": "Bearer not-a-ticket"}, "director": DIRECTOR,
                    "viewer": {"Authorization": f"Bearer {ticket}"}}
         refused = 0
-        for route in schema.ROUTES:
+        for route in contract.ROUTES:
             if route.tag not in bases or route.path == "/v1/ws":
                 continue
             url = bases[route.tag] + re.sub(r"\{\w+\}", "x_unknown", route.path)

@@ -17,14 +17,14 @@ from playtotv.roles.scheduler.agenda import Agenda, Job
 from playtotv.store import open_store
 
 
-async def _live_episode(g: Gameplay) -> tuple[str, list[str]]:
-    show = await director.create_show(g, CreateShow(title="Recorded"))
+async def _live_episode(gameplay: Gameplay) -> tuple[str, list[str]]:
+    show = await director.create_show(gameplay, CreateShow(title="Recorded"))
     body = msgspec.convert({"title": "Ep", "mode": "prerecorded", "timeline": [
         {"at": at, "interaction": {"kind": "poll", "prompt": f"p{at}", "duration": 30,
                                    "options": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}]}}
         for at in (1, 2)]}, CreateEpisode)
-    episode = await director.create_episode(g, show.id, body)
-    await director.start_episode(g, episode.id)
+    episode = await director.create_episode(gameplay, show.id, body)
+    await director.start_episode(gameplay, episode.id)
     return episode.id, [item.interaction_id for item in episode.timeline]
 
 
@@ -44,16 +44,16 @@ def test_fire_jobs_come_out_of_the_agenda_ahead_other_jobs_on_time():
 async def test_a_prepared_fire_opens_once_with_a_clicks_effects_and_says_late_by():
     with trio.fail_after(10):
         async with open_broker(None) as broker, open_store("sqlite:///:memory:") as store:
-            g = Gameplay(broker, store)
-            await g.ensure_schema()
-            episode_id, (first, second) = await _live_episode(g)
+            gameplay = Gameplay(broker, store)
+            await gameplay.ensure_schema()
+            episode_id, (first, second) = await _live_episode(gameplay)
             async with broker.subscribe([keys.episode_channel(episode_id)]) as sub:
-                job = Job("fire", episode_id, first, g.clock() - 0.25)
-                prepared = await timeline.prepare_fire(g, job)
+                job = Job("fire", episode_id, first, gameplay.clock() - 0.25)
+                prepared = await timeline.prepare_fire(gameplay, job)
                 assert prepared is not None and prepared.status == "draft"
                 finished: list[InteractionDoc] = []
                 outcome, follow_ups = await timeline.fire_entry(
-                    g, job, now=g.clock(), grace=5, token=7, fence=_yes, prepared=prepared, finish=finished.append)
+                    gameplay, job, now=gameplay.clock(), grace=5, token=7, fence=_yes, prepared=prepared, finish=finished.append)
                 assert outcome == "fired"
                 assert [(j.kind, j.interaction_id) for j in follow_ups] == [("close", first)]
                 with trio.fail_after(2):
@@ -64,26 +64,26 @@ async def test_a_prepared_fire_opens_once_with_a_clicks_effects_and_says_late_by
                 assert message["interaction"]["id"] == first and message["late_by"] >= 0.25
                 # the writes after the message were handed over; doing them completes the click's effects
                 assert [d.id for d in finished] == [first]
-                await director.finish_opened(g, finished)
-                assert (await g.episode(episode_id, fresh=True)).current == first
-                opened = await g.interaction(first, fresh=True)
+                await director.finish_opened(gameplay, finished)
+                assert (await gameplay.episode(episode_id, fresh=True)).current == first
+                opened = await gameplay.interaction(first, fresh=True)
                 assert opened.status == "open" and opened.announced_at is not None
                 assert await broker.exists(keys.answer_sets_marker(first))
                 # the same job again (a reload re-added it): decided by us already, nothing redone
-                assert (await timeline.fire_entry(g, job, now=g.clock(), grace=5, token=7, fence=_yes,
+                assert (await timeline.fire_entry(gameplay, job, now=gameplay.clock(), grace=5, token=7, fence=_yes,
                                                   prepared=prepared))[0] == "fired"
-                assert (await g.interaction(first, fresh=True)).opens_at == opened.opens_at
+                assert (await gameplay.interaction(first, fresh=True)).opens_at == opened.opens_at
 
                 # a deposed leader records nothing; an ended episode's entry does not open
                 async def deposed() -> bool:
                     return False
 
-                job2 = Job("fire", episode_id, second, g.clock())
-                prepared2 = await timeline.prepare_fire(g, job2)
-                assert (await timeline.fire_entry(g, job2, now=g.clock(), grace=5, token=8, fence=deposed,
+                job2 = Job("fire", episode_id, second, gameplay.clock())
+                prepared2 = await timeline.prepare_fire(gameplay, job2)
+                assert (await timeline.fire_entry(gameplay, job2, now=gameplay.clock(), grace=5, token=8, fence=deposed,
                                                   prepared=prepared2))[0] == "deposed"
                 assert await store.get(timeline.TIMELINE_LOG, f"{episode_id}:{second}") is None
-                await director.end_episode(g, episode_id)
-                assert (await timeline.fire_entry(g, job2, now=g.clock(), grace=5, token=8, fence=_yes,
+                await director.end_episode(gameplay, episode_id)
+                assert (await timeline.fire_entry(gameplay, job2, now=gameplay.clock(), grace=5, token=8, fence=_yes,
                                                   prepared=prepared2))[0] == "cancelled"
-                assert (await g.interaction(second, fresh=True)).status == "draft"
+                assert (await gameplay.interaction(second, fresh=True)).status == "draft"

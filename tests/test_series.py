@@ -42,10 +42,10 @@ async def test_a_weekly_series_creates_its_episodes_once_with_their_timeline(nur
         assert (starts.weekday(), starts.hour, starts.minute) == (FRIDAY, 20, 0)
         # topping up again (the scheduler does it every minute) creates nothing twice; a longer horizon
         # creates more, never past the series' episode count
-        g = Gameplay.of(node.ctx)
+        gameplay = Gameplay.of(node.ctx)
         doc = series.from_doc(await node.ctx.store.get("series", created["id"]), series.SeriesDoc)
-        assert await series.top_up(g, doc) == created["created"]
-        assert len(await series.top_up(g, doc, horizon=60 * 86400)) == 3
+        assert await series.top_up(gameplay, doc) == created["created"]
+        assert len(await series.top_up(gameplay, doc, horizon=60 * 86400)) == 3
         again = (await http.get(f"/v1/series/{created['id']}")).json()
         assert len(again["created"]) == 3 and len(set(again["created"])) == 3
         for bad in ({"title": "x", "time": "25:00"}, {"title": "x", "time": "20:00", "weekday": 7},

@@ -47,16 +47,16 @@ async def test_items_of_a_dead_consumer_are_redelivered_and_totals_stay_exact(ba
             interaction_id = await play.interaction(episode_id, quiz("a"))
             for i in range(40):
                 await answer(play, interaction_id, f"u{i}", "abc"[i % 3])
-            g = Gameplay.of(play.ctx)
+            gameplay = Gameplay.of(play.ctx)
             claimed = await play.ctx.broker.claim(keys.ANSWER_QUEUE, "doomed-worker", 40)
             assert len(claimed) == 40
             # It counted and stored half of its batch, then died before acknowledging anything.
-            await aggregate(g, claimed[:20], time.time())
+            await aggregate(gameplay, claimed[:20], time.time())
             async with trio.open_nursery() as nursery:
                 await nursery.start(worker.run, play.ctx)
                 await play.drained()
-                doc = await g.interaction(interaction_id, fresh=True)
-                assert await results.counts(g, doc) == {"a": 14, "b": 13, "c": 13}
+                doc = await gameplay.interaction(interaction_id, fresh=True)
+                assert await results.counts(gameplay, doc) == {"a": 14, "b": 13, "c": 13}
                 assert await play.ctx.store.count(schema.ANSWERS, {"interaction_id": interaction_id}) == 40
                 assert (await play.ctx.broker.queue_stats(keys.ANSWER_QUEUE))["dead"] == 0
                 play.ctx.draining.set()

@@ -33,7 +33,7 @@ from typing import AsyncIterator, Callable, Iterator
 
 import trio
 
-from playtotv.auth import generate_director_key, generate_secret
+from playtotv.credentials import generate_director_key, generate_secret
 from playtotv.cli import listening_line
 from playtotv.devtools.localredis import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, RedisProcess, RedisTopology
 from playtotv.devtools.nodeprocess import NodeProcess

@@ -59,7 +59,7 @@ def streak_rule(streak: int) -> Rule | None:
     return STREAKS.get(streak)
 
 
-async def award(g: Gameplay, grants: Sequence[Grant], now: float) -> int:
+async def award(gameplay: Gameplay, grants: Sequence[Grant], now: float) -> int:
     """Store and announce ``grants``; returns how many were announced for the first time."""
     if not grants:
         return 0
@@ -68,7 +68,7 @@ async def award(g: Gameplay, grants: Sequence[Grant], now: float) -> int:
                               achievement=gr.rule.id, earned_at=now, episode_id=gr.episode_id))
         for gr in grants
     ]
-    await g.store.bulk_insert(schema.ACHIEVEMENTS, docs)
+    await gameplay.store.bulk_insert(schema.ACHIEVEMENTS, docs)
     items = [
         (gr.user_id, Notification(
             id=notification_id("achievement", gr.user_id, gr.rule.id), kind="achievement", created_at=now,
@@ -76,14 +76,14 @@ async def award(g: Gameplay, grants: Sequence[Grant], now: float) -> int:
             achievement=Achievement(id=gr.rule.id, title=gr.rule.title, earned_at=now)))
         for gr in grants
     ]
-    new = await deliver(g, items)
+    new = await deliver(gameplay, items)
     if new:
-        await g.invalidate("user", sorted({owner for owner, _ in new}))
+        await gameplay.invalidate("user", sorted({owner for owner, _ in new}))
     return len(new)
 
 
-async def earned(g: Gameplay, user_id: str) -> list[Achievement]:
-    docs = from_docs(await g.store.find(schema.ACHIEVEMENTS, {"user_id": user_id}, order_by="earned_at"),
+async def earned(gameplay: Gameplay, user_id: str) -> list[Achievement]:
+    docs = from_docs(await gameplay.store.find(schema.ACHIEVEMENTS, {"user_id": user_id}, order_by="earned_at"),
                      AchievementDoc)
     return [Achievement(id=d.achievement, title=RULES[d.achievement].title if d.achievement in RULES else "",
                         earned_at=d.earned_at) for d in docs]

@@ -61,7 +61,7 @@ def decode(items: list[QueueItem], outcome: BatchOutcome) -> list[tuple[QueueIte
     return decoded
 
 
-async def aggregate(g: Gameplay, items: list[QueueItem], now: float) -> BatchOutcome:
+async def aggregate(gameplay: Gameplay, items: list[QueueItem], now: float) -> BatchOutcome:
     outcome = BatchOutcome()
     answers = decode(items, outcome)
     if not answers:
@@ -72,14 +72,14 @@ async def aggregate(g: Gameplay, items: list[QueueItem], now: float) -> BatchOut
     first: dict[str, AnswerDoc] = {}
     for doc in documents:
         first.setdefault(doc.id, doc)  # within the batch too, the first answer wins
-    existing = {d["_id"]: from_doc(d, AnswerDoc) for d in await g.store.get_many(schema.ANSWERS, list(first))}
+    existing = {d["_id"]: from_doc(d, AnswerDoc) for d in await gameplay.store.get_many(schema.ANSWERS, list(first))}
     new = [to_doc(doc) for doc_id, doc in first.items() if doc_id not in existing]
     if new:
-        await g.store.bulk_insert(schema.ANSWERS, new)
+        await gameplay.store.bulk_insert(schema.ANSWERS, new)
 
     # 2. the interactions as they are now (after the write: see the module docstring).
     iids = sorted({a.interaction_id for _, a in answers})
-    interactions = {d["_id"]: from_doc(d, InteractionDoc) for d in await g.store.get_many(schema.INTERACTIONS, iids)}
+    interactions = {d["_id"]: from_doc(d, InteractionDoc) for d in await gameplay.store.get_many(schema.INTERACTIONS, iids)}
 
     members: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     viewers: dict[str, dict[str, float]] = defaultdict(dict)
@@ -111,12 +111,12 @@ async def aggregate(g: Gameplay, items: list[QueueItem], now: float) -> BatchOut
     # 3. count: set unions, idempotent; one round trip for the whole batch.
     sets = {keys.answer_set(interaction_id, choice): users for (interaction_id, choice), users in members.items()}
     sets.update((keys.episode_viewers(episode_id), users) for episode_id, users in viewers.items())
-    await g.broker.zadd_many(sets)
+    await gameplay.broker.zadd_many(sets)
 
     # 4. follow-ups, off this path.
     follow_ups: list[jobs.Job] = [
         jobs.AnsweredJob(episode_id=e, interaction_id=i, answers=users) for (e, i), users in answered.items()]
     follow_ups += [jobs.ScoreJob(episode_id=e, interaction_ids=sorted(i)) for e, i in rescore.items()]
     if follow_ups:
-        await jobs.enqueue(g.broker, *follow_ups)
+        await jobs.enqueue(gameplay.broker, *follow_ups)
     return outcome

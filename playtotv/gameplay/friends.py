@@ -33,88 +33,88 @@ FRIEND_NOTIFY_INTERVAL = 30.0
 MAX_FOLLOWERS_NOTIFIED = 200
 
 
-async def following(g: Gameplay, user_id: str) -> list[str]:
+async def following(gameplay: Gameplay, user_id: str) -> list[str]:
     async def load() -> list[str]:
-        docs = await g.store.find(schema.FOLLOWS, {"follower": user_id}, order_by="since", limit=MAX_FOLLOWING)
+        docs = await gameplay.store.find(schema.FOLLOWS, {"follower": user_id}, order_by="since", limit=MAX_FOLLOWING)
         return [d["followee"] for d in docs]
 
-    return await g.caches.following.get_or_load(user_id, load)
+    return await gameplay.caches.following.get_or_load(user_id, load)
 
 
-async def follow(g: Gameplay, user_id: str, target: str) -> tuple[Friend, bool]:
+async def follow(gameplay: Gameplay, user_id: str, target: str) -> tuple[Friend, bool]:
     """Follow ``target``; returns the friend entry and whether it is new. 404 for an unknown user."""
     if target == user_id:
         raise ApiError("bad_request", "you cannot follow yourself")
-    target_doc = await g.user(target)
+    target_doc = await gameplay.user(target)
     if target_doc is None:
         raise ApiError("not_found", "unknown user")
-    current = await following(g, user_id)
+    current = await following(gameplay, user_id)
     if target in current:
         return Friend(user_id=target, name=target_doc.name), False
     if len(current) >= MAX_FOLLOWING:
         raise ApiError("bad_request", f"you already follow {MAX_FOLLOWING} users")
-    await g.ensure_user(user_id)
-    now = g.clock()
+    await gameplay.ensure_user(user_id)
+    now = gameplay.clock()
     # Counter first: a failure between the two writes leaves the hint high, which only costs a lookup.
-    await g.store.update(schema.USERS, target, inc={"followers": 1, "version": 1})
-    created = await g.store.insert(schema.FOLLOWS, to_doc(FollowDoc(
+    await gameplay.store.update(schema.USERS, target, inc={"followers": 1, "version": 1})
+    created = await gameplay.store.insert(schema.FOLLOWS, to_doc(FollowDoc(
         id=ids.follow_id(user_id, target), follower=user_id, followee=target, since=now)))
     if not created:
-        await g.store.update(schema.USERS, target, inc={"followers": -1, "version": 1})
-    await g.invalidate("following", [user_id])
-    await g.invalidate("user", [target])
+        await gameplay.store.update(schema.USERS, target, inc={"followers": -1, "version": 1})
+    await gameplay.invalidate("following", [user_id])
+    await gameplay.invalidate("user", [target])
     return Friend(user_id=target, name=target_doc.name, since=now), created
 
 
-async def unfollow(g: Gameplay, user_id: str, target: str) -> bool:
-    removed = await g.store.delete(schema.FOLLOWS, ids.follow_id(user_id, target))
+async def unfollow(gameplay: Gameplay, user_id: str, target: str) -> bool:
+    removed = await gameplay.store.delete(schema.FOLLOWS, ids.follow_id(user_id, target))
     if removed:
-        await g.store.update(schema.USERS, target, inc={"followers": -1, "version": 1})
-        await g.invalidate("user", [target])
-    await g.invalidate("following", [user_id])
+        await gameplay.store.update(schema.USERS, target, inc={"followers": -1, "version": 1})
+        await gameplay.invalidate("user", [target])
+    await gameplay.invalidate("following", [user_id])
     return removed
 
 
-async def friend_list(g: Gameplay, user_id: str) -> FriendList:
-    docs = from_docs(await g.store.find(schema.FOLLOWS, {"follower": user_id}, order_by="since",
+async def friend_list(gameplay: Gameplay, user_id: str) -> FriendList:
+    docs = from_docs(await gameplay.store.find(schema.FOLLOWS, {"follower": user_id}, order_by="since",
                                         limit=MAX_FOLLOWING), FollowDoc)
-    names = await g.names([d.followee for d in docs])
+    names = await gameplay.names([d.followee for d in docs])
     return FriendList(friends=[Friend(user_id=d.followee, name=names[d.followee], since=d.since) for d in docs])
 
 
-async def choices(g: Gameplay, user_id: str, interaction: InteractionDoc, now: float) -> FriendsChoices:
+async def choices(gameplay: Gameplay, user_id: str, interaction: InteractionDoc, now: float) -> FriendsChoices:
     """What the caller's friends answered (those who did); withheld (``hidden``) while a scored
     interaction is open and the caller has not answered it (see the module docstring)."""
     sealed = interaction.scored and interaction.accepts_answers(now)
-    friends = await following(g, user_id)
+    friends = await following(gameplay, user_id)
     wanted = [ids.answer_id(interaction.id, f) for f in friends]
     own = ids.answer_id(interaction.id, user_id)
     # The caller's own answer comes in the same read; an answer accepted but not yet stored by the
     # worker is known to the broker's dedupe key (set with the 202).
-    answers = from_docs(await g.store.get_many(schema.ANSWERS, [*wanted, own] if sealed else wanted), AnswerDoc)
-    if sealed and all(a.user_id != user_id for a in answers) and not await _answered(g, interaction.id, user_id):
+    answers = from_docs(await gameplay.store.get_many(schema.ANSWERS, [*wanted, own] if sealed else wanted), AnswerDoc)
+    if sealed and all(a.user_id != user_id for a in answers) and not await _answered(gameplay, interaction.id, user_id):
         return FriendsChoices(interaction_id=interaction.id, friends=[], hidden=True)
     answers = sorted((a for a in answers if a.user_id != user_id), key=lambda a: a.received_at)
-    names = await g.names([a.user_id for a in answers])
+    names = await gameplay.names([a.user_id for a in answers])
     return FriendsChoices(interaction_id=interaction.id, friends=[
         FriendChoice(user_id=a.user_id, name=names[a.user_id], choice=a.choice, received_at=a.received_at)
         for a in answers])
 
 
-async def _answered(g: Gameplay, interaction_id: str, user_id: str) -> bool:
+async def _answered(gameplay: Gameplay, interaction_id: str, user_id: str) -> bool:
     try:
-        return await g.broker.seen_unique(keys.ANSWER_QUEUE, keys.answer_dedupe(interaction_id, user_id))
+        return await gameplay.broker.seen_unique(keys.ANSWER_QUEUE, keys.answer_dedupe(interaction_id, user_id))
     except BrokerUnavailable as e:
         raise ApiError("unavailable", f"cannot tell whether you answered: {e}", retry_after=2.0) from None
 
 
-async def followers(g: Gameplay, user_id: str) -> list[str]:
-    docs = await g.store.find(schema.FOLLOWS, {"followee": user_id}, order_by="since", descending=True,
+async def followers(gameplay: Gameplay, user_id: str) -> list[str]:
+    docs = await gameplay.store.find(schema.FOLLOWS, {"followee": user_id}, order_by="since", descending=True,
                               limit=MAX_FOLLOWERS_NOTIFIED)
     return [d["follower"] for d in docs]
 
 
-async def notify(g: Gameplay, kind: str, followers_of: dict[str, list[str]], make: "NotificationFactory") -> int:
+async def notify(gameplay: Gameplay, kind: str, followers_of: dict[str, list[str]], make: "NotificationFactory") -> int:
     """Send ``kind`` notifications about each friend to the given followers, within the rate limits.
 
     ``followers_of`` maps the friend concerned to the followers to tell; ``make(friend, follower)`` builds
@@ -122,10 +122,10 @@ async def notify(g: Gameplay, kind: str, followers_of: dict[str, list[str]], mak
     items: list[tuple[str, Notification]] = []
     for friend, audience in followers_of.items():
         for follower in audience[:MAX_FOLLOWERS_NOTIFIED]:
-            if await g.broker.set(keys.friend_notify_throttle(kind, follower), b"1", ttl=FRIEND_NOTIFY_INTERVAL,
+            if await gameplay.broker.set(keys.friend_notify_throttle(kind, follower), b"1", ttl=FRIEND_NOTIFY_INTERVAL,
                                   only_new=True):
                 items.append((follower, make(friend, follower)))
-    return len(await deliver(g, items))
+    return len(await deliver(gameplay, items))
 
 
 class NotificationFactory:

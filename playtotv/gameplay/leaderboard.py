@@ -19,24 +19,24 @@ EMPTY_CHECK_TTL = 1.0
 MAX_LIMIT = 100
 
 
-async def rebuild(g: Gameplay, episode_id: str) -> int:
-    docs = from_docs(await g.store.find(schema.SCORES, {"episode_id": episode_id}), ScoreDoc)
+async def rebuild(gameplay: Gameplay, episode_id: str) -> int:
+    docs = from_docs(await gameplay.store.find(schema.SCORES, {"episode_id": episode_id}), ScoreDoc)
     scores = {d.user_id: float(d.score) for d in docs}
     items = list(scores.items())
     for start in range(0, len(items), REBUILD_CHUNK):
-        await g.broker.zadd(keys.leaderboard(episode_id), dict(items[start:start + REBUILD_CHUNK]))
+        await gameplay.broker.zadd(keys.leaderboard(episode_id), dict(items[start:start + REBUILD_CHUNK]))
     return len(items)
 
 
-async def ensure(g: Gameplay, episode_id: str) -> None:
+async def ensure(gameplay: Gameplay, episode_id: str) -> None:
     """Rebuild the board if Redis has none while the store has scores."""
-    if await g.broker.zcard(keys.leaderboard(episode_id)) > 0:
+    if await gameplay.broker.zcard(keys.leaderboard(episode_id)) > 0:
         return
-    found, _ = g.caches.results.get(("lb-empty", episode_id))
+    found, _ = gameplay.caches.results.get(("lb-empty", episode_id))
     if found:
         return
-    if await rebuild(g, episode_id) == 0:
-        g.caches.results.put(("lb-empty", episode_id), True, EMPTY_CHECK_TTL)
+    if await rebuild(gameplay, episode_id) == 0:
+        gameplay.caches.results.put(("lb-empty", episode_id), True, EMPTY_CHECK_TTL)
 
 
 def _ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
@@ -45,7 +45,7 @@ def _ranked(scores: dict[str, float]) -> list[tuple[str, float]]:
 
 
 async def board(
-    g: Gameplay,
+    gameplay: Gameplay,
     episode_id: str,
     *,
     scope: Literal["global", "friends"],
@@ -53,17 +53,17 @@ async def board(
     me: str | None,
     following: Sequence[str] = (),
 ) -> Leaderboard:
-    await ensure(g, episode_id)
+    await ensure(gameplay, episode_id)
     key = keys.leaderboard(episode_id)
     if scope == "global":
-        top = await g.broker.ztop(key, 0, limit - 1)
-        mine = await g.broker.zrank_desc(key, me) if me else None
+        top = await gameplay.broker.ztop(key, 0, limit - 1)
+        mine = await gameplay.broker.zrank_desc(key, me) if me else None
         me_view = (LeaderboardMe(rank=mine[0] + 1, score=int(mine[1])) if mine
                    else LeaderboardMe(rank=None, score=0)) if me else None
         ranked = top
     else:
         members = list(dict.fromkeys([*following, *([me] if me else [])]))
-        scores = await g.broker.zscores(key, members) if members else []
+        scores = await gameplay.broker.zscores(key, members) if members else []
         everyone = _ranked({m: s for m, s in zip(members, scores) if s is not None})
         ranked = everyone[:limit]
         me_view = None
@@ -71,12 +71,12 @@ async def board(
             position = next((i for i, (m, _) in enumerate(everyone) if m == me), None)
             me_view = (LeaderboardMe(rank=position + 1, score=int(everyone[position][1])) if position is not None
                        else LeaderboardMe(rank=None, score=0))
-    names = await g.names([m for m, _ in ranked])
+    names = await gameplay.names([m for m, _ in ranked])
     entries = [LeaderboardEntry(rank=i + 1, user_id=m, name=names[m], score=int(s)) for i, (m, s) in enumerate(ranked)]
     return Leaderboard(entries=entries, me=me_view, scope=scope)
 
 
-async def top_entries(g: Gameplay, episode_id: str, limit: int) -> list[LeaderboardEntry]:
-    top = await g.broker.ztop(keys.leaderboard(episode_id), 0, limit - 1)
-    names = await g.names([m for m, _ in top])
+async def top_entries(gameplay: Gameplay, episode_id: str, limit: int) -> list[LeaderboardEntry]:
+    top = await gameplay.broker.ztop(keys.leaderboard(episode_id), 0, limit - 1)
+    names = await gameplay.names([m for m, _ in top])
     return [LeaderboardEntry(rank=i + 1, user_id=m, name=names[m], score=int(s)) for i, (m, s) in enumerate(top)]

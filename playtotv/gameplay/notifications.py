@@ -48,17 +48,17 @@ def _doc(owner: str, notification: Notification) -> dict:
     }
 
 
-async def deliver(g: Gameplay, items: Sequence[tuple[str, Notification]]) -> list[tuple[str, Notification]]:
+async def deliver(gameplay: Gameplay, items: Sequence[tuple[str, Notification]]) -> list[tuple[str, Notification]]:
     """Store and push ``(owner, notification)`` pairs; returns those that were new (a repeated delivery
     stores and pushes nothing)."""
     if not items:
         return []
     unique = {n.id: (owner, n) for owner, n in items}
-    existing = {d["_id"] for d in await g.store.get_many(schema.NOTIFICATIONS, list(unique))}
+    existing = {d["_id"] for d in await gameplay.store.get_many(schema.NOTIFICATIONS, list(unique))}
     new = [pair for nid, pair in unique.items() if nid not in existing]
     if new:
-        await g.store.bulk_insert(schema.NOTIFICATIONS, [_doc(owner, n) for owner, n in new])
-        await publish.to_users(g.broker, new)
+        await gameplay.store.bulk_insert(schema.NOTIFICATIONS, [_doc(owner, n) for owner, n in new])
+        await publish.to_users(gameplay.broker, new)
     return new
 
 
@@ -82,9 +82,9 @@ def decode_cursor(cursor: str) -> tuple[float, set[str]]:
     return watermark, seen
 
 
-async def list_for(g: Gameplay, owner: str, since: str | None, now: float) -> NotificationList:
+async def list_for(gameplay: Gameplay, owner: str, since: str | None, now: float) -> NotificationList:
     watermark, seen = decode_cursor(since) if since else (float("-inf"), set())
-    docs = await g.store.find(schema.NOTIFICATIONS, {"owner": owner}, order_by="created_at", descending=True,
+    docs = await gameplay.store.find(schema.NOTIFICATIONS, {"owner": owner}, order_by="created_at", descending=True,
                               limit=PAGE_LIMIT)
     docs.reverse()  # oldest first
     fresh = [d for d in docs if d["created_at"] > watermark and d["_id"] not in seen]

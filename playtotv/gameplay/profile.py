@@ -19,52 +19,52 @@ MAX_EPISODES_SUMMED = 10_000
 NAME_ATTEMPTS = 5
 
 
-async def profile(g: Gameplay, user_id: str) -> Profile:
+async def profile(gameplay: Gameplay, user_id: str) -> Profile:
     async def load() -> Profile:
-        user = await g.ensure_user(user_id)
-        scores = from_docs(await g.store.find(schema.SCORES, {"user_id": user_id}, limit=MAX_EPISODES_SUMMED),
+        user = await gameplay.ensure_user(user_id)
+        scores = from_docs(await gameplay.store.find(schema.SCORES, {"user_id": user_id}, limit=MAX_EPISODES_SUMMED),
                            ScoreDoc)
         lifetime = sum(s.score for s in scores)
         return Profile(
             user_id=user_id,
             name=user.name,
             score=lifetime,
-            achievements=await achievements.earned(g, user_id),
+            achievements=await achievements.earned(gameplay, user_id),
             lifetime_points=lifetime,
             tier=tier_for(lifetime),
-            friends=len(await friends.following(g, user_id)),
-            answers=await g.store.count(schema.ANSWERS, {"user_id": user_id}),
+            friends=len(await friends.following(gameplay, user_id)),
+            answers=await gameplay.store.count(schema.ANSWERS, {"user_id": user_id}),
             correct_answers=sum(s.correct for s in scores),
         )
 
-    return await g.caches.profiles.get_or_load(user_id, load)
+    return await gameplay.caches.profiles.get_or_load(user_id, load)
 
 
-async def rename(g: Gameplay, user_id: str, name: str) -> Profile:
-    await g.ensure_user(user_id)
-    await g.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": g.clock()}, inc={"version": 1})
-    await g.invalidate("user", [user_id])
-    return await profile(g, user_id)
+async def rename(gameplay: Gameplay, user_id: str, name: str) -> Profile:
+    await gameplay.ensure_user(user_id)
+    await gameplay.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": gameplay.clock()}, inc={"version": 1})
+    await gameplay.invalidate("user", [user_id])
+    return await profile(gameplay, user_id)
 
 
-async def adopt_name(g: Gameplay, user_id: str, name: str, chosen_at: float) -> bool:
+async def adopt_name(gameplay: Gameplay, user_id: str, name: str, chosen_at: float) -> bool:
     """Make ``name``, chosen at ``chosen_at``, the user's name, creating the user on first sight; a name
     set later (a rename, a newer ticket's) is kept. Compare-and-set on the version, so concurrent
     changes to the user are never lost. False if the user kept changing under every attempt."""
     for _ in range(NAME_ATTEMPTS):
-        found = await g.store.get(schema.USERS, user_id)
+        found = await gameplay.store.get(schema.USERS, user_id)
         if found is None:
-            fresh = UserDoc(id=user_id, name=name, name_set_at=chosen_at, created_at=g.clock(), version=1)
-            if await g.store.insert(schema.USERS, to_doc(fresh)):
+            fresh = UserDoc(id=user_id, name=name, name_set_at=chosen_at, created_at=gameplay.clock(), version=1)
+            if await gameplay.store.insert(schema.USERS, to_doc(fresh)):
                 break
             continue  # created meanwhile (the worker scoring a first answer, another core): look again
         doc = from_doc(found, UserDoc)
         if chosen_at <= doc.name_set_at or doc.name == name:
             return True
-        if await g.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": chosen_at},
+        if await gameplay.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": chosen_at},
                                 inc={"version": 1}, where={"version": doc.version}) is not None:
             break
     else:
         return False
-    await g.invalidate("user", [user_id])
+    await gameplay.invalidate("user", [user_id])
     return True

@@ -29,21 +29,21 @@ def choice_key(choice: str | int) -> str:
     return str(choice)
 
 
-async def mark_complete(g: Gameplay, interaction_id: str) -> None:
+async def mark_complete(gameplay: Gameplay, interaction_id: str) -> None:
     """Called when an interaction opens: from now on every answer is added to the sets."""
-    await g.broker.set(keys.answer_sets_marker(interaction_id), b"1", ttl=ANSWER_SETS_TTL)
+    await gameplay.broker.set(keys.answer_sets_marker(interaction_id), b"1", ttl=ANSWER_SETS_TTL)
 
 
-async def expire_sets(g: Gameplay, doc: InteractionDoc) -> None:
+async def expire_sets(gameplay: Gameplay, doc: InteractionDoc) -> None:
     """Called when an interaction closes: the sets need not outlive it by much."""
     for choice in doc.choices():
-        await g.broker.expire(keys.answer_set(doc.id, choice), ANSWER_SETS_TTL)
+        await gameplay.broker.expire(keys.answer_set(doc.id, choice), ANSWER_SETS_TTL)
 
 
-async def rebuild(g: Gameplay, doc: InteractionDoc) -> None:
+async def rebuild(gameplay: Gameplay, doc: InteractionDoc) -> None:
     """Refill the sets from the store. Safe to run concurrently with the worker adding answers, and with
     another rebuild: every operation is a set union."""
-    answers = from_docs(await g.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
+    answers = from_docs(await gameplay.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
     closed_at = doc.closed_at
     by_choice: dict[str, dict[str, float]] = defaultdict(dict)
     for answer in answers:
@@ -53,19 +53,19 @@ async def rebuild(g: Gameplay, doc: InteractionDoc) -> None:
     for choice, members in by_choice.items():
         items = list(members.items())
         for start in range(0, len(items), REBUILD_CHUNK):
-            await g.broker.zadd(keys.answer_set(doc.id, choice), dict(items[start:start + REBUILD_CHUNK]))
-        await g.broker.expire(keys.answer_set(doc.id, choice), ANSWER_SETS_TTL)
-    await mark_complete(g, doc.id)
+            await gameplay.broker.zadd(keys.answer_set(doc.id, choice), dict(items[start:start + REBUILD_CHUNK]))
+        await gameplay.broker.expire(keys.answer_set(doc.id, choice), ANSWER_SETS_TTL)
+    await mark_complete(gameplay, doc.id)
 
 
-async def counts(g: Gameplay, doc: InteractionDoc) -> dict[str, int]:
+async def counts(gameplay: Gameplay, doc: InteractionDoc) -> dict[str, int]:
     """Answers per choice (every choice present, zero included)."""
     choices = doc.choices()
     if doc.status == "draft":
         return {c: 0 for c in choices}
-    if not await g.broker.exists(keys.answer_sets_marker(doc.id)):
-        await rebuild(g, doc)
-    return {c: await g.broker.zcard(keys.answer_set(doc.id, c)) for c in choices}
+    if not await gameplay.broker.exists(keys.answer_sets_marker(doc.id)):
+        await rebuild(gameplay, doc)
+    return {c: await gameplay.broker.zcard(keys.answer_set(doc.id, c)) for c in choices}
 
 
 def build(doc: InteractionDoc, per_choice: dict[str, int]) -> Results:
@@ -78,11 +78,11 @@ def build(doc: InteractionDoc, per_choice: dict[str, int]) -> Results:
     return Results(total=total, counts=per_choice, percent=percent, correct=correct, average=average)
 
 
-async def results(g: Gameplay, doc: InteractionDoc) -> Results:
+async def results(gameplay: Gameplay, doc: InteractionDoc) -> Results:
     """The results view; cached per process for ``cache.RESULTS_TTL`` (a crowd polling results costs one
     set of reads per interval per core)."""
 
     async def load() -> Results:
-        return build(doc, await counts(g, doc))
+        return build(doc, await counts(gameplay, doc))
 
-    return await g.caches.results.get_or_load(doc.id, load)
+    return await gameplay.caches.results.get_or_load(doc.id, load)

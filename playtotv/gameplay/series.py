@@ -65,39 +65,39 @@ def view(doc: SeriesDoc, created: list[str]) -> Series:
                   mode=doc.mode, episodes=doc.episodes, created=created)
 
 
-async def create_series(g: Gameplay, show_id: str, body: CreateSeries, *,
+async def create_series(gameplay: Gameplay, show_id: str, body: CreateSeries, *,
                         horizon: float = DEFAULT_HORIZON) -> Series:
-    if await g.show(show_id) is None:
+    if await gameplay.show(show_id) is None:
         raise ApiError("not_found", "unknown show")
     for entry in body.timeline:
         check_interaction(entry.interaction)  # a bad template is a 400 with nothing stored
     doc = SeriesDoc(id=ids.new_id("r"), show_id=show_id, title=body.title, time=body.time,
                     weekday=body.weekday, mode=body.mode, timeline=list(body.timeline),
-                    first_after=body.first_after if body.first_after is not None else g.clock(),
-                    episodes=body.episodes, created_at=g.clock())
-    await g.store.insert(schema.SERIES, to_doc(doc))
-    return view(doc, await top_up(g, doc, horizon=horizon))
+                    first_after=body.first_after if body.first_after is not None else gameplay.clock(),
+                    episodes=body.episodes, created_at=gameplay.clock())
+    await gameplay.store.insert(schema.SERIES, to_doc(doc))
+    return view(doc, await top_up(gameplay, doc, horizon=horizon))
 
 
-async def get_series(g: Gameplay, series_id: str) -> Series:
-    found = await g.store.get(schema.SERIES, series_id)
+async def get_series(gameplay: Gameplay, series_id: str) -> Series:
+    found = await gameplay.store.get(schema.SERIES, series_id)
     if found is None:
         raise ApiError("not_found", "unknown series")
     doc = from_doc(found, SeriesDoc)
-    return view(doc, await _created(g, doc.id))
+    return view(doc, await _created(gameplay, doc.id))
 
 
-async def _created(g: Gameplay, series_id: str) -> list[str]:
-    episodes = from_docs(await g.store.find(schema.EPISODES, {"series_id": series_id}, order_by="starts_at"),
+async def _created(gameplay: Gameplay, series_id: str) -> list[str]:
+    episodes = from_docs(await gameplay.store.find(schema.EPISODES, {"series_id": series_id}, order_by="starts_at"),
                          EpisodeDoc)
     return [e.id for e in episodes]
 
 
-async def top_up(g: Gameplay, doc: SeriesDoc, *, horizon: float = DEFAULT_HORIZON) -> list[str]:
+async def top_up(gameplay: Gameplay, doc: SeriesDoc, *, horizon: float = DEFAULT_HORIZON) -> list[str]:
     """Create the episodes due within ``horizon``; returns every episode id of the series so far."""
-    created = await _created(g, doc.id)
+    created = await _created(gameplay, doc.id)
     remaining = None if doc.episodes is None else doc.episodes - len(created)
-    now = g.clock()
+    now = gameplay.clock()
     after = max(doc.first_after, now) - 1e-6
     for starts_at in occurrences(doc.time, doc.weekday, after, now + horizon):
         episode_id = episode_id_for(doc.id, starts_at)
@@ -105,37 +105,37 @@ async def top_up(g: Gameplay, doc: SeriesDoc, *, horizon: float = DEFAULT_HORIZO
             continue
         if remaining is not None and remaining <= 0:
             break
-        if await _create_episode(g, doc, episode_id, starts_at):
+        if await _create_episode(gameplay, doc, episode_id, starts_at):
             created.append(episode_id)
             if remaining is not None:
                 remaining -= 1
     return created
 
 
-async def _create_episode(g: Gameplay, doc: SeriesDoc, episode_id: str, starts_at: float) -> bool:
+async def _create_episode(gameplay: Gameplay, doc: SeriesDoc, episode_id: str, starts_at: float) -> bool:
     planned = [
-        msgspec.structs.replace(director.new_interaction(g, episode_id, entry.interaction, entry.at),
+        msgspec.structs.replace(director.new_interaction(gameplay, episode_id, entry.interaction, entry.at),
                                 id=f"i_{episode_id}_{n}")
         for n, entry in enumerate(doc.timeline)
     ]
     for interaction in planned:
-        await g.store.insert(schema.INTERACTIONS, to_doc(interaction))  # if absent: a retry is harmless
+        await gameplay.store.insert(schema.INTERACTIONS, to_doc(interaction))  # if absent: a retry is harmless
     date = time.strftime("%Y-%m-%d", time.gmtime(starts_at))
     episode = EpisodeDoc(
         id=episode_id, show_id=doc.show_id, title=f"{doc.title} {date}", mode=doc.mode, starts_at=starts_at,
         timeline=[TimelineItem(at=i.timeline_at or 0.0, interaction_id=i.id) for i in planned],
-        series_id=doc.id, created_at=g.clock(),
+        series_id=doc.id, created_at=gameplay.clock(),
     )
-    inserted = await g.store.insert(schema.EPISODES, to_doc(episode))
+    inserted = await gameplay.store.insert(schema.EPISODES, to_doc(episode))
     if inserted and doc.mode == "prerecorded":
-        await publish.notify_scheduler(g.broker, episode_id)  # it starts by itself at starts_at
+        await publish.notify_scheduler(gameplay.broker, episode_id)  # it starts by itself at starts_at
     return inserted
 
 
-async def top_up_all(g: Gameplay, *, horizon: float = DEFAULT_HORIZON) -> int:
+async def top_up_all(gameplay: Gameplay, *, horizon: float = DEFAULT_HORIZON) -> int:
     """The scheduler leader's periodic duty: every series gets its upcoming episodes. Returns how many
     series were looked at."""
-    docs = from_docs(await g.store.find(schema.SERIES), SeriesDoc)
+    docs = from_docs(await gameplay.store.find(schema.SERIES), SeriesDoc)
     for doc in docs:
-        await top_up(g, doc, horizon=horizon)
+        await top_up(gameplay, doc, horizon=horizon)
     return len(docs)

@@ -19,19 +19,19 @@ from playtotv.store.base import StoreUnavailable
 log = logging.getLogger("playtotv.gameplay.stats")
 
 
-async def episode_stats(g: Gameplay, episode_id: str) -> EpisodeStats:
-    interactions = [d for d in await g.interactions_of(episode_id) if d.status != "draft"]
+async def episode_stats(gameplay: Gameplay, episode_id: str) -> EpisodeStats:
+    interactions = [d for d in await gameplay.interactions_of(episode_id) if d.status != "draft"]
     per_interaction = []
     for doc in interactions:
-        counts = await results.counts(g, doc)
+        counts = await results.counts(gameplay, doc)
         per_interaction.append(InteractionStats(interaction_id=doc.id, kind=doc.kind, status=doc.status,  # type: ignore[arg-type]
                                                 answers=sum(counts.values()), counts=counts))
     return EpisodeStats(
         episode_id=episode_id,
-        viewers=await g.broker.zcard(keys.episode_viewers(episode_id)),
+        viewers=await gameplay.broker.zcard(keys.episode_viewers(episode_id)),
         answers=sum(s.answers for s in per_interaction),
         interactions=per_interaction,
-        server_time=g.clock(),
+        server_time=gameplay.clock(),
     )
 
 
@@ -40,8 +40,8 @@ class StatsPublisher:
     per interaction across all workers (a broker key with that TTL elects the publisher of each
     interval), always including a trailing update after the last change."""
 
-    def __init__(self, g: Gameplay, interval: float) -> None:
-        self.g = g
+    def __init__(self, gameplay: Gameplay, interval: float) -> None:
+        self.gameplay = gameplay
         self.interval = interval
         self._dirty: dict[str, InteractionDoc] = {}
         self.published = 0
@@ -66,10 +66,10 @@ class StatsPublisher:
                 self._dirty.setdefault(interaction_id, doc)  # another worker had this interval
 
     async def _publish(self, doc: InteractionDoc) -> bool:
-        if not await self.g.broker.set(keys.stats_throttle(doc.id), b"1", ttl=self.interval, only_new=True):
+        if not await self.gameplay.broker.set(keys.stats_throttle(doc.id), b"1", ttl=self.interval, only_new=True):
             return False
-        counts = await results.counts(self.g, doc)
-        await publish.to_episode(self.g.broker, doc.episode_id,
+        counts = await results.counts(self.gameplay, doc)
+        await publish.to_episode(self.gameplay.broker, doc.episode_id,
                                  StatsUpdated(interaction_id=doc.id, counts=counts, total=sum(counts.values())))
         self.published += 1
         return True

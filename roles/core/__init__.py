@@ -18,9 +18,9 @@ from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
 from playtotv.roles.core import director_api, viewer_api, web
-from playtotv.roles.core.auth import Authenticator, FailedCredentials
+from playtotv.roles.core.callers import Authenticator, FailedCredentials
 from playtotv.roles.core.names import TicketNames
-from playtotv.roles.core.qos import LatencyWindow
+from playtotv.roles.core.request_latency import LatencyWindow
 from playtotv.settings import ConfigError
 
 if TYPE_CHECKING:

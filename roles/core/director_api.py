@@ -31,79 +31,79 @@ if TYPE_CHECKING:
 
 
 def register(api: "CoreApi") -> None:
-    app, g, auth, limit = api.app, api.gameplay, api.auth, api.max_body
+    app, gameplay, auth, limit = api.app, api.gameplay, api.auth, api.max_body
 
     async def create_show() -> Response:
         auth.director()
         request_body = await body(create_show_decoder, limit)
-        return json_response(await director.create_show(g, request_body), 201)
+        return json_response(await director.create_show(gameplay, request_body), 201)
 
     async def create_episode(show_id: str) -> Response:
         auth.director()
         show_id = path_id(show_id, "show")
         request_body = await body(create_episode_decoder, api.max_director_body)
-        return json_response(await director.create_episode(g, show_id, request_body), 201)
+        return json_response(await director.create_episode(gameplay, show_id, request_body), 201)
 
     async def create_interaction(episode_id: str) -> Response:
         auth.director()
         episode_id = path_id(episode_id, "episode")
         request_body = await body(interaction_body_decoder, limit)
-        return json_response(await director.create_interaction(g, episode_id, request_body), 201)
+        return json_response(await director.create_interaction(gameplay, episode_id, request_body), 201)
 
     async def open_interaction(interaction_id: str) -> Response:
         auth.director()
         interaction_id = path_id(interaction_id, "interaction")
         request_body = await body(open_interaction_decoder, limit)
-        return json_response(await director.open_interaction(g, interaction_id, request_body.duration))
+        return json_response(await director.open_interaction(gameplay, interaction_id, request_body.duration))
 
     async def close_interaction(interaction_id: str) -> Response:
         auth.director()
         interaction_id = path_id(interaction_id, "interaction")
         await body(close_interaction_decoder, limit)
-        doc = await director.close_interaction(g, interaction_id)
+        doc = await director.close_interaction(gameplay, interaction_id)
         return json_response(interaction_view(doc, with_correct=True))
 
     async def reveal_interaction(interaction_id: str) -> Response:
         auth.director()
         interaction_id = path_id(interaction_id, "interaction")
         request_body = await body(reveal_interaction_decoder, limit)
-        return json_response(await director.reveal_interaction(g, interaction_id, request_body.correct))
+        return json_response(await director.reveal_interaction(gameplay, interaction_id, request_body.correct))
 
     async def start_episode(episode_id: str) -> Response:
         auth.director()
         episode_id = path_id(episode_id, "episode")
         request_body = await body(start_episode_decoder, limit)
-        return json_response(await director.start_episode(g, episode_id, request_body.at))
+        return json_response(await director.start_episode(gameplay, episode_id, request_body.at))
 
     async def end_episode(episode_id: str) -> Response:
         auth.director()
         episode_id = path_id(episode_id, "episode")
         await body(end_episode_decoder, limit)
-        return json_response(await director.end_episode(g, episode_id))
+        return json_response(await director.end_episode(gameplay, episode_id))
 
     async def episode_event(episode_id: str) -> Response:
         auth.director()
         episode_id = path_id(episode_id, "episode")
         request_body = await body(director_event_decoder, limit)
-        await director.director_event(g, episode_id, request_body.type, request_body.data)
+        await director.director_event(gameplay, episode_id, request_body.type, request_body.data)
         return json_response(Accepted(), 202)
 
     async def episode_stats(episode_id: str) -> Response:
         auth.director()
         episode_id = path_id(episode_id, "episode")
-        if await g.episode(episode_id) is None:
+        if await gameplay.episode(episode_id) is None:
             raise ApiError("not_found", "unknown episode")
-        return json_response(await stats.episode_stats(g, episode_id))
+        return json_response(await stats.episode_stats(gameplay, episode_id))
 
     async def create_series(show_id: str) -> Response:
         auth.director()
         show_id = path_id(show_id, "show")
         request_body = await body(create_series_decoder, api.max_director_body)
-        return json_response(await series.create_series(g, show_id, request_body), 201)
+        return json_response(await series.create_series(gameplay, show_id, request_body), 201)
 
     async def get_series(series_id: str) -> Response:
         auth.director()
-        return json_response(await series.get_series(g, path_id(series_id, "series")))
+        return json_response(await series.get_series(gameplay, path_id(series_id, "series")))
 
     routes = [
         ("/v1/shows", create_show, "POST"),

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from quart import request
 
-from playtotv.auth import InvalidTicket, bearer_token
+from playtotv.credentials import InvalidTicket, bearer_token
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.gameplay import profile
 from playtotv.gameplay.service import Gameplay
 from playtotv.store.base import StoreUnavailable
 
-from .auth import VerifiedTickets
+from .callers import VerifiedTickets
 
 #: Ticket sessions remembered as done, per process; past this the set starts over (each ticket then costs
 #: one more store read, nothing else).

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
 
 def register(api: "CoreApi") -> None:
-    app, g, auth, limit = api.app, api.gameplay, api.auth, api.max_body
+    app, gameplay, auth, limit = api.app, api.gameplay, api.auth, api.max_body
 
     async def interaction_or_404(interaction_id: str):  # type: ignore[no-untyped-def]
-        doc = await g.interaction(path_id(interaction_id, "interaction"))
+        doc = await gameplay.interaction(path_id(interaction_id, "interaction"))
         if doc is None:
             raise ApiError("not_found", "unknown interaction")
         return doc
@@ -42,7 +42,7 @@ def register(api: "CoreApi") -> None:
         interaction_id = path_id(interaction_id, "interaction")
         choice = (await body(answer_request_decoder, limit)).choice
         now = time.time()
-        doc = answers.validate(await g.interaction(interaction_id), choice, now)
+        doc = answers.validate(await gameplay.interaction(interaction_id), choice, now)
         item = AnswerItem(doc.id, doc.episode_id, user_id, choice, now)
         if not await api.batcher.submit(item, answers.dedupe_ttl(doc, now)):
             raise ApiError("already_answered", "you already answered this interaction")
@@ -51,10 +51,10 @@ def register(api: "CoreApi") -> None:
     # -- reads ------------------------------------------------------------------------------------------
     async def get_episode(episode_id: str) -> Response:
         caller = auth.viewer()
-        doc = await g.episode(path_id(episode_id, "episode"))
+        doc = await gameplay.episode(path_id(episode_id, "episode"))
         if doc is None:
             raise ApiError("not_found", "unknown episode")
-        return json_response(await director.episode_view_of(g, doc, director=caller.director))
+        return json_response(await director.episode_view_of(gameplay, doc, director=caller.director))
 
     async def get_interaction(interaction_id: str) -> Response:
         caller = auth.viewer()
@@ -64,21 +64,21 @@ def register(api: "CoreApi") -> None:
     async def get_results(interaction_id: str) -> Response:
         auth.viewer()
         doc = await interaction_or_404(interaction_id)
-        return json_response(await results.results(g, doc))
+        return json_response(await results.results(gameplay, doc))
 
     async def get_friend_choices(interaction_id: str) -> Response:
         user_id = auth.viewer().require_user()
         doc = await interaction_or_404(interaction_id)
-        return json_response(await friends.choices(g, user_id, doc, time.time()))
+        return json_response(await friends.choices(gameplay, user_id, doc, time.time()))
 
     async def get_leaderboard(episode_id: str) -> Response:
         caller = auth.viewer()
         episode_id = path_id(episode_id, "episode")
         scope, count = leaderboard_query()
-        if await g.episode(episode_id) is None:
+        if await gameplay.episode(episode_id) is None:
             raise ApiError("not_found", "unknown episode")
-        following = await friends.following(g, caller.user_id) if caller.user_id and scope == "friends" else []
-        return json_response(await leaderboard.board(g, episode_id, scope=scope,  # type: ignore[arg-type]
+        following = await friends.following(gameplay, caller.user_id) if caller.user_id and scope == "friends" else []
+        return json_response(await leaderboard.board(gameplay, episode_id, scope=scope,  # type: ignore[arg-type]
                                                      limit=count, me=caller.user_id, following=following))
 
     # -- public -----------------------------------------------------------------------------------------
@@ -91,34 +91,34 @@ def register(api: "CoreApi") -> None:
     # -- the caller's own data --------------------------------------------------------------------------
     async def get_me() -> Response:
         user_id = auth.viewer().require_user()
-        return json_response(await profile.profile(g, user_id))
+        return json_response(await profile.profile(gameplay, user_id))
 
     async def put_me() -> Response:
         user_id = auth.viewer().require_user()
         name = (await body(update_profile_decoder, limit)).name
-        return json_response(await profile.rename(g, user_id, name))
+        return json_response(await profile.rename(gameplay, user_id, name))
 
     async def add_friend() -> Response:
         user_id = auth.viewer().require_user()
         target = (await body(add_friend_decoder, limit)).user_id
-        friend, created = await friends.follow(g, user_id, target)
+        friend, created = await friends.follow(gameplay, user_id, target)
         return json_response(friend, 201 if created else 200)
 
     async def remove_friend(friend_id: str) -> Response:
         user_id = auth.viewer().require_user()
         friend_id = path_id(friend_id, "user")
-        if not await friends.unfollow(g, user_id, friend_id) and await g.user(friend_id) is None:
+        if not await friends.unfollow(gameplay, user_id, friend_id) and await gameplay.user(friend_id) is None:
             raise ApiError("not_found", "unknown user")
-        return json_response(await friends.friend_list(g, user_id))
+        return json_response(await friends.friend_list(gameplay, user_id))
 
     async def list_friends() -> Response:
         user_id = auth.viewer().require_user()
-        return json_response(await friends.friend_list(g, user_id))
+        return json_response(await friends.friend_list(gameplay, user_id))
 
     async def list_notifications() -> Response:
         user_id = auth.viewer().require_user()
         since = request.args.get("since") or None
-        return json_response(await notifications.list_for(g, user_id, since, time.time()))
+        return json_response(await notifications.list_for(gameplay, user_id, since, time.time()))
 
     routes = [
         ("/v1/interactions/<interaction_id>/answers", answer, "POST"),

@@ -19,7 +19,7 @@ import msgspec
 import trio
 from quart import Response, request
 
-from playtotv.auth import QUEUE_ROLE, ExpiredTicket, InvalidTicket
+from playtotv.credentials import QUEUE_ROLE, ExpiredTicket, InvalidTicket
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.http import create_app, json_response, serve_http
 from playtotv.logs import event

@@ -24,7 +24,7 @@ from wsproto.events import AcceptConnection, RejectConnection, RejectData, Reque
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from playtotv.auth import InvalidTicket, Ticket, bearer_token
+from playtotv.credentials import InvalidTicket, Ticket, bearer_token
 from playtotv.protocol.errors import ApiError, ErrorCode
 
 from .users import UserSlots

@@ -37,7 +37,7 @@ from playtotv.logs import event
 from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 
 from . import wsframe
-from .qos import SlidingWindow
+from .fanout_delay import SlidingWindow
 from .recovery import Lost, RecentFrames, UpToDate, assess
 
 log = logging.getLogger("playtotv.push.hub")

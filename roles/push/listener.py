@@ -17,7 +17,7 @@ from typing import Callable
 import trio
 
 from playtotv.accept import ConnectionGate, serve_tcp
-from playtotv.auth import Ticket
+from playtotv.credentials import Ticket
 from playtotv.logs import event
 from playtotv.settings import split_bind
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from playtotv.auth import InvalidTicket, Ticket, bearer_token
+from playtotv.credentials import InvalidTicket, Ticket, bearer_token
 from playtotv.protocol.errors import ApiError, ErrorCode
 from playtotv.protocol.push import CHANNEL_REGEX
 from playtotv.store.base import StoreUnavailable

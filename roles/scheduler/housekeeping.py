@@ -51,28 +51,28 @@ async def prune_registry(ctx: "NodeContext") -> None:
         event(log, "pruned dead registry entries", count=removed)
 
 
-async def wind_down_ended_episodes(g: Gameplay) -> None:
-    ended = from_docs(await g.store.find(schema.EPISODES, {"status": "ended"}, order_by="ended_at",
+async def wind_down_ended_episodes(gameplay: Gameplay) -> None:
+    ended = from_docs(await gameplay.store.find(schema.EPISODES, {"status": "ended"}, order_by="ended_at",
                                          descending=True, limit=ENDED_BATCH), EpisodeDoc)
     for episode in ended:
-        await g.broker.trim_history(keys.episode_channel(episode.id), ENDED_HISTORY_KEEP)
+        await gameplay.broker.trim_history(keys.episode_channel(episode.id), ENDED_HISTORY_KEEP)
         for key in (keys.episode_viewers(episode.id), keys.leaderboard(episode.id)):
-            await g.broker.expire(key, ENDED_HOT_STATE_TTL)
+            await gameplay.broker.expire(key, ENDED_HOT_STATE_TTL)
 
 
-async def rebuild_missing_leaderboards(g: Gameplay) -> None:
-    for episode in from_docs(await g.store.find(schema.EPISODES, {"status": "live"}), EpisodeDoc):
-        await leaderboard.ensure(g, episode.id)
+async def rebuild_missing_leaderboards(gameplay: Gameplay) -> None:
+    for episode in from_docs(await gameplay.store.find(schema.EPISODES, {"status": "live"}), EpisodeDoc):
+        await leaderboard.ensure(gameplay, episode.id)
 
 
 async def housekeeping(ctx: "NodeContext", leadership: "Leadership") -> None:
-    g = Gameplay.of(ctx)
+    gameplay = Gameplay.of(ctx)
     duties = [
         (PRUNE_REGISTRY_EVERY, lambda: prune_registry(ctx)),
-        (ENDED_EPISODES_EVERY, lambda: wind_down_ended_episodes(g)),
-        (LEADERBOARDS_EVERY, lambda: rebuild_missing_leaderboards(g)),
-        (REQUEUE_LOST_JOBS_EVERY, lambda: requeue_lost_jobs(g, time.time())),
-        (SERIES_TOP_UP_EVERY, lambda: series.top_up_all(g)),
+        (ENDED_EPISODES_EVERY, lambda: wind_down_ended_episodes(gameplay)),
+        (LEADERBOARDS_EVERY, lambda: rebuild_missing_leaderboards(gameplay)),
+        (REQUEUE_LOST_JOBS_EVERY, lambda: requeue_lost_jobs(gameplay, time.time())),
+        (SERIES_TOP_UP_EVERY, lambda: series.top_up_all(gameplay)),
     ]
     async with trio.open_nursery() as nursery:
         for period, duty in duties:

@@ -38,12 +38,12 @@ DEADLINE_BATCH = 1000
 Fence = Callable[[], Awaitable[bool]]
 
 
-async def jobs_of_episode(g: Gameplay, episode: EpisodeDoc) -> list[Job]:
+async def jobs_of_episode(gameplay: Gameplay, episode: EpisodeDoc) -> list[Job]:
     jobs: list[Job] = []
     if episode.status == "scheduled" and episode.starts_at is not None and episode.mode == "prerecorded":
         jobs.append(Job("start", episode.id, None, episode.starts_at))
     if episode.status == "live" and episode.started_at is not None and episode.timeline:
-        interactions = {d.id: d for d in await g.interactions_of(episode.id)}
+        interactions = {d.id: d for d in await gameplay.interactions_of(episode.id)}
         for item in episode.timeline:
             doc = interactions.get(item.interaction_id)
             # draft: not fired yet. open but never announced: the leader that fired it died between the
@@ -54,38 +54,38 @@ async def jobs_of_episode(g: Gameplay, episode: EpisodeDoc) -> list[Job]:
                 already_past = episode.went_live_at is not None and due < episode.went_live_at
                 jobs.append(Job("fire", episode.id, doc.id, due, skip_if_late=already_past))
     if episode.status == "live":
-        for doc in await g.interactions_of(episode.id):
+        for doc in await gameplay.interactions_of(episode.id):
             if doc.status == "open" and doc.closes_at is not None:
                 jobs.append(Job("close", episode.id, doc.id, doc.closes_at))
     return jobs
 
 
-async def all_jobs(g: Gameplay) -> list[Job]:
+async def all_jobs(gameplay: Gameplay) -> list[Job]:
     """Everything the leader must do, read from the store (on taking the lead and as a safety net)."""
     jobs: list[Job] = []
     for status in ("scheduled", "live"):
-        for episode in from_docs(await g.store.find(schema.EPISODES, {"status": status}), EpisodeDoc):
+        for episode in from_docs(await gameplay.store.find(schema.EPISODES, {"status": status}), EpisodeDoc):
             if status == "live":
-                jobs.extend(j for j in await jobs_of_episode(g, episode) if j.kind == "fire")
+                jobs.extend(j for j in await jobs_of_episode(gameplay, episode) if j.kind == "fire")
             else:
-                jobs.extend(await jobs_of_episode(g, episode))
-    for doc in from_docs(await g.store.find(schema.INTERACTIONS, {"status": "open"}, order_by="closes_at",
+                jobs.extend(await jobs_of_episode(gameplay, episode))
+    for doc in from_docs(await gameplay.store.find(schema.INTERACTIONS, {"status": "open"}, order_by="closes_at",
                                             limit=DEADLINE_BATCH), InteractionDoc):
         if doc.closes_at is not None:
             jobs.append(Job("close", doc.episode_id, doc.id, doc.closes_at))
     return jobs
 
 
-async def jobs_for_notice(g: Gameplay, episode_id: str) -> tuple[EpisodeDoc | None, list[Job]]:
-    doc = await g.store.get(schema.EPISODES, episode_id)
+async def jobs_for_notice(gameplay: Gameplay, episode_id: str) -> tuple[EpisodeDoc | None, list[Job]]:
+    doc = await gameplay.store.get(schema.EPISODES, episode_id)
     if doc is None:
         return None, []
     episode = from_doc(doc, EpisodeDoc)
-    return episode, await jobs_of_episode(g, episode)
+    return episode, await jobs_of_episode(gameplay, episode)
 
 
-async def deadline_of(g: Gameplay, interaction_id: str) -> list[Job]:
-    doc = await g.store.get(schema.INTERACTIONS, interaction_id)
+async def deadline_of(gameplay: Gameplay, interaction_id: str) -> list[Job]:
+    doc = await gameplay.store.get(schema.INTERACTIONS, interaction_id)
     if doc is None:
         return []
     interaction = from_doc(doc, InteractionDoc)
@@ -94,19 +94,19 @@ async def deadline_of(g: Gameplay, interaction_id: str) -> list[Job]:
     return [Job("close", interaction.episode_id, interaction.id, interaction.closes_at)]
 
 
-async def prepare_fire(g: Gameplay, job: Job) -> InteractionDoc | None:
+async def prepare_fire(gameplay: Gameplay, job: Job) -> InteractionDoc | None:
     """What a fire can do ahead of its timecode (the agenda hands fire jobs out ``fire_lead`` early): read
     the interaction and, while it is a draft, set its answer-set marker (harmless on a draft, see
     ``director.open_draft``). Writes nothing the fire's exactly-once rests on. Returns the document read,
     or None when it is gone."""
     assert job.interaction_id is not None
-    doc = await g.interaction(job.interaction_id, fresh=True)
+    doc = await gameplay.interaction(job.interaction_id, fresh=True)
     if doc is not None and doc.status == "draft":
-        await results.mark_complete(g, doc.id)
+        await results.mark_complete(gameplay, doc.id)
     return doc
 
 
-async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: int, fence: Fence,
+async def fire_entry(gameplay: Gameplay, job: Job, *, now: float, grace: float, token: int, fence: Fence,
                      prepared: InteractionDoc | None = None,
                      finish: Callable[[InteractionDoc], None] | None = None) -> tuple[str, list[Job]]:
     """Fire one timeline entry; returns the outcome ("fired", "skipped", "cancelled" or "deposed") and the
@@ -123,17 +123,17 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
     if not await fence():
         return "deposed", []
     outcome = "skipped" if job.skip_if_late and late_by > grace else "fired"
-    decided_here = await g.store.insert(TIMELINE_LOG, {
+    decided_here = await gameplay.store.insert(TIMELINE_LOG, {
         "_id": record_id, "episode_id": job.episode_id, "interaction_id": job.interaction_id,
         "due": job.due, "decided_at": now, "late_by": round(late_by, 3), "outcome": outcome, "token": token,
     })
     if not decided_here:
-        record = await g.store.get(TIMELINE_LOG, record_id)  # an earlier decision stands
+        record = await gameplay.store.get(TIMELINE_LOG, record_id)  # an earlier decision stands
         assert record is not None
         if record.get("token") == token:
             return record["outcome"], []  # decided (and acted on) by us already: nothing to redo
         outcome, late_by = record["outcome"], record.get("late_by", late_by)
-        current = await g.interaction(job.interaction_id, fresh=True)
+        current = await gameplay.interaction(job.interaction_id, fresh=True)
         if current is not None and current.status != "draft" and current.announced_at is not None:
             return outcome, []  # a predecessor fired and announced it: repeating would only duplicate
     if outcome == "skipped":
@@ -144,9 +144,9 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
     if decided_here and prepared is not None and prepared.status == "draft":
         # The episode check counts in the store instead of reading the episode: its document carries the
         # whole timeline (500 entries, ~24 KB of JSON to decode), and all we need is its status.
-        if not await g.store.count(schema.EPISODES, {"_id": job.episode_id, "status": "live"}):
+        if not await gameplay.store.count(schema.EPISODES, {"_id": job.episode_id, "status": "live"}):
             return "cancelled", []  # the episode ended: an interaction of an ended episode cannot open
-        opened = await director.open_draft(g, prepared, late_by=late_by, finish=finish)
+        opened = await director.open_draft(gameplay, prepared, late_by=late_by, finish=finish)
         if opened is not None:
             # The director's path tells the leader through a notice; we are the leader: add it directly.
             return "fired", [Job("close", opened.episode_id, opened.id, opened.closes_at or now)]
@@ -154,7 +154,7 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
     try:
         # a successor repeating a dead leader's fire: the open is a compare-and-set (done once), and an
         # interaction it left open but unannounced is announced now
-        await director.open_interaction(g, job.interaction_id, late_by=late_by)
+        await director.open_interaction(gameplay, job.interaction_id, late_by=late_by)
     except ApiError as e:
         if e.code.value in ("invalid_state", "not_found"):
             return "cancelled", []  # the episode ended (or the interaction vanished): nothing left to do
@@ -162,9 +162,9 @@ async def fire_entry(g: Gameplay, job: Job, *, now: float, grace: float, token: 
     return "fired", []
 
 
-async def start_episode(g: Gameplay, job: Job) -> None:
+async def start_episode(gameplay: Gameplay, job: Job) -> None:
     try:
-        await director.start_episode(g, job.episode_id, at=job.due)
+        await director.start_episode(gameplay, job.episode_id, at=job.due)
     except ApiError as e:
         if e.code.value not in ("invalid_state", "not_found"):
             raise

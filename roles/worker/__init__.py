@@ -23,7 +23,7 @@ import trio
 
 from playtotv import keys
 from playtotv.broker.base import QueueItem
-from playtotv.gameplay import scorer, social
+from playtotv.gameplay import reveal_scoring, social
 from playtotv.gameplay.aggregation import aggregate
 from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.jobs import AnsweredJob, EpisodeEndedJob, ScoreJob, job_decoder
@@ -88,9 +88,9 @@ class Worker:
             holder = f"{self.ctx.node_id}:{item.id}:{secrets.token_hex(4)}"
             match job:
                 case ScoreJob():
-                    finished = await scorer.score_episode(self.gameplay, job.episode_id, holder, job.interaction_ids)
+                    finished = await reveal_scoring.score_episode(self.gameplay, job.episode_id, holder, job.interaction_ids)
                 case EpisodeEndedJob():
-                    finished = await scorer.finish_episode(self.gameplay, job.episode_id, holder)
+                    finished = await reveal_scoring.finish_episode(self.gameplay, job.episode_id, holder)
                 case AnsweredJob():
                     await social.process_answered(self.gameplay, job)
                     finished = True

@@ -126,7 +126,7 @@ def check_secret(secret: str | bytes) -> None:
     The message says how long it must be, never what it was.
     """
     if len(_secret_bytes(secret)) < MIN_SECRET_BYTES:
-        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (see playtotv.auth.generate_secret)")
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes (see playtotv.credentials.generate_secret)")
 
 
 def check_director_key(key: str) -> None:
@@ -136,7 +136,7 @@ def check_director_key(key: str) -> None:
     """
     if len(key) < MIN_DIRECTOR_KEY_CHARS:
         raise ValueError(f"every key must be at least {MIN_DIRECTOR_KEY_CHARS} characters "
-                         "(see playtotv.auth.generate_director_key)")
+                         "(see playtotv.credentials.generate_director_key)")
 
 
 def key_id(secret: str | bytes) -> str:

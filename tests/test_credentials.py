@@ -7,8 +7,8 @@ import base64
 import msgspec
 import pytest
 
-from playtotv import auth
-from playtotv.auth import DirectorKeys, ExpiredTicket, InvalidTicket, KeyRing, Ticket
+from playtotv import credentials
+from playtotv.credentials import DirectorKeys, ExpiredTicket, InvalidTicket, KeyRing, Ticket
 
 SECRET = "s" * 16 + "-current-secret"
 OLD_SECRET = "o" * 16 + "-previous-secret"
@@ -120,9 +120,9 @@ def test_oversized_token_rejected_before_decoding(ring, monkeypatch):
     def fail(*args):
         raise AssertionError("decoded an oversized token")
 
-    monkeypatch.setattr(auth, "_b64decode", fail)
+    monkeypatch.setattr(credentials, "_b64decode", fail)
     with pytest.raises(InvalidTicket):
-        ring.verify("a" * (auth.MAX_TOKEN_CHARS + 1), now=NOW)
+        ring.verify("a" * (credentials.MAX_TOKEN_CHARS + 1), now=NOW)
     with pytest.raises(ValueError):
         ring.issue("u" * 2000, ttl=60)  # we never mint what we would refuse
 
@@ -182,9 +182,9 @@ def test_expired_forgery_is_invalid_not_expired(ring):
 
 def test_weak_secrets():
     with pytest.raises(ValueError) as info:
-        auth.check_secret("hunter2")
+        credentials.check_secret("hunter2")
     assert "hunter2" not in str(info.value)
-    auth.check_secret(auth.generate_secret())
+    credentials.check_secret(credentials.generate_secret())
     with pytest.raises(ValueError):
         KeyRing.from_secrets("")  # a ring refuses only the empty secret; strength is checked in settings
 
@@ -207,7 +207,7 @@ def test_ttl_must_be_positive(ring):
 # -- director keys -------------------------------------------------------------------------------------------
 
 def test_director_keys():
-    first, second = auth.generate_director_key(), auth.generate_director_key()
+    first, second = credentials.generate_director_key(), credentials.generate_director_key()
     keys = DirectorKeys([first, second])
     assert len(keys) == 2
     assert keys.check(first) and keys.check(second)
@@ -222,10 +222,10 @@ def test_director_keys():
 
 
 def test_generated_secrets():
-    secret = auth.generate_secret()
-    assert len(secret) >= 43 and secret != auth.generate_secret()
-    auth.check_secret(secret)  # long enough to be accepted
-    key = auth.generate_director_key()
+    secret = credentials.generate_secret()
+    assert len(secret) >= 43 and secret != credentials.generate_secret()
+    credentials.check_secret(secret)  # long enough to be accepted
+    key = credentials.generate_director_key()
     assert key.startswith("dk_") and len(key) >= 32
 
 
@@ -235,20 +235,20 @@ def test_generated_secrets():
      ("Bearer ", None), ("", None), (None, None)],
 )
 def test_bearer_token(header, expected):
-    assert auth.bearer_token(header) == expected
+    assert credentials.bearer_token(header) == expected
 
 
 def test_a_ticket_is_accepted_only_for_its_own_purpose(ring):
     """A gatekeeper queue token proves a place in the queue, never a session; a viewer ticket is never a
     queue token. The check lives in ``verify`` itself, so no endpoint can forget it."""
-    queue_token, _ = ring.issue("q_1", ttl=60, role=auth.QUEUE_ROLE, now=NOW)
+    queue_token, _ = ring.issue("q_1", ttl=60, role=credentials.QUEUE_ROLE, now=NOW)
     viewer_token, _ = ring.issue("u_1", ttl=60, now=NOW)
-    with pytest.raises(auth.WrongPurpose, match="queue"):
+    with pytest.raises(credentials.WrongPurpose, match="queue"):
         ring.verify(queue_token, now=NOW)  # the default purpose: a viewer's
-    with pytest.raises(auth.WrongPurpose):
-        ring.verify(viewer_token, role=auth.QUEUE_ROLE, now=NOW)
-    assert ring.verify(queue_token, role=auth.QUEUE_ROLE, now=NOW).user_id == "q_1"
+    with pytest.raises(credentials.WrongPurpose):
+        ring.verify(viewer_token, role=credentials.QUEUE_ROLE, now=NOW)
+    assert ring.verify(queue_token, role=credentials.QUEUE_ROLE, now=NOW).user_id == "q_1"
     assert ring.verify(viewer_token, now=NOW).user_id == "u_1"
     # the purpose is checked before the expiry: an expired token of another purpose is still the wrong one
-    with pytest.raises(auth.WrongPurpose):
+    with pytest.raises(credentials.WrongPurpose):
         ring.verify(queue_token, now=NOW + 3600, allow_expired_for=7200)

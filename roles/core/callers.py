@@ -16,7 +16,7 @@ from typing import Callable
 
 from quart import request
 
-from playtotv.auth import DirectorKeys, ExpiredTicket, InvalidTicket, KeyRing, Ticket, WrongPurpose, bearer_token
+from playtotv.credentials import DirectorKeys, ExpiredTicket, InvalidTicket, KeyRing, Ticket, WrongPurpose, bearer_token
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.protocol.errors import ApiError
 

@@ -24,7 +24,7 @@ from playtotv.broker.base import BrokerUnavailable
 from playtotv.gameplay import achievements, friends, ids, leaderboard, publish, schema
 from playtotv.gameplay.achievements import Grant
 from playtotv.gameplay.documents import AnswerDoc, InteractionDoc, ScoreDoc, UserDoc, from_docs, to_doc
-from playtotv.gameplay.scoring import award
+from playtotv.gameplay.score_formula import award
 from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.push import LeaderboardUpdated, ScoreUpdated
 
@@ -55,61 +55,61 @@ class _Scored:
     before: int
 
 
-async def _acquire(g: Gameplay, episode_id: str, holder: str) -> bool:
+async def _acquire(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
     with trio.move_on_after(LEASE_WAIT):
-        while await g.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
+        while await gameplay.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
             await trio.sleep(LEASE_POLL)
         return True
     return False
 
 
-async def _release(g: Gameplay, episode_id: str, holder: str) -> None:
+async def _release(gameplay: Gameplay, episode_id: str, holder: str) -> None:
     with trio.CancelScope(shield=True), trio.move_on_after(2.0):
         try:
-            await g.broker.release_lease(keys.scoring_lease(episode_id), holder)
+            await gameplay.broker.release_lease(keys.scoring_lease(episode_id), holder)
         except BrokerUnavailable:
             pass  # it expires by itself
 
 
-async def score_episode(g: Gameplay, episode_id: str, holder: str, again: Sequence[str] = ()) -> bool:
+async def score_episode(gameplay: Gameplay, episode_id: str, holder: str, again: Sequence[str] = ()) -> bool:
     """Score what is unscored (plus ``again``); False if another pass held the episode too long."""
-    if not await _acquire(g, episode_id, holder):
+    if not await _acquire(gameplay, episode_id, holder):
         return False
     try:
         async def renew() -> None:
-            if await g.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
+            if await gameplay.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
                 raise LeaseLost(episode_id)
 
         todo = sorted(
-            (d for d in await g.interactions_of(episode_id)
+            (d for d in await gameplay.interactions_of(episode_id)
              if d.status == "revealed" and d.scored and d.correct is not None
              and (d.scored_at is None or d.id in again)),
             key=lambda d: d.revealed_at or 0.0)
         for doc in todo:
-            await score_interaction(g, doc, renew)
+            await score_interaction(gameplay, doc, renew)
     finally:
-        await _release(g, episode_id, holder)
+        await _release(gameplay, episode_id, holder)
     return True
 
 
-async def score_interaction(g: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]]) -> int:
-    now = g.clock()
-    answers = [a for a in from_docs(await g.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
+async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]]) -> int:
+    now = gameplay.clock()
+    answers = [a for a in from_docs(await gameplay.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
                if doc.closed_at is None or a.received_at < doc.closed_at]
     scored: list[_Scored] = []
     for start in range(0, len(answers), CHUNK):
         await renew()
-        scored += await _score_chunk(g, doc, answers[start:start + CHUNK], now)
+        scored += await _score_chunk(gameplay, doc, answers[start:start + CHUNK], now)
     if scored:
-        await _announce(g, doc, scored, now)
-    await g.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
-    await g.invalidate("interaction", [doc.id])
+        await _announce(gameplay, doc, scored, now)
+    await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
+    await gameplay.invalidate("interaction", [doc.id])
     return len(scored)
 
 
-async def _score_chunk(g: Gameplay, doc: InteractionDoc, answers: list[AnswerDoc], now: float) -> list[_Scored]:
+async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[AnswerDoc], now: float) -> list[_Scored]:
     score_ids = [ids.score_id(doc.episode_id, a.user_id) for a in answers]
-    existing = {d.id: d for d in from_docs(await g.store.get_many(schema.SCORES, score_ids), ScoreDoc)}
+    existing = {d.id: d for d in from_docs(await gameplay.store.get_many(schema.SCORES, score_ids), ScoreDoc)}
     changed: list[ScoreDoc] = []
     scored: list[_Scored] = []
     grants: list[Grant] = []
@@ -129,65 +129,65 @@ async def _score_chunk(g: Gameplay, doc: InteractionDoc, answers: list[AnswerDoc
         rule = achievements.streak_rule(streak)
         if rule is not None:
             grants.append(Grant(answer.user_id, rule, doc.episode_id))
-    await achievements.award(g, grants, now)
+    await achievements.award(gameplay, grants, now)
     if changed:
-        await g.store.bulk_upsert(schema.SCORES, [to_doc(d) for d in changed])
-        await g.broker.zadd(keys.leaderboard(doc.episode_id), {d.user_id: float(d.score) for d in changed})
+        await gameplay.store.bulk_upsert(schema.SCORES, [to_doc(d) for d in changed])
+        await gameplay.broker.zadd(keys.leaderboard(doc.episode_id), {d.user_id: float(d.score) for d in changed})
     return scored
 
 
-async def _announce(g: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
+async def _announce(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
     board = keys.leaderboard(doc.episode_id)
     ranks: dict[str, int] = {}
-    if await g.broker.zcard(board) <= RANK_LOOKUP_LIMIT:
-        ranks = {member: i + 1 for i, (member, _) in enumerate(await g.broker.ztop(board, 0, -1))}
-    await publish.to_users(g.broker, [
+    if await gameplay.broker.zcard(board) <= RANK_LOOKUP_LIMIT:
+        ranks = {member: i + 1 for i, (member, _) in enumerate(await gameplay.broker.ztop(board, 0, -1))}
+    await publish.to_users(gameplay.broker, [
         (s.user_id, ScoreUpdated(interaction_id=doc.id, points=s.points, total=s.total, rank=ranks.get(s.user_id)))
         for s in scored])
-    await g.invalidate("user", [s.user_id for s in scored])
-    await _friends_overtaken(g, doc, [s for s in scored if s.points > 0], now)
-    top = await leaderboard.top_entries(g, doc.episode_id, LEADERBOARD_TOP)
-    await publish.to_episode(g.broker, doc.episode_id, LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
+    await gameplay.invalidate("user", [s.user_id for s in scored])
+    await _friends_overtaken(gameplay, doc, [s for s in scored if s.points > 0], now)
+    top = await leaderboard.top_entries(gameplay, doc.episode_id, LEADERBOARD_TOP)
+    await publish.to_episode(gameplay.broker, doc.episode_id, LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
 
 
-async def _friends_overtaken(g: Gameplay, doc: InteractionDoc, gained: list[_Scored], now: float) -> None:
+async def _friends_overtaken(gameplay: Gameplay, doc: InteractionDoc, gained: list[_Scored], now: float) -> None:
     """``friend_beat_you``: tell followers whom this reveal's gain lifted a friend past."""
     if not gained:
         return
-    users = {u.id: u for u in from_docs(await g.store.get_many(schema.USERS, [s.user_id for s in gained]), UserDoc)}
+    users = {u.id: u for u in from_docs(await gameplay.store.get_many(schema.USERS, [s.user_id for s in gained]), UserDoc)}
     audience: dict[str, list[str]] = {}
     for s in gained:
         user = users.get(s.user_id)
         if user is None or user.followers <= 0:
             continue
-        fans = await friends.followers(g, s.user_id)
+        fans = await friends.followers(gameplay, s.user_id)
         if not fans:
             continue
-        fan_scores = {d.user_id: d.score for d in from_docs(await g.store.get_many(
+        fan_scores = {d.user_id: d.score for d in from_docs(await gameplay.store.get_many(
             schema.SCORES, [ids.score_id(doc.episode_id, f) for f in fans]), ScoreDoc)}
         overtaken = [f for f in fans if s.before <= fan_scores.get(f, 0) < s.total]
         if overtaken:
             audience[s.user_id] = overtaken
     if audience:
-        names = await g.names(list(audience))
-        await friends.notify(g, "friend_beat_you", audience, friends.NotificationFactory(
+        names = await gameplay.names(list(audience))
+        await friends.notify(gameplay, "friend_beat_you", audience, friends.NotificationFactory(
             "friend_beat_you", names, now, episode_id=doc.episode_id, interaction_id=doc.id,
             message="{name} just overtook you", points={s.user_id: s.total for s in gained}))
 
 
-async def finish_episode(g: Gameplay, episode_id: str, holder: str) -> bool:
+async def finish_episode(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
     """After the end: a last scoring pass, then top-10 finishes and perfect episodes."""
-    if not await score_episode(g, episode_id, holder):
+    if not await score_episode(gameplay, episode_id, holder):
         return False
-    now = g.clock()
-    await leaderboard.ensure(g, episode_id)
-    top = await g.broker.ztop(keys.leaderboard(episode_id), 0, achievements.TOP_FINISH_PLACES - 1)
+    now = gameplay.clock()
+    await leaderboard.ensure(gameplay, episode_id)
+    top = await gameplay.broker.ztop(keys.leaderboard(episode_id), 0, achievements.TOP_FINISH_PLACES - 1)
     grants = [Grant(member, achievements.TOP_10, episode_id) for member, score in top if score > 0]
-    questions = [d for d in await g.interactions_of(episode_id) if d.status == "revealed" and d.scored]
+    questions = [d for d in await gameplay.interactions_of(episode_id) if d.status == "revealed" and d.scored]
     if len(questions) >= achievements.PERFECT_EPISODE_MIN_QUESTIONS:
-        perfect = from_docs(await g.store.find(schema.SCORES, {"episode_id": episode_id, "correct": len(questions)}),
+        perfect = from_docs(await gameplay.store.find(schema.SCORES, {"episode_id": episode_id, "correct": len(questions)}),
                             ScoreDoc)
         grants += [Grant(d.user_id, achievements.PERFECT_EPISODE, episode_id) for d in perfect]
-    await achievements.award(g, grants, now)
-    await g.store.update(schema.EPISODES, episode_id, set={"finished_at": now})
+    await achievements.award(gameplay, grants, now)
+    await gameplay.store.update(schema.EPISODES, episode_id, set={"finished_at": now})
     return True
