@@ -20,8 +20,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -172,7 +173,7 @@ async def _run_handler(handler: Handler, stream: trio.SocketStream, gate: Connec
         await trio.aclose_forcefully(stream)
 
 
-def node_gate(ctx: "NodeContext", name: str, max_open: int) -> ConnectionGate:
+def node_gate(ctx: NodeContext, name: str, max_open: int) -> ConnectionGate:
     """The gate of one of the node's listeners: ``max_open`` for it, the node's per-address cap, and the
     node's metrics."""
     metrics = ctx.metrics

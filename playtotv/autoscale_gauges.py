@@ -36,7 +36,7 @@ QUEUES = (keys.ANSWER_QUEUE, keys.JOB_QUEUE)
 BACKLOG_TIMEOUT = 1.0
 
 
-async def export_forever(ctx: "NodeContext") -> None:
+async def export_forever(ctx: NodeContext) -> None:
     """Mirror ``ctx.load`` / ``ctx.qos`` into gauges, and the queue backlog on worker processes; the total
     of in-flight requests also goes into ``ctx.load`` (the registry) as ``inflight``."""
     while True:
@@ -46,7 +46,7 @@ async def export_forever(ctx: "NodeContext") -> None:
         await trio.sleep(EXPORT_INTERVAL)
 
 
-def export_once(ctx: "NodeContext") -> None:
+def export_once(ctx: NodeContext) -> None:
     if ctx.inflight:
         ctx.load["inflight"] = float(sum(ctx.inflight.values()))
     for name, value in ctx.load.items():
@@ -55,7 +55,7 @@ def export_once(ctx: "NodeContext") -> None:
         ctx.metrics.qos.labels(name).set(value)
 
 
-async def export_backlog(ctx: "NodeContext") -> None:
+async def export_backlog(ctx: NodeContext) -> None:
     for queue in QUEUES:
         with trio.move_on_after(BACKLOG_TIMEOUT):
             try:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
-from typing import Iterator, NoReturn, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 import msgspec
 import trio

@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import asynccontextmanager
-from typing import Any, AsyncContextManager, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import httpx
 import msgspec
@@ -37,7 +38,6 @@ from playtotv.pushclient import (
     ReconnectRequested,
     RemoteProtocolError,
     Resubscribe,
-    StateLost,
 )
 
 log = logging.getLogger("playtotv.client")
@@ -109,7 +109,7 @@ class PlayToTVClient:
         self._queue_token: str | None = None
         self.failovers = 0
 
-    async def __aenter__(self) -> "PlayToTVClient":
+    async def __aenter__(self) -> PlayToTVClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -241,7 +241,7 @@ class PlayToTVClient:
                     raise
         raise Unavailable("answer not delivered")
 
-    def push(self, channels: Sequence[str] = ()) -> AsyncContextManager["PushStream"]:
+    def push(self, channels: Sequence[str] = ()) -> AbstractAsyncContextManager[PushStream]:
         """``async with client.push(["episode:E1"]) as stream: async for event in stream: ...``"""
         return _push_stream(self, list(channels))
 
@@ -265,7 +265,7 @@ class PushStream:
     identity) when the list is exhausted. Every reconnection resubscribes with ``since``.
     """
 
-    def __init__(self, client: "PlayToTVClient", channels: list[str]) -> None:
+    def __init__(self, client: PlayToTVClient, channels: list[str]) -> None:
         self.client = client
         self.state = PushClient(user_id=client.user_id)
         for channel in channels:
@@ -276,7 +276,7 @@ class PushStream:
         self.node_index = 0
         self.reconnects = 0
 
-    def __aiter__(self) -> "PushStream":
+    def __aiter__(self) -> PushStream:
         return self
 
     async def __anext__(self) -> Event:
@@ -415,7 +415,7 @@ def message_data(event: MessageReceived) -> dict[str, Any]:
 
 
 @asynccontextmanager
-async def _push_stream(client: "PlayToTVClient", channels: list[str]) -> AsyncIterator[PushStream]:
+async def _push_stream(client: PlayToTVClient, channels: list[str]) -> AsyncIterator[PushStream]:
     if client.session is None:
         await client.join()
     stream = PushStream(client, channels)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
-from playtotv.credentials import DirectorKeys, KeyRing
 from playtotv.broker.base import Broker, BrokerUnavailable
+from playtotv.credentials import DirectorKeys, KeyRing
 from playtotv.logs import event
 from playtotv.metrics import Metrics
 from playtotv.registry.base import NodeInfo, Registry

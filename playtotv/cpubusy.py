@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 #: The share is taken over this many seconds of samples: long enough that one busy second (a burst of
 #: handshakes) does not read as saturation, short enough to follow growth within a few gatekeeper ticks.

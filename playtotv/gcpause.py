@@ -34,7 +34,7 @@ class PauseTimer:
         self.slow_after = slow_after
         self._started: tuple[float, float] | None = None
 
-    def __enter__(self) -> "PauseTimer":
+    def __enter__(self) -> PauseTimer:
         gc.callbacks.append(self._callback)
         return self
 

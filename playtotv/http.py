@@ -85,7 +85,7 @@ def api_error_response(err: ApiError, status: int | None = None) -> Response:
                     content_type="application/json")
 
 
-def track_inflight(app: QuartTrio, ctx: "NodeContext", role: str) -> None:
+def track_inflight(app: QuartTrio, ctx: NodeContext, role: str) -> None:
     """Count requests in progress on ``app`` in ``ctx.inflight`` and its gauge (teardown runs whatever the
     outcome, errors included); the heartbeat reports the node's total as ``load["inflight"]``."""
     gauge = ctx.metrics.inflight.labels(role)
@@ -103,7 +103,7 @@ def track_inflight(app: QuartTrio, ctx: "NodeContext", role: str) -> None:
         gauge.dec()
 
 
-def create_app(ctx: "NodeContext", role: str, *, max_body: int = DEFAULT_MAX_BODY) -> QuartTrio:
+def create_app(ctx: NodeContext, role: str, *, max_body: int = DEFAULT_MAX_BODY) -> QuartTrio:
     # static_folder=None: Quart's default would serve ``<cwd>/static/*`` on every listener (whatever the
     # working directory holds). Pages that need files register their own routes (roles/core/web.py).
     app = QuartTrio(f"playtotv.{role}", static_folder=None)
@@ -187,7 +187,7 @@ def _preflight() -> Response | None:
     return Response(b"", status=204, headers={"Access-Control-Max-Age": CORS_MAX_AGE})
 
 
-def _hypercorn_config(ctx: "NodeContext", bind: str) -> HypercornConfig:
+def _hypercorn_config(ctx: NodeContext, bind: str) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [bind]
     config.accesslog = None
@@ -200,7 +200,7 @@ def _hypercorn_config(ctx: "NodeContext", bind: str) -> HypercornConfig:
     return config
 
 
-def max_connections(ctx: "NodeContext") -> int:
+def max_connections(ctx: NodeContext) -> int:
     """``node.max_connections``, or when 0 a quarter of the open-file limit (0: no cap when unlimited)."""
     configured = ctx.settings.node.max_connections
     if configured:
@@ -210,7 +210,7 @@ def max_connections(ctx: "NodeContext") -> int:
 
 
 async def serve_http(
-    ctx: "NodeContext", app: QuartTrio, bind: str, role: str,
+    ctx: NodeContext, app: QuartTrio, bind: str, role: str,
     *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``bind`` until the node drains; report the bound URL (port 0 resolved).
@@ -259,7 +259,7 @@ async def serve_http(
         lifespan_nursery.cancel_scope.cancel()
 
 
-async def serve_ops(ctx: "NodeContext", *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_ops(ctx: NodeContext, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
     """``node.ops_bind``: health, readiness and metrics for processes without a listener of their own."""
     assert ctx.settings.node.ops_bind is not None
     app = create_app(ctx, "ops")

@@ -27,7 +27,8 @@ scope from the connection (``CLOCK_KEY``).
 from __future__ import annotations
 
 import math
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 

@@ -14,25 +14,25 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Awaitable, Callable
 
 import trio
 
 from playtotv import gcpacer
-from playtotv.credentials import DirectorKeys, KeyRing, generate_secret
+from playtotv.autoscale_gauges import export_forever as export_gauges
 from playtotv.broker import open_broker
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.context import HEALTH_CHECK_TIMEOUT, NodeContext
 from playtotv.cpubusy import CpuBusy
+from playtotv.credentials import DirectorKeys, KeyRing, generate_secret
 from playtotv.gcpause import PauseTimer
 from playtotv.keyfile import keys_path, load_or_generate
 from playtotv.logs import event
 from playtotv.metrics import Metrics
 from playtotv.registry import open_registry
 from playtotv.settings import Settings
-from playtotv.autoscale_gauges import export_forever as export_gauges
 from playtotv.store import open_store
 from playtotv.store.base import StoreUnavailable
 

@@ -9,7 +9,8 @@ the p99 is the maximum.
 from __future__ import annotations
 
 import math
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T", int, float)
 

@@ -30,15 +30,19 @@ from playtotv.protocol.push import (
     Message,
     Ping,
     PollResponse,
-    Pong as PongFrame,
     Reconnect,
     Since,
     Subscribe,
-    Subscribed as SubscribedFrame,
     Unsubscribe,
     encode_frame,
     poll_response_decoder,
     server_frame_decoder,
+)
+from playtotv.protocol.push import (
+    Pong as PongFrame,
+)
+from playtotv.protocol.push import (
+    Subscribed as SubscribedFrame,
 )
 
 _poll_list_decoder = msgspec.json.Decoder(list[PollResponse])

@@ -23,9 +23,10 @@ A credential in the URL is used for the data nodes only; Sentinels are reached w
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import coredis
@@ -33,6 +34,8 @@ import trio
 from coredis.connection import BaseConnection, TCPLocation
 from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
+)
+from coredis.exceptions import (
     PrimaryNotFoundError,
     ReadOnlyError,
     ResponseError,

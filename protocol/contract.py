@@ -32,7 +32,7 @@ def _push_components(ref_template: str) -> tuple[dict[str, Any], dict[str, Any]]
     names = ("ClientFrame", "ServerFrame", "MessageData", "PollResponse")
     types = (push.ClientFrame, push.ServerFrame, push.MessageData, push.PollResponse)
     schemas, components = msgspec.json.schema_components(types, ref_template=ref_template)
-    for name, schema in zip(names, schemas):
+    for name, schema in zip(names, schemas, strict=True):
         components.setdefault(name, schema)
     components["Message"]["properties"]["data"] = {"$ref": ref_template.format(name="MessageData")}
     return {name: {"$ref": ref_template.format(name=name)} for name in names}, components

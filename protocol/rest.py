@@ -18,7 +18,6 @@ wraps one and turns any failure into the contract's 400.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -27,6 +26,7 @@ from msgspec import Meta
 from .decoding import JsonDecoder
 from .errors import ApiError, ErrorCode, bad_request
 from .kinds import KIND_NAMES, MAX_OPTIONS, spec
+
 # Also importable from here, where clients of this package have always found them.
 from .kinds import MAX_SCALE_VALUES as MAX_SCALE_VALUES
 from .kinds import SCORED_KINDS as SCORED_KINDS

@@ -6,9 +6,11 @@ both satisfy ``base.Broker`` and pass the same contract suite.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
+from ..redis_client import is_redis_url
 from .base import (
     Broker,
     BrokerUnavailable,
@@ -25,7 +27,6 @@ from .base import (
     SubscriptionReset,
     WorkQueues,
 )
-from ..redis_client import is_redis_url
 from .memory import MemoryBroker
 from .redis import RedisBroker
 

@@ -8,7 +8,8 @@ the Redis implementation's calls are) and a cancelled call has no effect.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import trio
 

@@ -9,7 +9,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import trio
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import trio
 from coredis.connection import BaseConnection
-from coredis.exceptions import ConnectionError as RedisConnectionError, SentinelError
+from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.exceptions import SentinelError
 from coredis.typing import ResponseType
 
 from ..redis_client import RedisEndpoint

@@ -15,8 +15,9 @@ script (its log stays below the warning level we show for libraries: ``playtotv.
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
 

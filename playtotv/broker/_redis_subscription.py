@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import trio
 from coredis.connection import BaseConnection

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from itertools import islice
-from typing import AsyncIterator, Sequence
 
 import trio
 
@@ -46,7 +46,7 @@ class _Channel:
     __slots__ = ("epoch", "offset", "history", "subscribers", "expires_at")
 
     def __init__(self, history_size: int, expires_at: float,
-                 subscribers: "set[MemorySubscription] | None" = None) -> None:
+                 subscribers: set[MemorySubscription] | None = None) -> None:
         self.epoch = new_epoch()
         self.offset = 0
         self.history: deque[ChannelMessage] = deque(maxlen=history_size)
@@ -57,7 +57,7 @@ class _Channel:
 class MemorySubscription:
     """Subscribed channels of one subscriber; publish delivers into its inbox without waiting."""
 
-    def __init__(self, broker: "MemoryBroker", buffer_size: int) -> None:
+    def __init__(self, broker: MemoryBroker, buffer_size: int) -> None:
         self._broker = broker
         self._channels: set[str] = set()
         self._inbox = SubscriberInbox(buffer_size, lambda: sorted(self._channels))

@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Coroutine, Mapping, ParamSpec, Sequence, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import coredis
 import msgspec
 import trio
 from coredis.exceptions import (
     ConnectionError as RedisConnectionError,
+)
+from coredis.exceptions import (
     PrimaryNotFoundError,
     ReadOnlyError,
     ResponseError,
@@ -36,8 +39,8 @@ from coredis.exceptions import (
 
 from .. import keys as redis_keys
 from ..redis_client import RedisEndpoint, is_failover_error, open_redis
-from ._redis_script_loader import ScriptSet, lua_source
 from ._redis_connections import DedicatedConnections
+from ._redis_script_loader import ScriptSet, lua_source
 from ._redis_subscription import RedisSubscription
 from ._semantics import (
     DEAD_LETTER_CAP,
@@ -156,7 +159,8 @@ def _decode_history_entry(channel: str, epoch: str, entry: list[Any]) -> Channel
 
 
 class RedisBroker:
-    """See ``base.Broker`` and ``base.ReplicatedQueues``. Open it with ``RedisBroker.open(url)`` (or ``playtotv.broker.open_broker``):
+    """See ``base.Broker`` and ``base.ReplicatedQueues``. Open it with ``RedisBroker.open(url)`` (or
+    ``playtotv.broker.open_broker``):
     it owns a connection pool and a nursery for subscription relays, both closed on exit."""
 
     def __init__(
@@ -203,7 +207,7 @@ class RedisBroker:
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, url: str, **options: Any) -> AsyncIterator["RedisBroker"]:
+    async def open(cls, url: str, **options: Any) -> AsyncIterator[RedisBroker]:
         """Connect lazily: entering succeeds while Redis is down (calls raise BrokerUnavailable until it
         is back), so a node can start, report not-ready and wait (docs/reliability.md #19)."""
         async with open_redis(url, connect_timeout=CONNECT_TIMEOUT, stream_timeout=COMMAND_TIMEOUT) as endpoint, \
@@ -480,7 +484,8 @@ class RedisBroker:
         sets = {key: scores for key, scores in sets.items() if scores}
         if not sets:
             return
-        flat = [[part for member, score in scores.items() for part in (float(score), member)] for scores in sets.values()]
+        flat = [[part for member, score in scores.items() for part in (float(score), member)]
+                for scores in sets.values()]
         await self._zadd_many(keys=[redis_keys.user_key(key) for key in sets], args=[_pack(flat)])
 
     @_redis_call(retry_safe=True)

@@ -27,14 +27,14 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable, Iterator
 
 import trio
 
-from playtotv.credentials import generate_director_key, generate_secret
 from playtotv.cli import listening_line
+from playtotv.credentials import generate_director_key, generate_secret
 from playtotv.devtools.localredis import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, RedisProcess, RedisTopology
 from playtotv.devtools.nodeprocess import NodeProcess
 from playtotv.settings import ROLE_NAMES

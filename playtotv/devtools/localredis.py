@@ -190,7 +190,7 @@ class RedisProcess:
                 f.write("sentinel deny-scripts-reconfig yes\n")
         return path
 
-    async def start(self, extra: list[str] | None = None) -> "RedisProcess":
+    async def start(self, extra: list[str] | None = None) -> RedisProcess:
         self.proc = await trio.lowlevel.open_process(
             self._command(list(extra or [])), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             **child_options(),
@@ -202,7 +202,7 @@ class RedisProcess:
                     return self
                 await trio.sleep(POLL_INTERVAL)
 
-    def start_blocking(self, extra: list[str] | None = None) -> "RedisProcess":
+    def start_blocking(self, extra: list[str] | None = None) -> RedisProcess:
         """``start`` for synchronous callers (pytest fixtures, tests that restart their Redis): it blocks."""
         self.proc = subprocess.Popen(self._command(list(extra or [])), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, **child_options())  # type: ignore[arg-type]
@@ -285,7 +285,7 @@ class RedisServer:
     def pid(self) -> int | None:
         return self.process.proc.pid if self.process.proc is not None else None
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.process.start_blocking()
         return self
 
@@ -365,7 +365,7 @@ class RedisTopology:
         return self.process_at(address)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
-    async def start(self) -> "RedisTopology":
+    async def start(self) -> RedisTopology:
         primary = self.data[0]
         await primary.start()
         if not self.use_sentinel:
@@ -389,7 +389,7 @@ class RedisTopology:
         """Until the replica is in sync and every Sentinel knows the replica and its two peers: only then
         can a failover happen (a Sentinel that has not met its peers cannot reach a quorum)."""
         with trio.fail_after(timeout):
-            while not await self._settled():
+            while not await self._settled():  # noqa: ASYNC110 - the state is Redis's, not an event of ours
                 await trio.sleep(POLL_INTERVAL * 4)
 
     async def _settled(self) -> bool:
@@ -475,7 +475,7 @@ def _pairs(reply: object) -> dict[str, str]:
     """A Sentinel's flat ``[key, value, key, value, ...]`` reply as text."""
     if not isinstance(reply, list):
         return {}
-    return {bytes(k).decode(): bytes(v).decode() for k, v in zip(reply[0::2], reply[1::2])
+    return {bytes(k).decode(): bytes(v).decode() for k, v in zip(reply[0::2], reply[1::2], strict=False)
             if isinstance(k, bytes) and isinstance(v, bytes)}
 
 

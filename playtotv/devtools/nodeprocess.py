@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections import deque
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import trio
 
@@ -100,7 +100,7 @@ class NodeProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    async def start(self, nursery: trio.Nursery | None = None, *, wait_ready: bool = True) -> "NodeProcess":
+    async def start(self, nursery: trio.Nursery | None = None, *, wait_ready: bool = True) -> NodeProcess:
         """Start (or start again, after an exit) and, by default, wait until it prints ``ready``
         (``READY_TIMEOUT``; ``NodeExited`` if it exits first)."""
         self.listening = {}
@@ -117,7 +117,7 @@ class NodeProcess:
         self.stderr_tail.clear()
         self._stderr_read = trio.Event()
         if self.log_path is not None:
-            with open(self.log_path, "ab") as log:
+            with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - a local file, opened once per start
                 self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=log, **options)
         elif nursery is not None:
             self.proc = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

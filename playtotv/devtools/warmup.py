@@ -91,7 +91,7 @@ class Warmup:
             release = trio.Event()
             async with trio.open_nursery() as nursery:
                 interval = self.seconds / self.clients
-                for i in range(self.clients):
+                for _ in range(self.clients):
                     nursery.start_soon(self._viewer, http, release)
                     await trio.sleep(interval)
                 await trio.sleep(self.hold)

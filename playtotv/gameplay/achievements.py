@@ -11,8 +11,8 @@ Rules are evaluated where their facts are at hand: the first answer and episodes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from playtotv.gameplay import ids, schema
 from playtotv.gameplay.documents import AchievementDoc, from_docs, to_doc

@@ -79,13 +79,14 @@ async def aggregate(gameplay: Gameplay, items: list[QueueItem], now: float) -> B
 
     # 2. the interactions as they are now (after the write: see the module docstring).
     iids = sorted({a.interaction_id for _, a in answers})
-    interactions = {d["_id"]: from_doc(d, InteractionDoc) for d in await gameplay.store.get_many(schema.INTERACTIONS, iids)}
+    found = await gameplay.store.get_many(schema.INTERACTIONS, iids)
+    interactions = {d["_id"]: from_doc(d, InteractionDoc) for d in found}
 
     members: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     viewers: dict[str, dict[str, float]] = defaultdict(dict)
     answered: dict[tuple[str, str], list[tuple[str, float]]] = defaultdict(list)
     rescore: dict[str, set[str]] = defaultdict(set)
-    for (item, answer), doc in zip(answers, documents):
+    for (item, answer), doc in zip(answers, documents, strict=True):
         interaction = interactions.get(answer.interaction_id)
         if interaction is None:
             log.warning("answer %s for unknown interaction %s", item.id, answer.interaction_id)

@@ -167,9 +167,9 @@ class AnswerBatcher:
             # Looked at after the enqueue: a batch enqueued before the drain began is in the queue the
             # draining worker empties; one enqueued after it may be too late for the worker.
             if self.durability == "stored" or (self.store_from is not None and self.store_from.is_set()):
-                docs = [to_doc(w.item.document()) for w, ok in zip(batch, accepted) if ok]
+                docs = [to_doc(w.item.document()) for w, ok in zip(batch, accepted, strict=True) if ok]
                 await self.store.bulk_insert(schema.ANSWERS, docs)
-            for waiter, ok in zip(batch, accepted):
+            for waiter, ok in zip(batch, accepted, strict=True):
                 waiter.accepted = ok
             self.batches += 1
             self.answers += len(batch)

@@ -14,7 +14,8 @@ A value loaded while an invalidation arrived is returned but not kept: it may pr
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable, Generic, Hashable, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 import trio

@@ -13,7 +13,8 @@ after a 503 heals a half-done transition. Subscribers tolerate a repeated state 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from playtotv.gameplay import ids, jobs, publish, results, schema
 from playtotv.gameplay.documents import (
@@ -27,6 +28,7 @@ from playtotv.gameplay.documents import (
 )
 from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.errors import ApiError
+from playtotv.protocol.kinds import spec
 from playtotv.protocol.push import (
     DirectorEventData,
     EpisodeEnded,
@@ -35,7 +37,6 @@ from playtotv.protocol.push import (
     InteractionOpened,
     InteractionRevealed,
 )
-from playtotv.protocol.kinds import spec
 from playtotv.protocol.rest import (
     CreateEpisode,
     CreateShow,
@@ -133,7 +134,8 @@ async def open_interaction(gameplay: Gameplay, interaction_id: str, duration: fl
         await results.mark_complete(gameplay, doc.id)
         opened = await open_draft(gameplay, doc, duration, late_by=late_by)
         if opened is not None:
-            await publish.notify_scheduler(gameplay.broker, opened.episode_id, opened.id)  # its deadline joins the agenda
+            # Its deadline joins the scheduler's agenda.
+            await publish.notify_scheduler(gameplay.broker, opened.episode_id, opened.id)
             return interaction_view(opened, with_correct=True)
         doc = await _interaction_or_404(gameplay, interaction_id)
     if doc.status == "open":
@@ -238,7 +240,8 @@ async def close_interaction(gameplay: Gameplay, interaction_id: str, *, at: floa
 async def _after_close(gameplay: Gameplay, doc: InteractionDoc) -> None:
     await gameplay.invalidate("interaction", [doc.id])
     await results.expire_sets(gameplay, doc)
-    await publish.to_episode(gameplay.broker, doc.episode_id, InteractionClosed(interaction_id=doc.id, closed_at=doc.closed_at))
+    await publish.to_episode(gameplay.broker, doc.episode_id,
+                             InteractionClosed(interaction_id=doc.id, closed_at=doc.closed_at))
 
 
 async def reveal_interaction(gameplay: Gameplay, interaction_id: str, correct: str | None = None) -> InteractionView:
@@ -313,8 +316,9 @@ async def start_episode(gameplay: Gameplay, episode_id: str, at: float | None = 
     doc = await _episode_or_404(gameplay, episode_id)
     if doc.status == "scheduled":
         now = gameplay.clock()
-        started = await _episode_transition(gameplay, doc, {"status": "live", "started_at": at if at is not None else now,
-                                                     "went_live_at": now})
+        started_at = at if at is not None else now
+        started = await _episode_transition(gameplay, doc, {"status": "live", "started_at": started_at,
+                                                            "went_live_at": now})
         if started is None:
             doc = await _episode_or_404(gameplay, episode_id)
         else:

@@ -27,7 +27,7 @@ class _Doc(msgspec.Struct, kw_only=True):
     id: str = msgspec.field(name="_id")
 
 
-def to_doc(struct: "_Doc") -> dict[str, Any]:
+def to_doc(struct: _Doc) -> dict[str, Any]:
     return msgspec.to_builtins(struct)
 
 

@@ -77,7 +77,7 @@ async def unfollow(gameplay: Gameplay, user_id: str, target: str) -> bool:
 
 async def friend_list(gameplay: Gameplay, user_id: str) -> FriendList:
     docs = from_docs(await gameplay.store.find(schema.FOLLOWS, {"follower": user_id}, order_by="since",
-                                        limit=MAX_FOLLOWING), FollowDoc)
+                                               limit=MAX_FOLLOWING), FollowDoc)
     names = await gameplay.names([d.followee for d in docs])
     return FriendList(friends=[Friend(user_id=d.followee, name=names[d.followee], since=d.since) for d in docs])
 
@@ -110,11 +110,11 @@ async def _answered(gameplay: Gameplay, interaction_id: str, user_id: str) -> bo
 
 async def followers(gameplay: Gameplay, user_id: str) -> list[str]:
     docs = await gameplay.store.find(schema.FOLLOWS, {"followee": user_id}, order_by="since", descending=True,
-                              limit=MAX_FOLLOWERS_NOTIFIED)
+                                     limit=MAX_FOLLOWERS_NOTIFIED)
     return [d["follower"] for d in docs]
 
 
-async def notify(gameplay: Gameplay, kind: str, followers_of: dict[str, list[str]], make: "NotificationFactory") -> int:
+async def notify(gameplay: Gameplay, kind: str, followers_of: dict[str, list[str]], make: NotificationFactory) -> int:
     """Send ``kind`` notifications about each friend to the given followers, within the rate limits.
 
     ``followers_of`` maps the friend concerned to the followers to tell; ``make(friend, follower)`` builds
@@ -123,7 +123,7 @@ async def notify(gameplay: Gameplay, kind: str, followers_of: dict[str, list[str
     for friend, audience in followers_of.items():
         for follower in audience[:MAX_FOLLOWERS_NOTIFIED]:
             if await gameplay.broker.set(keys.friend_notify_throttle(kind, follower), b"1", ttl=FRIEND_NOTIFY_INTERVAL,
-                                  only_new=True):
+                                         only_new=True):
                 items.append((follower, make(friend, follower)))
     return len(await deliver(gameplay, items))
 

@@ -3,7 +3,8 @@ Redis lost it. Global scope ranks everyone; friends scope ranks the caller among
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from playtotv import keys
 from playtotv.gameplay import schema
@@ -64,7 +65,7 @@ async def board(
     else:
         members = list(dict.fromkeys([*following, *([me] if me else [])]))
         scores = await gameplay.broker.zscores(key, members) if members else []
-        everyone = _ranked({m: s for m, s in zip(members, scores) if s is not None})
+        everyone = _ranked({m: s for m, s in zip(members, scores, strict=True) if s is not None})
         ranked = everyone[:limit]
         me_view = None
         if me:

@@ -14,7 +14,7 @@ returned then.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgspec
 
@@ -85,7 +85,7 @@ def decode_cursor(cursor: str) -> tuple[float, set[str]]:
 async def list_for(gameplay: Gameplay, owner: str, since: str | None, now: float) -> NotificationList:
     watermark, seen = decode_cursor(since) if since else (float("-inf"), set())
     docs = await gameplay.store.find(schema.NOTIFICATIONS, {"owner": owner}, order_by="created_at", descending=True,
-                              limit=PAGE_LIMIT)
+                                     limit=PAGE_LIMIT)
     docs.reverse()  # oldest first
     fresh = [d for d in docs if d["created_at"] > watermark and d["_id"] not in seen]
     next_watermark = max(watermark, now - SETTLE_SECONDS)

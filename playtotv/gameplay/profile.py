@@ -42,7 +42,8 @@ async def profile(gameplay: Gameplay, user_id: str) -> Profile:
 
 async def rename(gameplay: Gameplay, user_id: str, name: str) -> Profile:
     await gameplay.ensure_user(user_id)
-    await gameplay.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": gameplay.clock()}, inc={"version": 1})
+    await gameplay.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": gameplay.clock()},
+                                inc={"version": 1})
     await gameplay.invalidate("user", [user_id])
     return await profile(gameplay, user_id)
 
@@ -62,7 +63,7 @@ async def adopt_name(gameplay: Gameplay, user_id: str, name: str, chosen_at: flo
         if chosen_at <= doc.name_set_at or doc.name == name:
             return True
         if await gameplay.store.update(schema.USERS, user_id, set={"name": name, "name_set_at": chosen_at},
-                                inc={"version": 1}, where={"version": doc.version}) is not None:
+                                       inc={"version": 1}, where={"version": doc.version}) is not None:
             break
     else:
         return False

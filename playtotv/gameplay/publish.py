@@ -6,7 +6,7 @@ them into client frames unchanged.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgspec
 import trio

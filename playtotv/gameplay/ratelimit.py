@@ -7,7 +7,7 @@ cores gets at most (cores × rate), still bounded. No network call on the hot pa
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 #: Buckets kept before idle ones are swept; bounds memory whatever the number of tickets seen.
 MAX_BUCKETS = 200_000

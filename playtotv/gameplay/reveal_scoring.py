@@ -13,8 +13,8 @@ reads are the truth a client reloads).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
 
 import msgspec
 import trio
@@ -57,7 +57,9 @@ class _Scored:
 
 async def _acquire(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
     with trio.move_on_after(LEASE_WAIT):
-        while await gameplay.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
+        lease = keys.scoring_lease(episode_id)
+        # A lease held by another process has no event to wait on: poll it.
+        while await gameplay.broker.acquire_lease(lease, holder, SCORING_LEASE_TTL) is None:  # noqa: ASYNC110
             await trio.sleep(LEASE_POLL)
         return True
     return False
@@ -113,7 +115,7 @@ async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[An
     changed: list[ScoreDoc] = []
     scored: list[_Scored] = []
     grants: list[Grant] = []
-    for answer, score_id in zip(answers, score_ids):
+    for answer, score_id in zip(answers, score_ids, strict=True):
         before = existing.get(score_id) or ScoreDoc(id=score_id, episode_id=doc.episode_id, user_id=answer.user_id)
         if doc.id in before.awarded:
             continue
@@ -147,14 +149,16 @@ async def _announce(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Score
     await gameplay.invalidate("user", [s.user_id for s in scored])
     await _friends_overtaken(gameplay, doc, [s for s in scored if s.points > 0], now)
     top = await leaderboard.top_entries(gameplay, doc.episode_id, LEADERBOARD_TOP)
-    await publish.to_episode(gameplay.broker, doc.episode_id, LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
+    await publish.to_episode(gameplay.broker, doc.episode_id,
+                             LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
 
 
 async def _friends_overtaken(gameplay: Gameplay, doc: InteractionDoc, gained: list[_Scored], now: float) -> None:
     """``friend_beat_you``: tell followers whom this reveal's gain lifted a friend past."""
     if not gained:
         return
-    users = {u.id: u for u in from_docs(await gameplay.store.get_many(schema.USERS, [s.user_id for s in gained]), UserDoc)}
+    found = await gameplay.store.get_many(schema.USERS, [s.user_id for s in gained])
+    users = {u.id: u for u in from_docs(found, UserDoc)}
     audience: dict[str, list[str]] = {}
     for s in gained:
         user = users.get(s.user_id)
@@ -185,8 +189,8 @@ async def finish_episode(gameplay: Gameplay, episode_id: str, holder: str) -> bo
     grants = [Grant(member, achievements.TOP_10, episode_id) for member, score in top if score > 0]
     questions = [d for d in await gameplay.interactions_of(episode_id) if d.status == "revealed" and d.scored]
     if len(questions) >= achievements.PERFECT_EPISODE_MIN_QUESTIONS:
-        perfect = from_docs(await gameplay.store.find(schema.SCORES, {"episode_id": episode_id, "correct": len(questions)}),
-                            ScoreDoc)
+        found = await gameplay.store.find(schema.SCORES, {"episode_id": episode_id, "correct": len(questions)})
+        perfect = from_docs(found, ScoreDoc)
         grants += [Grant(d.user_id, achievements.PERFECT_EPISODE, episode_id) for d in perfect]
     await achievements.award(gameplay, grants, now)
     await gameplay.store.update(schema.EPISODES, episode_id, set={"finished_at": now})

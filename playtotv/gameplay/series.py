@@ -43,8 +43,8 @@ def occurrences(time_of_day: str, weekday: int | None, after: float, until: floa
                 limit: int = MAX_PER_CALL) -> list[float]:
     """Start times (UTC) strictly after ``after`` and at most ``until``, in order."""
     hour, minute = (int(part) for part in time_of_day.split(":"))
-    day = dt.datetime.fromtimestamp(after, dt.timezone.utc).replace(hour=hour, minute=minute, second=0,
-                                                                    microsecond=0)
+    day = dt.datetime.fromtimestamp(after, dt.UTC).replace(hour=hour, minute=minute, second=0,
+                                                           microsecond=0)
     found: list[float] = []
     while len(found) < limit:
         stamp = day.timestamp()

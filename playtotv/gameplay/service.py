@@ -7,7 +7,8 @@ worker and scheduler running in one process share one set of caches.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import trio
 
@@ -47,7 +48,7 @@ class Gameplay:
         self.schema_ready = False
 
     @classmethod
-    def of(cls, deps: Any) -> "Gameplay":
+    def of(cls, deps: Any) -> Gameplay:
         """The process's ``Gameplay`` for a NodeContext (created on first use), ``deps`` itself when it is
         one, or a new one over anything else with a broker and a store."""
         if isinstance(deps, Gameplay):

@@ -54,7 +54,7 @@ async def _update_user(gameplay: Gameplay, doc: UserDoc, episode_id: str, receiv
         if not changes:
             return doc
         updated = await gameplay.store.update(schema.USERS, doc.id, set=changes, inc={"version": 1},
-                                       where={"version": doc.version})
+                                              where={"version": doc.version})
         if updated is not None:
             _record(out, doc, changes, episode_id)
             return msgspec.structs.replace(doc, **changes, version=doc.version + 1)
@@ -92,7 +92,8 @@ async def process_answered(gameplay: Gameplay, job: AnsweredJob) -> None:
     await _notify_friends(gameplay, job, users, out, now)
 
 
-async def _notify_friends(gameplay: Gameplay, job: AnsweredJob, users: dict[str, UserDoc], out: _Changes, now: float) -> None:
+async def _notify_friends(gameplay: Gameplay, job: AnsweredJob, users: dict[str, UserDoc], out: _Changes,
+                          now: float) -> None:
     popular = [u for u, doc in users.items() if doc.followers > 0]
     if not popular:
         return

@@ -25,12 +25,12 @@ async def requeue_lost_jobs(deps: Any, now: float) -> int:
     gameplay = Gameplay.of(deps)
     due: list[jobs.Job] = []
     revealed = from_docs(await gameplay.store.find(schema.INTERACTIONS, {"status": "revealed", "scored_at": None},
-                                            limit=SWEEP_LIMIT), InteractionDoc)
+                                                   limit=SWEEP_LIMIT), InteractionDoc)
     for doc in revealed:
         if doc.scored and (doc.revealed_at or 0.0) < now - LOST_AFTER:
             due.append(jobs.ScoreJob(episode_id=doc.episode_id, interaction_ids=[doc.id]))
     ended = from_docs(await gameplay.store.find(schema.EPISODES, {"status": "ended", "finished_at": None},
-                                         limit=SWEEP_LIMIT), EpisodeDoc)
+                                                limit=SWEEP_LIMIT), EpisodeDoc)
     for episode in ended:
         if (episode.ended_at or 0.0) < now - LOST_AFTER:
             due.append(jobs.EpisodeEndedJob(episode_id=episode.id))

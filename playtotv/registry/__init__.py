@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from playtotv.registry.base import DEFAULT_TTL, HEARTBEAT_INTERVAL, NodeInfo, Registry
 
@@ -21,8 +22,8 @@ REDIS_COMMAND_TIMEOUT = 5.0
 @asynccontextmanager
 async def open_registry(redis: str | Any | None = None) -> AsyncIterator[Registry]:
     """``None`` → a ``MemoryRegistry`` (one process). A Redis URL (``redis://``, ``redis+sentinel://``,
-    see ``playtotv.redis_client``) → a ``RedisRegistry`` over a client of its own, closed on exit. A coredis client (already entered) → a
-    ``RedisRegistry`` over it; the caller keeps owning the client.
+    see ``playtotv.redis_client``) → a ``RedisRegistry`` over a client of its own, closed on exit. A coredis
+    client (already entered) → a ``RedisRegistry`` over it; the caller keeps owning the client.
 
     Opening does not require Redis to be up: the first call that cannot reach it raises
     ``BrokerUnavailable``.

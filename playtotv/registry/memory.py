@@ -8,7 +8,7 @@ whether or not ``prune`` has run.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 import trio

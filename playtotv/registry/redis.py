@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import coredis.exceptions as redis_errors
 import msgspec
@@ -118,7 +119,7 @@ class RedisRegistry:
                 return []
             blobs = await self._redis.mget([keys.registry_node(i) for i in ids])
         live: list[NodeInfo] = []
-        for node_id, blob in zip(ids, blobs):
+        for node_id, blob in zip(ids, blobs, strict=True):
             if blob is None:
                 continue  # expired (or deregistered) between the two reads
             try:

@@ -12,8 +12,9 @@ becoming a MongoDB operator, and what lets SQLite inline field names into ``json
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from playtotv.store.base import Document, Scalar, Store, StoreUnavailable
 

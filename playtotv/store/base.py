@@ -12,7 +12,8 @@ Field names are validated (``[A-Za-z_][A-Za-z0-9_]*``), so nothing a client send
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 Document = dict[str, Any]
 Scalar = str | int | float | bool | None

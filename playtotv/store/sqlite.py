@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import collections
 import sqlite3
-from typing import Any, Callable, Mapping, Sequence, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import trio
@@ -387,7 +388,8 @@ class SqliteStore:
                 for chunk in chunks:
                     values = ",".join(["(?, ?)"] * len(chunk))
                     params = [value for row in chunk for value in row]
-                    inserted += conn.execute(f"INSERT OR IGNORE INTO {table} (_id, doc) VALUES {values}", params).rowcount
+                    statement = f"INSERT OR IGNORE INTO {table} (_id, doc) VALUES {values}"
+                    inserted += conn.execute(statement, params).rowcount
                 return inserted
 
             # A single statement is atomic by itself; several need a transaction around them.

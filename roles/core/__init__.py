@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import trio
+from playtotv.roles.core import director_api, viewer_api, web
+from playtotv.roles.core.callers import Authenticator, FailedCredentials
+from playtotv.roles.core.names import TicketNames
+from playtotv.roles.core.request_latency import LatencyWindow
 
 from playtotv.broker.base import ReplicatedQueues
 from playtotv.gameplay.answers import AnswerBatcher
@@ -17,10 +21,6 @@ from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
-from playtotv.roles.core import director_api, viewer_api, web
-from playtotv.roles.core.callers import Authenticator, FailedCredentials
-from playtotv.roles.core.names import TicketNames
-from playtotv.roles.core.request_latency import LatencyWindow
 from playtotv.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 class CoreApi:
     """Everything one core listener needs, wired once."""
 
-    def __init__(self, ctx: "NodeContext") -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         settings = ctx.settings
         self.ctx = ctx
         self.gameplay = Gameplay.of(ctx)
@@ -59,7 +59,7 @@ class CoreApi:
         web.register(self)  # /console, /play and their files
 
 
-def check_durability(ctx: "NodeContext") -> None:
+def check_durability(ctx: NodeContext) -> None:
     """``replicated`` needs Redis replicas and a broker that can wait for them."""
     if ctx.settings.answers.durability != "replicated":
         return
@@ -69,7 +69,7 @@ def check_durability(ctx: "NodeContext") -> None:
         raise ConfigError("answers.durability: 'replicated' is not supported by this broker")
 
 
-async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     api = CoreApi(ctx)
     ctx.core = api  # tests and in-process tools reach the batcher and caches through it
     await api.gameplay.ensure_schema()

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from quart import Response
-
-from playtotv.gameplay import director, series, stats
-from playtotv.gameplay.documents import interaction_view
-from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import (
     Accepted,
@@ -25,12 +20,17 @@ from playtotv.protocol.rest import (
     start_episode_decoder,
 )
 from playtotv.roles.core.inputs import body, path_id
+from quart import Response
+
+from playtotv.gameplay import director, series, stats
+from playtotv.gameplay.documents import interaction_view
+from playtotv.http import json_response
 
 if TYPE_CHECKING:
     from playtotv.roles.core import CoreApi
 
 
-def register(api: "CoreApi") -> None:
+def register(api: CoreApi) -> None:
     app, gameplay, auth, limit = api.app, api.gameplay, api.auth, api.max_body
 
     async def create_show() -> Response:

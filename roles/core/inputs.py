@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from playtotv.protocol.decoding import JsonDecoder
+from playtotv.protocol.errors import ApiError
+from playtotv.protocol.rest import decode_request
 from quart import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from playtotv.keys import ID_PATTERN
-from playtotv.protocol.decoding import JsonDecoder
-from playtotv.protocol.errors import ApiError
-from playtotv.protocol.rest import decode_request
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from quart import request
 
-from playtotv.credentials import InvalidTicket, bearer_token
 from playtotv.broker.base import BrokerUnavailable
+from playtotv.credentials import InvalidTicket, bearer_token
 from playtotv.gameplay import profile
 from playtotv.gameplay.service import Gameplay
 from playtotv.store.base import StoreUnavailable

@@ -7,12 +7,6 @@ import time
 from typing import TYPE_CHECKING
 
 import msgspec
-from quart import Response, request
-
-from playtotv.gameplay import answers, director, friends, leaderboard, notifications, profile, results
-from playtotv.gameplay.answers import AnswerItem
-from playtotv.gameplay.documents import interaction_view
-from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.kinds import kind_list
 from playtotv.protocol.rest import (
@@ -22,12 +16,18 @@ from playtotv.protocol.rest import (
     update_profile_decoder,
 )
 from playtotv.roles.core.inputs import body, leaderboard_query, path_id
+from quart import Response, request
+
+from playtotv.gameplay import answers, director, friends, leaderboard, notifications, profile, results
+from playtotv.gameplay.answers import AnswerItem
+from playtotv.gameplay.documents import interaction_view
+from playtotv.http import json_response
 
 if TYPE_CHECKING:
     from playtotv.roles.core import CoreApi
 
 
-def register(api: "CoreApi") -> None:
+def register(api: CoreApi) -> None:
     app, gameplay, auth, limit = api.app, api.gameplay, api.auth, api.max_body
 
     async def interaction_or_404(interaction_id: str):  # type: ignore[no-untyped-def]

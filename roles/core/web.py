@@ -17,15 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
+from playtotv.protocol.errors import ApiError
 from quart import Response, request
 
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.http import json_response
-from playtotv.protocol.errors import ApiError
 
 if TYPE_CHECKING:
-    from playtotv.context import NodeContext
     from playtotv.roles.core import CoreApi
+
+    from playtotv.context import NodeContext
 
 WEB_DIR = Path(__file__).with_name("web")
 #: Names a static file may have: no separators, no dot files; anything else is a 404 before any lookup.
@@ -90,7 +91,7 @@ class GatekeeperDirectory:
     """The gatekeeper URLs a page should try, from the registry, this node's own first (when it runs
     one: the page came from this host, so this host is reachable)."""
 
-    def __init__(self, ctx: "NodeContext") -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self._urls: list[str] = []
         self._read_at = float("-inf")
@@ -110,7 +111,7 @@ class GatekeeperDirectory:
         return self._urls
 
 
-def register(api: "CoreApi") -> None:
+def register(api: CoreApi) -> None:
     """Add the page routes to core's app (one call from ``roles/core/__init__.py``)."""
     app, ctx = api.app, api.ctx
     files = load_files()

@@ -17,12 +17,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
-from quart import Response, request
-
-from playtotv.credentials import QUEUE_ROLE, ExpiredTicket, InvalidTicket
-from playtotv.broker.base import BrokerUnavailable
-from playtotv.http import create_app, json_response, serve_http
-from playtotv.logs import event
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import (
     GatekeeperStatus,
@@ -32,13 +26,19 @@ from playtotv.protocol.rest import (
     SessionResponse,
     session_request_decoder,
 )
-from playtotv.registry.base import NodeInfo
 from playtotv.roles.gatekeeper.admissions import Admissions
 from playtotv.roles.gatekeeper.capacity import CapacityController, Slo
 from playtotv.roles.gatekeeper.fastpath import FastRefusals
 from playtotv.roles.gatekeeper.outcome import Place, Refusal
 from playtotv.roles.gatekeeper.placement import order_core, order_push
 from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
+from quart import Response, request
+
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.credentials import QUEUE_ROLE, ExpiredTicket, InvalidTicket
+from playtotv.http import create_app, json_response, serve_http
+from playtotv.logs import event
+from playtotv.registry.base import NodeInfo
 
 if TYPE_CHECKING:
     from playtotv.context import NodeContext
@@ -74,7 +74,7 @@ class Snapshot:
 
 
 class Gatekeeper:
-    def __init__(self, ctx: "NodeContext") -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         s = ctx.settings.gatekeeper
         self.licensed = s.licensed_capacity
@@ -286,7 +286,7 @@ def _push_endpoints(node: NodeInfo, wanted: list[str]) -> PushEndpoints:
     )
 
 
-async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     gatekeeper = Gatekeeper(ctx)
     ctx.gatekeeper = gatekeeper  # tests and in-process tools read its numbers
     app = create_app(ctx, "gatekeeper", max_body=MAX_BODY)

@@ -23,12 +23,13 @@ every ``POST /v1/session`` passes here first, and one over its address's limit i
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+from playtotv.protocol.errors import ApiError, ErrorCode
 
 from playtotv.http import CORS_HEADERS
-from playtotv.protocol.errors import ApiError, ErrorCode
 
 from .outcome import Refusal
 from .sessionlimit import SessionLimit
@@ -56,7 +57,7 @@ _STATIC_HEADERS = [(b"content-type", b"application/json")] + [
 class FastRefusals:
     """ASGI middleware in front of the gatekeeper's Quart app (see the module docstring)."""
 
-    def __init__(self, app: App, gatekeeper: "Gatekeeper", *, max_body: int) -> None:
+    def __init__(self, app: App, gatekeeper: Gatekeeper, *, max_body: int) -> None:
         self.app = app
         self.gatekeeper = gatekeeper
         self.max_body = max_body

@@ -15,8 +15,9 @@ client's own say). IPv6 clients count per /64, the block one subscriber is given
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.settings import GatekeeperSettings

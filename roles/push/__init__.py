@@ -51,7 +51,7 @@ LOAD_REPORT_INTERVAL = 0.5
 FANOUT_PERCENTILE = 0.99
 
 
-async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     settings = ctx.settings.push
     hub = Hub(ctx.broker, recovery_limit=settings.recovery_limit, linger=settings.channel_linger)
 
@@ -94,7 +94,7 @@ async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.T
 class PushRuntime:
     """The push role's live objects (``ctx.push``): for the load report, tests and debugging."""
 
-    ctx: "NodeContext"
+    ctx: NodeContext
     hub: Hub
     server: WebSocketServer
     polls: PollStats

@@ -9,7 +9,7 @@ nobody publishes to. Both transports apply the same two rules.
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 

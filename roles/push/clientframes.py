@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from playtotv.protocol.decoding import JsonDecoder
 from playtotv.protocol.push import (
     MAX_CLIENT_FRAME_BYTES,

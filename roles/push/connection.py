@@ -24,18 +24,18 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import trio
+from playtotv.protocol.push import Ping as PingFrame
+from playtotv.protocol.push import Pong as PongFrame
+from playtotv.protocol.push import Reconnect, Subscribe, Unsubscribe, encode_frame
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from playtotv.keys import user_channel
-from playtotv.protocol.push import Ping as PingFrame
-from playtotv.protocol.push import Pong as PongFrame
-from playtotv.protocol.push import Reconnect, Subscribe, Unsubscribe, encode_frame
 from playtotv.settings import PushSettings
 from playtotv.store.base import StoreUnavailable
 

@@ -28,13 +28,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Iterable, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import trio
+from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 
 from playtotv.broker.base import BrokerUnavailable, ChannelMessage, Channels, Subscription, SubscriptionReset
 from playtotv.logs import event
-from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 
 from . import wsframe
 from .fanout_delay import SlidingWindow
@@ -267,7 +268,7 @@ class Hub:
         if batch.error is not None:
             raise batch.error
 
-    async def _flush_batch(self, batch: "_AddBatch") -> None:
+    async def _flush_batch(self, batch: _AddBatch) -> None:
         try:
             async with self._subscription_lock:
                 # From here on new joins open the next batch, which waits for this one (and any remove).
@@ -391,7 +392,7 @@ class Hub:
             while True:
                 answers: list[bytes] = []
                 news = False
-                for request, state in zip(requests, states):
+                for request, state in zip(requests, states, strict=True):
                     body, has_news = await self._poll_answer(state, request)
                     answers.append(body)
                     news = news or has_news

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import trio
+from wsproto.events import CloseConnection
+from wsproto.utilities import LocalProtocolError
 
 from playtotv.accept import ConnectionGate, serve_tcp
 from playtotv.credentials import Ticket
 from playtotv.logs import event
 from playtotv.settings import split_bind
-
-from wsproto.events import CloseConnection
-from wsproto.utilities import LocalProtocolError
 
 from . import handshake, wsframe
 from .connection import ConnectionServices, WsConnection

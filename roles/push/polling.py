@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from playtotv.protocol.errors import ApiError, ErrorCode
+from playtotv.protocol.push import CHANNEL_REGEX
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from playtotv.credentials import InvalidTicket, Ticket, bearer_token
-from playtotv.protocol.errors import ApiError, ErrorCode
-from playtotv.protocol.push import CHANNEL_REGEX
 from playtotv.store.base import StoreUnavailable
 
 from .access import EpisodeDirectory, may_follow
@@ -53,7 +53,7 @@ class PollStats:
         self.active = 0
 
 
-def _ticket(ctx: "NodeContext") -> Ticket:
+def _ticket(ctx: NodeContext) -> Ticket:
     token = request.args.get("ticket") or bearer_token(request.headers.get("Authorization"))
     if not token:
         raise ApiError(ErrorCode.UNAUTHORIZED, "missing ticket")
@@ -116,7 +116,7 @@ async def _check_exist(directory: EpisodeDirectory, requests: list[PollRequest])
         raise ApiError(ErrorCode.UNAVAILABLE, str(e), retry_after=UNAVAILABLE_RETRY_AFTER) from None
 
 
-def add_poll_route(app: QuartTrio, ctx: "NodeContext", hub: Hub, stats: PollStats,
+def add_poll_route(app: QuartTrio, ctx: NodeContext, hub: Hub, stats: PollStats,
                    users: UserSlots, directory: EpisodeDirectory) -> None:
     @app.get(POLL_PATH)
     async def poll() -> Response:

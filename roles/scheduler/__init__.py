@@ -15,6 +15,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
+from playtotv.protocol.errors import ApiError
+from playtotv.roles.scheduler import timeline
+from playtotv.roles.scheduler.agenda import Agenda, Job
+from playtotv.roles.scheduler.housekeeping import housekeeping
+from playtotv.roles.scheduler.leadership import LEASE_NAME, Leadership
+from playtotv.roles.scheduler.probe import monitor
 
 from playtotv import keys
 from playtotv.broker.base import BrokerUnavailable, SubscriptionReset
@@ -22,12 +28,6 @@ from playtotv.gameplay.director import close_due_interactions, finish_opened
 from playtotv.gameplay.documents import InteractionDoc
 from playtotv.gameplay.service import Gameplay
 from playtotv.logs import event
-from playtotv.protocol.errors import ApiError
-from playtotv.roles.scheduler import timeline
-from playtotv.roles.scheduler.agenda import Agenda, Job
-from playtotv.roles.scheduler.housekeeping import housekeeping
-from playtotv.roles.scheduler.leadership import LEASE_NAME, Leadership
-from playtotv.roles.scheduler.probe import monitor
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ _notice_decoder = msgspec.json.Decoder(_Notice)
 
 
 class Scheduler:
-    def __init__(self, ctx: "NodeContext", leadership: Leadership) -> None:
+    def __init__(self, ctx: NodeContext, leadership: Leadership) -> None:
         self.ctx = ctx
         self.g = Gameplay.of(ctx)
         self.leadership = leadership
@@ -223,7 +223,7 @@ class Scheduler:
             await self.lead_while_leader()
 
 
-async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     leadership = Leadership(ctx)
     scheduler = Scheduler(ctx, leadership)
     ctx.scheduler = scheduler

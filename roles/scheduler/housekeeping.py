@@ -27,8 +27,9 @@ from playtotv.logs import event
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from playtotv.context import NodeContext
     from playtotv.roles.scheduler.leadership import Leadership
+
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.scheduler.housekeeping")
 
@@ -45,7 +46,7 @@ ENDED_HOT_STATE_TTL = 3600.0
 ENDED_BATCH = 50
 
 
-async def prune_registry(ctx: "NodeContext") -> None:
+async def prune_registry(ctx: NodeContext) -> None:
     removed = await ctx.registry.prune()
     if removed:
         event(log, "pruned dead registry entries", count=removed)
@@ -53,7 +54,7 @@ async def prune_registry(ctx: "NodeContext") -> None:
 
 async def wind_down_ended_episodes(gameplay: Gameplay) -> None:
     ended = from_docs(await gameplay.store.find(schema.EPISODES, {"status": "ended"}, order_by="ended_at",
-                                         descending=True, limit=ENDED_BATCH), EpisodeDoc)
+                                                descending=True, limit=ENDED_BATCH), EpisodeDoc)
     for episode in ended:
         await gameplay.broker.trim_history(keys.episode_channel(episode.id), ENDED_HISTORY_KEEP)
         for key in (keys.episode_viewers(episode.id), keys.leaderboard(episode.id)):
@@ -65,7 +66,7 @@ async def rebuild_missing_leaderboards(gameplay: Gameplay) -> None:
         await leaderboard.ensure(gameplay, episode.id)
 
 
-async def housekeeping(ctx: "NodeContext", leadership: "Leadership") -> None:
+async def housekeeping(ctx: NodeContext, leadership: Leadership) -> None:
     gameplay = Gameplay.of(ctx)
     duties = [
         (PRUNE_REGISTRY_EVERY, lambda: prune_registry(ctx)),
@@ -79,7 +80,7 @@ async def housekeeping(ctx: "NodeContext", leadership: "Leadership") -> None:
             nursery.start_soon(_every, period, duty, leadership)
 
 
-async def _every(period: float, duty, leadership: "Leadership") -> None:  # type: ignore[no-untyped-def]
+async def _every(period: float, duty, leadership: Leadership) -> None:  # type: ignore[no-untyped-def]
     while True:
         await trio.sleep(period)
         if leadership.token is None:

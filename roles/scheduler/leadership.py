@@ -24,7 +24,7 @@ class Leadership:
     """Keeps trying to hold the leader lease; renews at a third of its TTL so one slow renewal does not
     lose it. ``token`` is the fencing token while leading, else None."""
 
-    def __init__(self, ctx: "NodeContext") -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.ttl = ctx.settings.scheduler.lease_ttl
         self.token: int | None = None

@@ -20,9 +20,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
@@ -35,8 +36,9 @@ from playtotv.logs import event
 from playtotv.registry.base import NodeInfo
 
 if TYPE_CHECKING:
-    from playtotv.context import NodeContext
     from playtotv.roles.scheduler.leadership import Leadership
+
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.scheduler.probe")
 
@@ -74,7 +76,7 @@ async def probe_core(http: httpx.AsyncClient, url: str) -> float | None:
     return (time.perf_counter() - started) * 1000
 
 
-async def probe_push(ctx: "NodeContext", ws_url: str) -> float | None:
+async def probe_push(ctx: NodeContext, ws_url: str) -> float | None:
     """Publish → receipt over the node's WebSocket in ms, or None when the node failed it; raises
     ``Unmeasured`` when the broker could not publish."""
     user_id = f"probe-{ctx.node_id}"
@@ -103,7 +105,7 @@ async def probe_push(ctx: "NodeContext", ws_url: str) -> float | None:
         return None
 
 
-async def probe_once(ctx: "NodeContext", http: httpx.AsyncClient) -> ProbeReport:
+async def probe_once(ctx: NodeContext, http: httpx.AsyncClient) -> ProbeReport:
     """Probe every core and push node once: the worst figure of each kind from the nodes that passed,
     and the ids of those that failed."""
     nodes = await ctx.registry.nodes()
@@ -132,7 +134,7 @@ async def probe_once(ctx: "NodeContext", http: httpx.AsyncClient) -> ProbeReport
     return report
 
 
-async def monitor(ctx: "NodeContext", leadership: "Leadership") -> None:
+async def monitor(ctx: NodeContext, leadership: Leadership) -> None:
     async with httpx.AsyncClient(timeout=PROBE_TIMEOUT) as http:
         while True:
             await trio.sleep(PROBE_INTERVAL)

@@ -20,14 +20,15 @@ cancels what remains (an interaction of an ended episode cannot open).
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+
+from playtotv.protocol.errors import ApiError
+from playtotv.roles.scheduler.agenda import Job
 
 from playtotv.gameplay import director, results, schema
 from playtotv.gameplay.documents import EpisodeDoc, InteractionDoc, from_doc, from_docs
 from playtotv.gameplay.service import Gameplay
 from playtotv.logs import event
-from playtotv.protocol.errors import ApiError
-from playtotv.roles.scheduler.agenda import Job
 
 log = logging.getLogger("playtotv.scheduler")
 
@@ -70,7 +71,7 @@ async def all_jobs(gameplay: Gameplay) -> list[Job]:
             else:
                 jobs.extend(await jobs_of_episode(gameplay, episode))
     for doc in from_docs(await gameplay.store.find(schema.INTERACTIONS, {"status": "open"}, order_by="closes_at",
-                                            limit=DEADLINE_BATCH), InteractionDoc):
+                                                   limit=DEADLINE_BATCH), InteractionDoc):
         if doc.closes_at is not None:
             jobs.append(Job("close", doc.episode_id, doc.id, doc.closes_at))
     return jobs

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
+from playtotv.roles.worker.consumer import Backlog, Consumer
 
 from playtotv import keys
 from playtotv.broker.base import QueueItem
@@ -30,7 +31,6 @@ from playtotv.gameplay.jobs import AnsweredJob, EpisodeEndedJob, ScoreJob, job_d
 from playtotv.gameplay.service import Gameplay
 from playtotv.gameplay.stats import StatsPublisher
 from playtotv.logs import event
-from playtotv.roles.worker.consumer import Backlog, Consumer
 
 if TYPE_CHECKING:
     from playtotv.context import NodeContext
@@ -56,7 +56,7 @@ FINAL_STATS_TIMEOUT = 1.0
 
 
 class Worker:
-    def __init__(self, ctx: "NodeContext") -> None:
+    def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.gameplay = Gameplay.of(ctx)
         self.stats = StatsPublisher(self.gameplay, ctx.settings.worker.stats_interval)
@@ -88,7 +88,8 @@ class Worker:
             holder = f"{self.ctx.node_id}:{item.id}:{secrets.token_hex(4)}"
             match job:
                 case ScoreJob():
-                    finished = await reveal_scoring.score_episode(self.gameplay, job.episode_id, holder, job.interaction_ids)
+                    finished = await reveal_scoring.score_episode(self.gameplay, job.episode_id, holder,
+                                                                  job.interaction_ids)
                 case EpisodeEndedJob():
                     finished = await reveal_scoring.finish_episode(self.gameplay, job.episode_id, holder)
                 case AnsweredJob():
@@ -116,7 +117,7 @@ async def finish_in_process_queues(answers: Consumer, jobs: Consumer) -> None:
     event(log, "queues emptied before exit", answers=answers.processed, jobs=jobs.processed)
 
 
-async def run(ctx: "NodeContext", *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     worker = Worker(ctx)
     ctx.worker = worker
     settings = ctx.settings.worker

@@ -16,7 +16,8 @@ Failures are split by kind:
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -84,8 +85,8 @@ class Backlog:
 
 
 class Consumer:
-    def __init__(self, ctx: "NodeContext", queue: str, handler: Handler, batch_size: int,
-                 linger: float = 0.0, gate: "Backlog | None" = None, signal: "Backlog | None" = None) -> None:
+    def __init__(self, ctx: NodeContext, queue: str, handler: Handler, batch_size: int,
+                 linger: float = 0.0, gate: Backlog | None = None, signal: Backlog | None = None) -> None:
         self.ctx = ctx
         self.queue = queue
         self.handler = handler
