@@ -200,7 +200,8 @@ class PlayToTVClient:
             ):
                 await self._fail_over()
                 continue
-            self._slow = self._slow + 1 if rtt_ms > self.session["max_rtt_ms"] else 0
+            slow = self.session is not None and rtt_ms > self.session["max_rtt_ms"]
+            self._slow = self._slow + 1 if slow else 0
             if self._slow >= SLOW_STRIKES:
                 await self._fail_over()  # the answer still counts; the next call goes elsewhere
             if response.status_code >= 400:
@@ -375,7 +376,8 @@ class PushStream:
             self.state.channels.setdefault(own, ChannelPosition())
         http = self.client._http
         while True:
-            params = [*self.state.poll_params(), ("ticket", self.client.ticket), ("timeout", str(POLL_TIMEOUT))]
+            params = httpx.QueryParams([*self.state.poll_params(), ("ticket", self.client.ticket),
+                                        ("timeout", str(POLL_TIMEOUT))])
             response = await http.get(url, params=params, timeout=POLL_TIMEOUT + REQUEST_TIMEOUT)
             if response.status_code == 401:
                 await self.client.join()  # the ticket expired: a fresh one, same identity

@@ -226,7 +226,9 @@ async def serve_http(
         sock.listen(config.backlog)
         listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
     url = "http://" + repr_socket_addr(sockets[0].family, sockets[0].getsockname())
-    asgi = wrap_app(RequestDeadlines(app), config.wsgi_max_body_size, "asgi")
+    # Our middlewares type ASGI messages as plain dicts (httpdeadlines.Message); Quart and Hypercorn type
+    # them as unions of TypedDicts, which a dict-typed callable can never match: the boundary is untyped.
+    asgi = wrap_app(RequestDeadlines(app), config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     lifespan_state: dict[str, object] = {}
     lifespan = Lifespan(asgi, config, lifespan_state)
     context = WorkerContext(None)
@@ -238,7 +240,7 @@ async def serve_http(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(clock.watch, stream, nursery.cancel_scope)
             await TCPServer(asgi, config, context, {**lifespan_state, CLOCK_KEY: clock},
-                            ClockedStream(stream, clock))
+                            ClockedStream(stream, clock))  # type: ignore[arg-type]  # duck-types the stream
             nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as lifespan_nursery:

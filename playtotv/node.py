@@ -143,9 +143,10 @@ def build_keyring(settings: Settings) -> tuple[KeyRing, DirectorKeys, list[str]]
         event(log, f"{missing} not configured: generated for this run only (a restart invalidates them)")
     else:
         event(log, f"{missing} not configured: generated ones are kept in {path} (reused at every start)")
-    secret = settings.auth.secret or generated.secret
-    keys = settings.auth.director_keys or [generated.director_key]
-    assert secret is not None and all(keys)
+    generated_secret = settings.auth.secret or generated.secret
+    keys = settings.auth.director_keys or ([generated.director_key] if generated.director_key else [])
+    assert generated_secret is not None and keys  # load_or_generate made what was missing
+    secret = generated_secret
     ring = KeyRing.from_secrets(secret, settings.auth.previous_secrets)
     return ring, DirectorKeys(keys), [] if settings.auth.director_keys else list(keys)
 

@@ -158,7 +158,7 @@ class RedisEndpoint:
         (asking the Sentinels, for a Sentinel pool); coredis 6.9 has no public call for a connection
         outside the pool, which the broker needs for blocking commands and subscriptions."""
         pool = self.client.connection_pool
-        return await pool._construct_connection()  # type: ignore[attr-defined,no-any-return]
+        return await pool._construct_connection()
 
 
 @asynccontextmanager
@@ -179,7 +179,7 @@ async def open_redis(url: str, *, connect_timeout: float, stream_timeout: float)
         sentinel_kwargs={"connect_timeout": connect_timeout, "stream_timeout": stream_timeout},
         **options,
     )
-    credentials = {k: v for k, v in (("username", target.username), ("password", target.password)) if v}
+    credentials: dict[str, Any] = {k: v for k, v in (("username", target.username), ("password", target.password)) if v}
     async with sentinel:
         client = sentinel.primary_for(target.service, db=target.db, **credentials)
         async with client, trio.open_nursery() as nursery:
@@ -202,7 +202,8 @@ async def _follow_primary(endpoint: RedisEndpoint, sentinel: coredis.Sentinel[An
             await trio.lowlevel.checkpoint_if_cancelled()
             continue
         current = pool.location
-        if current is not None and (current.host, current.port) != (host, port):
+        # A Sentinel names a host and port: the pool's location is always a TCP one.
+        if isinstance(current, TCPLocation) and (current.host, current.port) != (host, port):
             pool.location = TCPLocation(host, port)
             endpoint.primary_lost(f"Sentinels name {host}:{port}, connected to {current.host}:{current.port}",
                                   certain=True)

@@ -278,8 +278,7 @@ def _operation(route: Route) -> dict[str, Any]:
 
 
 def _rest_models() -> list[type]:
-    models = {route.request for route in ROUTES} | {route.response for route in ROUTES}
-    models.discard(None)
+    models = {model for route in ROUTES for model in (route.request, route.response) if model is not None}
     return sorted(models, key=lambda m: m.__name__) + [ErrorBody]
 
 

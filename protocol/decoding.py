@@ -9,7 +9,7 @@ callers did not expect from a decoder — it became a 500 on HTTP and a dropped 
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -21,10 +21,15 @@ class JsonDecoder(Generic[T]):
 
     __slots__ = ("_decoder",)
 
-    def __init__(self, type: type[T] | Any) -> None:
+    @overload
+    def __init__(self: JsonDecoder[T], type: type[T]) -> None: ...
+    @overload  # a union of Structs is no ``type``: annotate the variable (``JsonDecoder[Frame]``)
+    def __init__(self, type: Any) -> None: ...
+
+    def __init__(self, type: Any) -> None:
         self._decoder: msgspec.json.Decoder[T] = msgspec.json.Decoder(type)
 
-    def decode(self, buf: bytes | str) -> T:
+    def decode(self, buf: bytes | bytearray | str) -> T:
         try:
             return self._decoder.decode(buf)
         except RecursionError:

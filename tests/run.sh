@@ -23,4 +23,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Lint and types first (seconds): configured in pyproject.toml, on the runtime packages.
+python3 -m ruff check playtotv roles protocol
+python3 tests/typecheck.py
 exec python3 -m pytest "$@"

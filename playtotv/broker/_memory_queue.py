@@ -107,7 +107,7 @@ class MemoryQueue:
 
     def _deliver_new(self, count: int) -> list[QueueItem]:
         visible_at = trio.current_time() + self._visibility_timeout
-        items = []
+        items: list[QueueItem] = []
         while len(items) < count and self._waiting:
             item_id, data = self._waiting.popleft()
             self._pending[item_id] = _Claim(data, 1, visible_at)

@@ -93,7 +93,7 @@ class DedicatedConnections:
                 b"WAIT", replicas, max(1, round(replica_timeout * 1000)),
                 timeout=timeout + replica_timeout, disconnect_on_cancellation=True,
             )
-            result = await reply, int(await confirmed)  # type: ignore[arg-type]
+            result = await reply, int(await confirmed)  # type: ignore[arg-type]  # WAIT's reply is an integer
         except BaseException:
             connection.invalidate("replicated write did not complete")
             raise

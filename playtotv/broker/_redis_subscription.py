@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import cast
 
 import trio
 from coredis.connection import BaseConnection
@@ -183,18 +184,19 @@ class RedisSubscription:
                 return
 
     def _handle(self, push: list[ResponseType]) -> ChannelMessage | None:
-        kind, key = push[0], push[1]
+        # A pub/sub push is [kind, channel key, payload], all bytes (coredis types any reply).
+        kind, key = push[0], cast(bytes, push[1])
         if kind == b"message":
-            channel = self._wanted.get(key)  # type: ignore[arg-type]
+            channel = self._wanted.get(key)
             if channel is None:
                 return None  # unsubscribed while the message was under way
             try:
-                return decode_envelope(channel, push[2])  # type: ignore[arg-type]
+                return decode_envelope(channel, cast(bytes, push[2]))
             except ValueError:
                 logger.warning("dropped a malformed message on %r (not published by a broker)", channel)
                 return None
         if kind == b"subscribe" and key in self._wanted:
-            self._acked.add(key)  # type: ignore[arg-type]
+            self._acked.add(key)
             self._ack_arrived.unpark_all()
         return None
 
@@ -203,8 +205,10 @@ class RedisSubscription:
             self._inbox.deliver(message)
 
     def _send(self, command: bytes, *args: bytes) -> None:
+        if self._connection is None:
+            return  # between connections: establishing the next one subscribes every wanted channel
         try:
-            self._connection.send_command(command, *args)  # type: ignore[union-attr]
+            self._connection.send_command(command, *args)
         except RedisConnectionError:
             pass  # the connection is going; re-establishing it subscribes every wanted channel
 

@@ -21,7 +21,7 @@ import functools
 import math
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 import coredis
 import msgspec
@@ -96,7 +96,7 @@ def _redis_call(*, retry_safe: bool) -> Callable[[_Method[_P, _R]], _Method[_P, 
     def decorate(method: _Method[_P, _R]) -> _Method[_P, _R]:
         @functools.wraps(method)
         async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            endpoint: RedisEndpoint = args[0].endpoint  # type: ignore[attr-defined]
+            endpoint: RedisEndpoint = args[0].endpoint  # type: ignore[attr-defined]  # args[0]: the broker (self)
             try:
                 return await method(*args, **kwargs)
             except (ResponseError, StalePrimaryError) as exc:
@@ -148,7 +148,7 @@ def _field(fields: list[bytes], name: bytes) -> bytes:
 def _new_items(answer: Any) -> list[QueueItem]:
     """Items from an XREADGROUP reply (RESP3: ``{stream: [[id, [field, value, ...]], ...]}``, or null when
     there was nothing to read)."""
-    entries = next(iter(answer.values()), []) if answer else []
+    entries: list[Any] = next(iter(answer.values()), []) if answer else []
     return [QueueItem(entry_id.decode(), _field(fields, b"d"), 1) for entry_id, fields in entries]
 
 
@@ -417,7 +417,8 @@ class RedisBroker:
         for entry in entries:
             fields = entry.field_values
             letters.append(
-                DeadLetter(fields[b"id"].decode(), fields[b"d"], int(fields[b"n"]), float(fields[b"t"]))
+                DeadLetter(cast(bytes, fields[b"id"]).decode(), cast(bytes, fields[b"d"]), int(fields[b"n"]),
+                           float(fields[b"t"]))
             )
         return letters
 
@@ -439,7 +440,7 @@ class RedisBroker:
     @_redis_call(retry_safe=False)
     async def set(self, key: str, value: bytes, ttl: float | None = None, only_new: bool = False) -> bool:
         px = _ms(check_ttl(ttl)) if ttl is not None else None
-        condition = coredis.PureToken.NX if only_new else None
+        condition: Literal[coredis.PureToken.NX] | None = coredis.PureToken.NX if only_new else None
         return bool(await self._client.set(redis_keys.user_key(key), value, px=px, condition=condition))
 
     @_redis_call(retry_safe=True)
@@ -477,7 +478,8 @@ class RedisBroker:
     @_redis_call(retry_safe=True)
     async def zadd(self, key: str, scores: dict[str, float]) -> None:
         if scores:
-            await self._client.zadd(redis_keys.user_key(key), dict(scores))
+            members: dict[str | bytes, float] = {member: score for member, score in scores.items()}
+            await self._client.zadd(redis_keys.user_key(key), members)
 
     @_redis_call(retry_safe=True)
     async def zadd_many(self, sets: Mapping[str, Mapping[str, float]]) -> None:
@@ -493,7 +495,7 @@ class RedisBroker:
         ranked = await self._client.zrange(
             redis_keys.user_key(key), start, stop, rev=True, withscores=True
         )
-        return [(member.decode(), float(score)) for member, score in ranked]
+        return [(cast(bytes, member).decode(), float(score)) for member, score in ranked]
 
     @_redis_call(retry_safe=True)
     async def zrank_desc(self, key: str, member: str) -> tuple[int, float] | None:

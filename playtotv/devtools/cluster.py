@@ -250,7 +250,7 @@ class LocalCluster:
             await trio.sleep(delay)
             delay = min(delay * 2, RESTART_DELAY_MAX)
             try:
-                await process.start(self._nursery)  # type: ignore[arg-type]
+                await process.start(self._nursery)
             except (RuntimeError, OSError, trio.TooSlowError) as e:
                 self._report(f"{process.name} did not come back: {e}")
                 continue
@@ -335,8 +335,8 @@ def endpoint_lines(cluster: LocalCluster) -> list[str]:
     """What ``playtotv cluster up`` prints: one line per endpoint, then the JSON of everything."""
     redis = cluster.redis.describe()
     lines = [f"redis url: {redis['url']}"]
-    lines += [f"redis data node: {a}" for a in redis["data_nodes"]]  # type: ignore[union-attr]
-    lines += [f"redis sentinel: {a}" for a in redis["sentinels"]]  # type: ignore[union-attr]
+    lines += [f"redis data node: {a}" for a in redis["data_nodes"]]
+    lines += [f"redis sentinel: {a}" for a in redis["sentinels"]]
     lines.append(f"store: {cluster.store_url}")
     lines.append(f"director key: {cluster.director_key}")
     for process in cluster.processes:

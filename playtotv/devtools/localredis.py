@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -205,7 +206,7 @@ class RedisProcess:
     def start_blocking(self, extra: list[str] | None = None) -> RedisProcess:
         """``start`` for synchronous callers (pytest fixtures, tests that restart their Redis): it blocks."""
         self.proc = subprocess.Popen(self._command(list(extra or [])), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, **child_options())  # type: ignore[arg-type]
+                                     stderr=subprocess.DEVNULL, **child_options())
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             self._check_running()
@@ -253,7 +254,9 @@ class RedisProcess:
     async def stop(self, timeout: float = 5.0) -> None:
         if not self.alive:
             return
-        assert self.proc is not None
+        if not isinstance(self.proc, trio.Process):  # started by start_blocking
+            await trio.to_thread.run_sync(self.stop_blocking, timeout)
+            return
         self.proc.terminate()
         with trio.move_on_after(timeout):
             await self.proc.wait()
@@ -462,7 +465,7 @@ class RedisTopology:
         if self._own_dir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> dict[str, Any]:
         return {
             "url": self.url,
             "data_nodes": [p.address for p in self.data],

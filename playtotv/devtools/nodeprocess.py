@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import trio
 
@@ -43,7 +44,7 @@ def playtotv_command(*args: str) -> list[str]:
     return [sys.executable, "-P", "-m", "playtotv.cli", *args]
 
 
-def child_options() -> dict[str, object]:
+def child_options() -> dict[str, Any]:
     """``open_process`` options for a supervised child: a session of its own, so a Ctrl-C in the terminal
     reaches only the supervisor, which then stops the children in order (drain first).
 

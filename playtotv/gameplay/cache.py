@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, cast
 
 import msgspec
 import trio
@@ -105,13 +105,13 @@ class TTLCache(Generic[V]):
         must not make everyone else's request fail."""
         found, value = self.get(key)
         if found:
-            return value  # type: ignore[return-value]
+            return cast(V, value)  # found: the stored V (None only if V allows it)
         self.misses += 1
         flight = self._flights.get(key)
         if flight is not None:
             await flight.done.wait()
             if not flight.failed:
-                return flight.value  # type: ignore[return-value]
+                return cast(V, flight.value)  # set by the loader of this key
             return await load()
         flight = self._flights[key] = _Flight()
         generation = self._invalidations

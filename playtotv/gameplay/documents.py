@@ -14,8 +14,11 @@ import msgspec
 from playtotv import keys
 from playtotv.protocol import kinds
 from playtotv.protocol.rest import (
+    EpisodeStatus,
     EpisodeView,
+    InteractionStatus,
     InteractionView,
+    Mode,
     Option,
     TimelineItem,
 )
@@ -47,8 +50,8 @@ class ShowDoc(_Doc, kw_only=True):
 class EpisodeDoc(_Doc, kw_only=True):
     show_id: str
     title: str
-    mode: str
-    status: str = "scheduled"  # scheduled → live → ended
+    mode: Mode
+    status: EpisodeStatus = "scheduled"  # scheduled → live → ended
     starts_at: float | None = None
     started_at: float | None = None
     #: When the episode actually went live (``started_at`` may lie in the past: a late start of a recording).
@@ -73,7 +76,7 @@ class InteractionDoc(_Doc, kw_only=True):
     scale: tuple[int, int] | None = None
     duration: float
     points: int
-    status: str = "draft"  # draft → open → closed → revealed
+    status: InteractionStatus = "draft"  # draft → open → closed → revealed
     opens_at: float | None = None
     closes_at: float | None = None
     #: When answers stopped being accepted: ``closes_at`` for a deadline close, earlier for a director's.
@@ -174,7 +177,7 @@ def interaction_view(doc: InteractionDoc, *, with_correct: bool) -> InteractionV
         episode_id=doc.episode_id,
         kind=doc.kind,
         prompt=doc.prompt,
-        status=doc.status,  # type: ignore[arg-type]
+        status=doc.status,
         options=list(doc.options),
         scale=doc.scale,
         duration=doc.duration,
@@ -190,8 +193,8 @@ def episode_view(doc: EpisodeDoc, current: InteractionDoc | None, now: float, *,
         id=doc.id,
         show_id=doc.show_id,
         title=doc.title,
-        mode=doc.mode,  # type: ignore[arg-type]
-        status=doc.status,  # type: ignore[arg-type]
+        mode=doc.mode,
+        status=doc.status,
         channel=keys.episode_channel(doc.id),
         current=interaction_view(current, with_correct=director) if current is not None else None,
         server_time=now,

@@ -19,7 +19,7 @@ from playtotv.gameplay import director, ids, publish, schema
 from playtotv.gameplay.documents import EpisodeDoc, _Doc, from_doc, from_docs, to_doc
 from playtotv.gameplay.service import Gameplay
 from playtotv.protocol.errors import ApiError
-from playtotv.protocol.rest import CreateSeries, Series, TimelineEntry, TimelineItem, check_interaction
+from playtotv.protocol.rest import CreateSeries, Mode, Series, TimelineEntry, TimelineItem, check_interaction
 
 #: Episodes are created this far ahead of their air time (audiences and directors see them coming).
 DEFAULT_HORIZON = 7 * 24 * 3600.0
@@ -32,7 +32,7 @@ class SeriesDoc(_Doc, kw_only=True):
     title: str
     time: str
     weekday: int | None = None
-    mode: str = "prerecorded"
+    mode: Mode = "prerecorded"
     timeline: list[TimelineEntry] = []
     first_after: float
     episodes: int | None = None

@@ -24,7 +24,7 @@ async def episode_stats(gameplay: Gameplay, episode_id: str) -> EpisodeStats:
     per_interaction = []
     for doc in interactions:
         counts = await results.counts(gameplay, doc)
-        per_interaction.append(InteractionStats(interaction_id=doc.id, kind=doc.kind, status=doc.status,  # type: ignore[arg-type]
+        per_interaction.append(InteractionStats(interaction_id=doc.id, kind=doc.kind, status=doc.status,
                                                 answers=sum(counts.values()), counts=counts))
     return EpisodeStats(
         episode_id=episode_id,

@@ -57,6 +57,8 @@ _INDEX_HEARTBEAT = lua_source("playtotv.registry", "index_heartbeat.lua")
 _INDEX_LIVE = lua_source("playtotv.registry", "index_live.lua")
 _INDEX_PRUNE = lua_source("playtotv.registry", "index_prune.lua")
 
+#: What ``translate_errors`` looks at: unavailability, and replies that may be a failover's.
+_TRANSLATED: tuple[type[BaseException], ...] = (*UNAVAILABLE, redis_errors.ResponseError)
 _encode = msgspec.json.Encoder().encode
 _decode_node = msgspec.json.Decoder(NodeInfo).decode
 
@@ -65,7 +67,7 @@ _decode_node = msgspec.json.Decoder(NodeInfo).decode
 def translate_errors(on_primary_lost: Callable[[str], None] | None = None) -> Iterator[None]:
     try:
         yield
-    except (*UNAVAILABLE, redis_errors.ResponseError) as exc:
+    except _TRANSLATED as exc:
         failover = is_failover_error(exc)
         if not failover and not isinstance(exc, UNAVAILABLE):
             raise  # a bug in a call, not an outage

@@ -71,11 +71,11 @@ def check_name(name: object, what: str = "field") -> str:
 
 
 def check_collection(name: object) -> str:
-    check_name(name, "collection")
+    checked = check_name(name, "collection")
     # SQLite reserves the sqlite_ prefix for its own tables; refuse it everywhere so both backends agree.
-    if name.lower().startswith("sqlite_"):  # type: ignore[union-attr]
-        raise ValueError(f"invalid collection name {name!r}: the sqlite_ prefix is reserved")
-    return name  # type: ignore[return-value]
+    if checked.lower().startswith("sqlite_"):
+        raise ValueError(f"invalid collection name {checked!r}: the sqlite_ prefix is reserved")
+    return checked
 
 
 def check_id(value: object) -> str:

@@ -10,10 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import trio
-from playtotv.roles.core import director_api, viewer_api, web
-from playtotv.roles.core.callers import Authenticator, FailedCredentials
-from playtotv.roles.core.names import TicketNames
-from playtotv.roles.core.request_latency import LatencyWindow
 
 from playtotv.broker.base import ReplicatedQueues
 from playtotv.gameplay.answers import AnswerBatcher
@@ -21,6 +17,10 @@ from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
+from playtotv.roles.core import director_api, viewer_api, web
+from playtotv.roles.core.callers import Authenticator, FailedCredentials
+from playtotv.roles.core.names import TicketNames
+from playtotv.roles.core.request_latency import LatencyWindow
 from playtotv.settings import ConfigError
 
 if TYPE_CHECKING:

@@ -14,11 +14,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from playtotv.protocol.errors import ApiError
 from quart import request
 
 from playtotv.credentials import DirectorKeys, ExpiredTicket, InvalidTicket, KeyRing, Ticket, WrongPurpose, bearer_token
 from playtotv.gameplay.ratelimit import TokenBuckets
+from playtotv.protocol.errors import ApiError
 
 log = logging.getLogger("playtotv.core.auth")
 

@@ -3,8 +3,14 @@ viewer ticket gets 403 and nothing else happens."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from quart import Response
+
+from playtotv.gameplay import director, series, stats
+from playtotv.gameplay.documents import interaction_view
+from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import (
     Accepted,
@@ -20,11 +26,6 @@ from playtotv.protocol.rest import (
     start_episode_decoder,
 )
 from playtotv.roles.core.inputs import body, path_id
-from quart import Response
-
-from playtotv.gameplay import director, series, stats
-from playtotv.gameplay.documents import interaction_view
-from playtotv.http import json_response
 
 if TYPE_CHECKING:
     from playtotv.roles.core import CoreApi
@@ -105,7 +106,7 @@ def register(api: CoreApi) -> None:
         auth.director()
         return json_response(await series.get_series(gameplay, path_id(series_id, "series")))
 
-    routes = [
+    routes: list[tuple[str, Callable[..., Awaitable[Response]], str]] = [
         ("/v1/shows", create_show, "POST"),
         ("/v1/shows/<show_id>/series", create_series, "POST"),
         ("/v1/series/<series_id>", get_series, "GET"),

@@ -3,15 +3,15 @@ before anything reaches the store or a broker key (docs/architecture.md §7)."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar
 
-from playtotv.protocol.decoding import JsonDecoder
-from playtotv.protocol.errors import ApiError
-from playtotv.protocol.rest import decode_request
 from quart import request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from playtotv.keys import ID_PATTERN
+from playtotv.protocol.decoding import JsonDecoder
+from playtotv.protocol.errors import ApiError
+from playtotv.protocol.rest import decode_request
 
 T = TypeVar("T")
 
@@ -41,10 +41,15 @@ def path_id(value: str, what: str) -> str:
     return value
 
 
-def leaderboard_query() -> tuple[str, int]:
-    scope = request.args.get("scope", "global")
-    if scope not in ("global", "friends"):
-        raise ApiError("bad_request", "scope must be global or friends")
+def leaderboard_query() -> tuple[Literal["global", "friends"], int]:
+    scope: Literal["global", "friends"]
+    match request.args.get("scope", "global"):
+        case "global":
+            scope = "global"
+        case "friends":
+            scope = "friends"
+        case _:
+            raise ApiError("bad_request", "scope must be global or friends")
     raw_limit = request.args.get("limit", str(LEADERBOARD_DEFAULT_LIMIT))
     try:
         limit = int(raw_limit)

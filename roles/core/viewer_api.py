@@ -4,9 +4,16 @@ call the read endpoints (it sees ``correct`` early, and is nobody on a leaderboa
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
+from quart import Response, request
+
+from playtotv.gameplay import answers, director, friends, leaderboard, notifications, profile, results
+from playtotv.gameplay.answers import AnswerItem
+from playtotv.gameplay.documents import interaction_view
+from playtotv.http import json_response
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.kinds import kind_list
 from playtotv.protocol.rest import (
@@ -16,12 +23,6 @@ from playtotv.protocol.rest import (
     update_profile_decoder,
 )
 from playtotv.roles.core.inputs import body, leaderboard_query, path_id
-from quart import Response, request
-
-from playtotv.gameplay import answers, director, friends, leaderboard, notifications, profile, results
-from playtotv.gameplay.answers import AnswerItem
-from playtotv.gameplay.documents import interaction_view
-from playtotv.http import json_response
 
 if TYPE_CHECKING:
     from playtotv.roles.core import CoreApi
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 def register(api: CoreApi) -> None:
     app, gameplay, auth, limit = api.app, api.gameplay, api.auth, api.max_body
 
-    async def interaction_or_404(interaction_id: str):  # type: ignore[no-untyped-def]
+    async def interaction_or_404(interaction_id: str):
         doc = await gameplay.interaction(path_id(interaction_id, "interaction"))
         if doc is None:
             raise ApiError("not_found", "unknown interaction")
@@ -78,7 +79,7 @@ def register(api: CoreApi) -> None:
         if await gameplay.episode(episode_id) is None:
             raise ApiError("not_found", "unknown episode")
         following = await friends.following(gameplay, caller.user_id) if caller.user_id and scope == "friends" else []
-        return json_response(await leaderboard.board(gameplay, episode_id, scope=scope,  # type: ignore[arg-type]
+        return json_response(await leaderboard.board(gameplay, episode_id, scope=scope,
                                                      limit=count, me=caller.user_id, following=following))
 
     # -- public -----------------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def register(api: CoreApi) -> None:
         since = request.args.get("since") or None
         return json_response(await notifications.list_for(gameplay, user_id, since, time.time()))
 
-    routes = [
+    routes: list[tuple[str, Callable[..., Awaitable[Response]], str]] = [
         ("/v1/interactions/<interaction_id>/answers", answer, "POST"),
         ("/v1/episodes/<episode_id>", get_episode, "GET"),
         ("/v1/interactions/<interaction_id>", get_interaction, "GET"),

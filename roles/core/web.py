@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
-from playtotv.protocol.errors import ApiError
 from quart import Response, request
 
 from playtotv.broker.base import BrokerUnavailable
 from playtotv.http import json_response
+from playtotv.protocol.errors import ApiError
 
 if TYPE_CHECKING:
-    from playtotv.roles.core import CoreApi
-
     from playtotv.context import NodeContext
+    from playtotv.roles.core import CoreApi
 
 WEB_DIR = Path(__file__).with_name("web")
 #: Names a static file may have: no separators, no dot files; anything else is a 404 before any lookup.

@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
+from quart import Response, request
+
+from playtotv.broker.base import BrokerUnavailable
+from playtotv.credentials import QUEUE_ROLE, ExpiredTicket, InvalidTicket
+from playtotv.http import create_app, json_response, serve_http
+from playtotv.logs import event
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import (
     GatekeeperStatus,
@@ -26,19 +32,13 @@ from playtotv.protocol.rest import (
     SessionResponse,
     session_request_decoder,
 )
+from playtotv.registry.base import NodeInfo
 from playtotv.roles.gatekeeper.admissions import Admissions
 from playtotv.roles.gatekeeper.capacity import CapacityController, Slo
 from playtotv.roles.gatekeeper.fastpath import FastRefusals
 from playtotv.roles.gatekeeper.outcome import Place, Refusal
 from playtotv.roles.gatekeeper.placement import order_core, order_push
 from playtotv.roles.gatekeeper.waiting_room import WaitingRoom
-from quart import Response, request
-
-from playtotv.broker.base import BrokerUnavailable
-from playtotv.credentials import QUEUE_ROLE, ExpiredTicket, InvalidTicket
-from playtotv.http import create_app, json_response, serve_http
-from playtotv.logs import event
-from playtotv.registry.base import NodeInfo
 
 if TYPE_CHECKING:
     from playtotv.context import NodeContext
@@ -207,7 +207,9 @@ class Gatekeeper:
 
     async def session(self) -> Response:
         now = time.time()
-        outcome = self.decide(await request.get_data(), now)
+        data = await request.get_data(as_text=False)
+        assert isinstance(data, bytes)  # as_text=False; Quart types both
+        outcome = self.decide(data, now)
         if isinstance(outcome, Refusal):
             return Response(outcome.body, status=503, headers={"Retry-After": outcome.retry_after},
                             content_type="application/json")
@@ -298,7 +300,7 @@ async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TAS
     app.add_url_rule("/v1/status", "status", status, methods=["GET"])
     async with trio.open_nursery() as nursery:
         # Refusals are answered beneath Quart (fastpath.py); everything else reaches the routes above.
-        front = FastRefusals(app, gatekeeper, max_body=MAX_BODY)
+        front = FastRefusals(app, gatekeeper, max_body=MAX_BODY)  # type: ignore[arg-type]  # see http.serve_http
         url = await nursery.start(serve_http, ctx, front, ctx.settings.gatekeeper.bind, "gatekeeper")
         ctx.endpoints["gatekeeper"] = ctx.public_url(url)
         await ctx.announce()

@@ -27,9 +27,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from playtotv.protocol.errors import ApiError, ErrorCode
 
 from playtotv.http import CORS_HEADERS
+from playtotv.protocol.errors import ApiError, ErrorCode
 
 from .outcome import Refusal
 from .sessionlimit import SessionLimit

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from playtotv.protocol.decoding import JsonDecoder
 from playtotv.protocol.push import (
     MAX_CLIENT_FRAME_BYTES,
@@ -39,7 +40,7 @@ class BadFrame(msgspec.Struct, frozen=True):
 _malformed_since_decoder = JsonDecoder(MalformedSince)
 
 
-def decode(raw: bytes | str) -> ClientFrame | MalformedSince | BadFrame:
+def decode(raw: bytes | bytearray | str) -> ClientFrame | MalformedSince | BadFrame:
     if len(raw) > MAX_CLIENT_FRAME_BYTES:
         return BadFrame("bad_request", f"frame larger than {MAX_CLIENT_FRAME_BYTES} bytes")
     try:

@@ -28,14 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
-from playtotv.protocol.push import Ping as PingFrame
-from playtotv.protocol.push import Pong as PongFrame
-from playtotv.protocol.push import Reconnect, Subscribe, Unsubscribe, encode_frame
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from playtotv.keys import user_channel
+from playtotv.protocol.push import Ping as PingFrame
+from playtotv.protocol.push import Pong as PongFrame
+from playtotv.protocol.push import Reconnect, Subscribe, Unsubscribe, encode_frame
 from playtotv.settings import PushSettings
 from playtotv.store.base import StoreUnavailable
 
@@ -97,7 +97,7 @@ class WsConnection:
         self._dropped = False
         self._read_scope: trio.CancelScope | None = None
         self._close_deadline = 0.0
-        self._parts: list[str | bytes] = []
+        self._parts: list[str | bytes | bytearray] = []
         self._parts_bytes = 0
 
     # -- the hub's side (synchronous, never raises) ------------------------------------------------------
@@ -258,10 +258,10 @@ class WsConnection:
             self.outbox.write(self.ws.send(event.response()), force=True)
         elif state is ConnectionState.OPEN:
             # wsproto reports a frame it could not parse this way: tell the client why, and hang up.
-            self.begin_close(event.code, event.reason)
+            self.begin_close(event.code, event.reason or "")
         self._done = True  # in every case, nothing more worth reading
 
-    async def _on_message_part(self, data: str | bytes, finished: bool) -> None:
+    async def _on_message_part(self, data: str | bytes | bytearray, finished: bool) -> None:
         size = len(data.encode()) if isinstance(data, str) else len(data)
         self._parts_bytes += size
         if self._parts_bytes > self.services.settings.max_frame_bytes:
@@ -276,12 +276,12 @@ class WsConnection:
         if len(parts) == 1:
             raw = parts[0]
         else:  # one message is all text or all bytes (its first frame's opcode decides)
-            raw = "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]
+            raw = "".join(parts) if isinstance(parts[0], str) else b"".join(parts)  # type: ignore[arg-type]  # one message's parts are all str or all bytes
         if self._closing:
             return  # the close handshake is under way: requests are no longer served
         await self._on_client_frame(raw)
 
-    async def _on_client_frame(self, raw: str | bytes) -> None:
+    async def _on_client_frame(self, raw: str | bytes | bytearray) -> None:
         match decode(raw):
             case Subscribe(channel=channel, since=since):
                 await self._subscribe(channel, since.epoch if since else None,

@@ -19,13 +19,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import h11
 import trio
-from playtotv.protocol.errors import ApiError, ErrorCode
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import AcceptConnection, RejectConnection, RejectData, Request
 from wsproto.handshake import H11Handshake
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from playtotv.credentials import InvalidTicket, Ticket, bearer_token
+from playtotv.protocol.errors import ApiError, ErrorCode
 
 from .users import UserSlots
 

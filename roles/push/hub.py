@@ -32,10 +32,10 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import trio
-from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 
 from playtotv.broker.base import BrokerUnavailable, ChannelMessage, Channels, Subscription, SubscriptionReset
 from playtotv.logs import event
+from playtotv.protocol.push import encode_message_frame, encode_poll_response, encode_subscribed_frame
 
 from . import wsframe
 from .fanout_delay import SlidingWindow
@@ -322,6 +322,7 @@ class Hub:
         state.subscribers.discard(subscriber)  # a re-subscribe: no live frames until the reply is sent
         try:
             await self._ready(state)
+            frames: list[bytes] | None
             if malformed:
                 frames = None
             elif since_epoch is None or since_offset is None:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from playtotv.protocol.errors import ApiError, ErrorCode
-from playtotv.protocol.push import CHANNEL_REGEX
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from playtotv.credentials import InvalidTicket, Ticket, bearer_token
+from playtotv.protocol.errors import ApiError, ErrorCode
+from playtotv.protocol.push import CHANNEL_REGEX
 from playtotv.store.base import StoreUnavailable
 
 from .access import EpisodeDirectory, may_follow

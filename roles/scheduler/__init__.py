@@ -15,12 +15,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
-from playtotv.protocol.errors import ApiError
-from playtotv.roles.scheduler import timeline
-from playtotv.roles.scheduler.agenda import Agenda, Job
-from playtotv.roles.scheduler.housekeeping import housekeeping
-from playtotv.roles.scheduler.leadership import LEASE_NAME, Leadership
-from playtotv.roles.scheduler.probe import monitor
 
 from playtotv import keys
 from playtotv.broker.base import BrokerUnavailable, SubscriptionReset
@@ -28,6 +22,12 @@ from playtotv.gameplay.director import close_due_interactions, finish_opened
 from playtotv.gameplay.documents import InteractionDoc
 from playtotv.gameplay.service import Gameplay
 from playtotv.logs import event
+from playtotv.protocol.errors import ApiError
+from playtotv.roles.scheduler import timeline
+from playtotv.roles.scheduler.agenda import Agenda, Job
+from playtotv.roles.scheduler.housekeeping import housekeeping
+from playtotv.roles.scheduler.leadership import LEASE_NAME, Leadership
+from playtotv.roles.scheduler.probe import monitor
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -27,9 +28,8 @@ from playtotv.logs import event
 from playtotv.store.base import StoreUnavailable
 
 if TYPE_CHECKING:
-    from playtotv.roles.scheduler.leadership import Leadership
-
     from playtotv.context import NodeContext
+    from playtotv.roles.scheduler.leadership import Leadership
 
 log = logging.getLogger("playtotv.scheduler.housekeeping")
 
@@ -80,7 +80,7 @@ async def housekeeping(ctx: NodeContext, leadership: Leadership) -> None:
             nursery.start_soon(_every, period, duty, leadership)
 
 
-async def _every(period: float, duty, leadership: Leadership) -> None:  # type: ignore[no-untyped-def]
+async def _every(period: float, duty: Callable[[], Awaitable[object]], leadership: Leadership) -> None:
     while True:
         await trio.sleep(period)
         if leadership.token is None:

@@ -36,9 +36,8 @@ from playtotv.logs import event
 from playtotv.registry.base import NodeInfo
 
 if TYPE_CHECKING:
-    from playtotv.roles.scheduler.leadership import Leadership
-
     from playtotv.context import NodeContext
+    from playtotv.roles.scheduler.leadership import Leadership
 
 log = logging.getLogger("playtotv.scheduler.probe")
 

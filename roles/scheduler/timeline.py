@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from playtotv.protocol.errors import ApiError
-from playtotv.roles.scheduler.agenda import Job
-
 from playtotv.gameplay import director, results, schema
 from playtotv.gameplay.documents import EpisodeDoc, InteractionDoc, from_doc, from_docs
 from playtotv.gameplay.service import Gameplay
 from playtotv.logs import event
+from playtotv.protocol.errors import ApiError
+from playtotv.roles.scheduler.agenda import Job
 
 log = logging.getLogger("playtotv.scheduler")
 

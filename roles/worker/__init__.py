@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import trio
-from playtotv.roles.worker.consumer import Backlog, Consumer
 
 from playtotv import keys
 from playtotv.broker.base import QueueItem
@@ -31,6 +30,7 @@ from playtotv.gameplay.jobs import AnsweredJob, EpisodeEndedJob, ScoreJob, job_d
 from playtotv.gameplay.service import Gameplay
 from playtotv.gameplay.stats import StatsPublisher
 from playtotv.logs import event
+from playtotv.roles.worker.consumer import Backlog, Consumer
 
 if TYPE_CHECKING:
     from playtotv.context import NodeContext
