@@ -29,7 +29,7 @@ import select
 import socket
 import sys
 import time
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import msgspec
 
@@ -44,6 +44,9 @@ RECV_BYTES = 65536
 #: Any fixed key does for a load generator (RFC 6455 wants it random to protect proxies, not servers).
 WS_KEY = base64.b64encode(b"bench-fanout-key").decode()
 TICKET_TTL = 3600.0
+OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
+#: What ``socket_event`` leaves its caller to do: drop the client, wait for more, or read its frames.
+LOST, WAITING, OPEN = "lost", "waiting", "open"
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -79,6 +82,80 @@ def say(**fields: object) -> None:
     sys.stdout.flush()
 
 
+def upgrade_request(url: SplitResult, ticket: str) -> bytes:
+    return (
+        f"GET {url.path}?ticket={ticket} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def open_client(epoll: select.epoll, url: SplitResult, ticket: str, user_id: str) -> Client | None:
+    """A non-blocking connection to ``url``, registered for the moment it connects; None when connecting
+    failed at once."""
+    request = upgrade_request(url, ticket)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    if sock.connect_ex((url.hostname or "127.0.0.1", url.port or 80)) not in (0, errno.EINPROGRESS):
+        sock.close()
+        return None
+    epoll.register(sock.fileno(), select.EPOLLOUT)
+    return Client(sock, request, user_id)
+
+
+def socket_event(client: Client, fd: int, epoll: select.epoll, channel: str) -> str:
+    """Advance ``client`` on one epoll event: once connected it sends the upgrade request; once the ``101``
+    is in, its PushClient session opens, subscribed to ``channel``. LOST: the connection failed or ended
+    (``client.state`` is left as it was, for the caller to count); WAITING: nothing to read yet; OPEN:
+    ``client.buffer`` holds what arrived (complete frames or not)."""
+    try:
+        if client.state == "connecting":
+            if client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                return LOST
+            client.sock.sendall(client.request)  # a few hundred bytes: fits any fresh send buffer
+            client.state = "upgrading"
+            epoll.modify(fd, select.EPOLLIN)
+            return WAITING
+        data = client.sock.recv(RECV_BYTES)
+    except OSError:
+        return LOST
+    if not data:
+        return LOST
+    client.buffer += data
+    if client.state == "upgrading":
+        end = client.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return WAITING
+        if not client.buffer.startswith(b"HTTP/1.1 101"):
+            return LOST
+        del client.buffer[: end + 4]
+        frames = client.protocol.connection_made() + [client.protocol.subscribe(channel)]
+        client.sock.sendall(b"".join(client_frame(OPCODE_TEXT, f) for f in frames))
+        client.state = "subscribing"
+    return OPEN
+
+
+def split_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
+    """Complete server frames (never masked or fragmented) taken off the front of ``buffer``."""
+    frames = []
+    pos, end = 0, len(buffer)
+    while end - pos >= 2:
+        opcode, length, start = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, pos + 2
+        if length == 126:
+            if end - start < 2:
+                break
+            length, start = int.from_bytes(buffer[start:start + 2], "big"), start + 2
+        elif length == 127:
+            if end - start < 8:
+                break
+            length, start = int.from_bytes(buffer[start:start + 8], "big"), start + 8
+        if end - start < length:
+            break
+        frames.append((opcode, bytes(buffer[start:start + length])))
+        pos = start + length
+    del buffer[:pos]
+    return frames
+
+
 class Generator:
     def __init__(self, urls: list[str], clients: int, secret: str, channel: str, messages: int, prefix: str):
         self.ring = KeyRing.from_secrets(secret)
@@ -102,31 +179,16 @@ class Generator:
         self.last_at = [0.0] * messages
 
     # -- connecting ------------------------------------------------------------------------------------------
-    def _request(self, index: int) -> tuple[tuple[str, int], bytes]:
-        url = self.urls[index % len(self.urls)]
-        token, _ = self.ring.issue(self._user(index), ttl=TICKET_TTL)
-        host = f"{url.hostname}:{url.port}"
-        request = (
-            f"GET {url.path}?ticket={token} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        return (url.hostname or "127.0.0.1", url.port or 80), request
-
     def _user(self, index: int) -> str:
         return f"{self.prefix}{index}"
 
     def _start(self, index: int) -> bool:
-        address, request = self._request(index)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        err = sock.connect_ex(address)
-        if err not in (0, errno.EINPROGRESS):
-            sock.close()
+        token, _ = self.ring.issue(self._user(index), ttl=TICKET_TTL)
+        client = open_client(self.epoll, self.urls[index % len(self.urls)], token, self._user(index))
+        if client is None:
             self.failed += 1
             return False
-        client = Client(sock, request, self._user(index))
-        self.by_fd[sock.fileno()] = client
-        self.epoll.register(sock.fileno(), select.EPOLLOUT)
+        self.by_fd[client.sock.fileno()] = client
         return True
 
     def connect_all(self) -> None:
@@ -137,10 +199,10 @@ class Generator:
             while started < self.total and in_flight < CONNECT_WINDOW:
                 in_flight += self._start(started)
                 started += 1
-            for fd, mask in self.epoll.poll(0.5):
+            for fd, _ in self.epoll.poll(0.5):
                 client = self.by_fd[fd]
                 before = client.state
-                self._handshake_step(fd, client, mask)
+                self._handshake_step(fd, client)
                 if before != "ready" and client.state in ("ready", "failed"):
                     in_flight -= 1
         for fd, client in list(self.by_fd.items()):
@@ -156,68 +218,22 @@ class Generator:
         client.sock.close()
         del self.by_fd[fd]
 
-    def _handshake_step(self, fd: int, client: Client, mask: int) -> None:
-        try:
-            if client.state == "connecting":
-                if client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    self._fail(fd, client)
-                    return
-                client.sock.sendall(client.request)  # ~300 bytes: fits any fresh send buffer
-                client.state = "upgrading"
-                self.epoll.modify(fd, select.EPOLLIN)
-                return
-            data = client.sock.recv(RECV_BYTES)
-        except OSError:
+    def _handshake_step(self, fd: int, client: Client) -> None:
+        outcome = socket_event(client, fd, self.epoll, self.channel)
+        if outcome == LOST:
             self._fail(fd, client)
-            return
-        if not data:
-            self._fail(fd, client)
-            return
-        client.buffer += data
-        if client.state == "upgrading":
-            end = client.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not client.buffer.startswith(b"HTTP/1.1 101"):
-                self._fail(fd, client)
-                return
-            del client.buffer[: end + 4]
-            frames = client.protocol.connection_made() + [client.protocol.subscribe(self.channel)]
-            client.sock.sendall(b"".join(client_frame(0x1, f) for f in frames))
-            client.state = "subscribing"
-        self._frames(client, time.time())
+        elif outcome == OPEN:
+            self._frames(client, time.time())
 
     # -- frames ------------------------------------------------------------------------------------------------
     def _frames(self, client: Client, now: float) -> None:
-        buffer = client.buffer
-        pos = 0
-        end = len(buffer)
-        while end - pos >= 2:
-            opcode = buffer[pos] & 0x0F
-            length = buffer[pos + 1] & 0x7F
-            start = pos + 2
-            if length == 126:
-                if end - start < 2:
-                    break
-                length = int.from_bytes(buffer[start:start + 2], "big")
-                start += 2
-            elif length == 127:
-                if end - start < 8:
-                    break
-                length = int.from_bytes(buffer[start:start + 8], "big")
-                start += 8
-            if end - start < length:
-                break
-            payload = bytes(buffer[start:start + length])
-            pos = start + length
-            if opcode == 0x1:
+        for opcode, payload in split_frames(client.buffer):
+            if opcode == OPCODE_TEXT:
                 self._text(client, payload, now)
-            elif opcode == 0x9:  # keepalive ping: answer, or the server closes us as idle
-                client.sock.send(client_frame(0xA, payload))
-            elif opcode == 0x8:
+            elif opcode == OPCODE_PING:  # keepalive ping: answer, or the server closes us as idle
+                client.sock.send(client_frame(OPCODE_PONG, payload))
+            elif opcode == OPCODE_CLOSE:
                 client.state = "closed"
-        if pos:
-            del buffer[:pos]
 
     def _text(self, client: Client, payload: bytes, now: float) -> None:
         for event in client.protocol.receive(payload):
@@ -229,7 +245,7 @@ class Generator:
                     self.ready += 1
             elif isinstance(event, Resubscribe):
                 self.gaps += 1
-                client.sock.send(client_frame(0x1, event.frame))
+                client.sock.send(client_frame(OPCODE_TEXT, event.frame))
 
     def _message(self, client: Client, event: MessageReceived, now: float) -> None:
         k = client.received

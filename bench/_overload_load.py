@@ -23,43 +23,32 @@ epoll: near 1.0 the generator, not the server, would set the pace.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import select
-import socket
 import sys
 import time
 from collections import deque
 from urllib.parse import urlsplit
 
-from bench._fanout_load import RECV_BYTES, WS_KEY, Client, client_frame, raise_fd_limit, say
+from bench._fanout_load import (
+    LOST,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    OPCODE_TEXT,
+    WAITING,
+    Client,
+    client_frame,
+    open_client,
+    raise_fd_limit,
+    say,
+    socket_event,
+    split_frames,
+)
 from playtotv.pushclient import MessageReceived, ReconnectRequested, Resubscribe, Subscribed
 
 #: Handshakes in flight at once: more would only queue in the server's accept backlog.
 CONNECT_WINDOW = 64
-OPCODE_TEXT, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG = 0x1, 0x8, 0x9, 0xA
-
-
-def split_frames(buffer: bytearray) -> list[tuple[int, bytes]]:
-    """Complete server frames (never masked or fragmented) taken off the front of ``buffer``."""
-    frames = []
-    pos, end = 0, len(buffer)
-    while end - pos >= 2:
-        opcode, length, start = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F, pos + 2
-        if length == 126:
-            if end - start < 2:
-                break
-            length, start = int.from_bytes(buffer[start:start + 2], "big"), start + 2
-        elif length == 127:
-            if end - start < 8:
-                break
-            length, start = int.from_bytes(buffer[start:start + 8], "big"), start + 8
-        if end - start < length:
-            break
-        frames.append((opcode, bytes(buffer[start:start + length])))
-        pos = start + length
-    del buffer[:pos]
-    return frames
 
 
 class Generator:
@@ -100,20 +89,11 @@ class Generator:
             self._start(url, ticket)
 
     def _start(self, url: str, ticket: str) -> None:
-        parts = urlsplit(url)
-        request = (
-            f"GET {parts.path}?ticket={ticket} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
-            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        if sock.connect_ex((parts.hostname or "127.0.0.1", parts.port or 80)) not in (0, errno.EINPROGRESS):
-            sock.close()
+        client = open_client(self.epoll, urlsplit(url), ticket, user_id="")
+        if client is None:
             self.counts["failed"] += 1
             return
-        self.by_fd[sock.fileno()] = Client(sock, request, user_id="")
-        self.epoll.register(sock.fileno(), select.EPOLLOUT)
+        self.by_fd[client.sock.fileno()] = client
         self.in_flight += 1
 
     def _drop(self, fd: int, client: Client, outcome: str) -> None:
@@ -129,34 +109,12 @@ class Generator:
 
     # -- socket events -----------------------------------------------------------------------------------
     def on_event(self, fd: int, client: Client, now: float) -> None:
-        try:
-            if client.state == "connecting":
-                if client.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-                    self._drop(fd, client, "failed")
-                    return
-                client.sock.sendall(client.request)  # ~400 bytes: fits any fresh send buffer
-                client.state = "upgrading"
-                self.epoll.modify(fd, select.EPOLLIN)
-                return
-            data = client.sock.recv(RECV_BYTES)
-        except OSError:
+        outcome = socket_event(client, fd, self.epoll, self.channel)
+        if outcome == LOST:
             self._drop(fd, client, "failed" if client.state != "ready" else "closed")
             return
-        if not data:
-            self._drop(fd, client, "failed" if client.state != "ready" else "closed")
+        if outcome == WAITING:
             return
-        client.buffer += data
-        if client.state == "upgrading":
-            end = client.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if not client.buffer.startswith(b"HTTP/1.1 101"):
-                self._drop(fd, client, "failed")
-                return
-            del client.buffer[: end + 4]
-            frames = client.protocol.connection_made() + [client.protocol.subscribe(self.channel)]
-            client.sock.sendall(b"".join(client_frame(OPCODE_TEXT, f) for f in frames))
-            client.state = "subscribing"
         for opcode, payload in split_frames(client.buffer):
             if opcode == OPCODE_TEXT:
                 self._text(client, payload, now)

@@ -8,10 +8,11 @@ server process and the figures measure the server, not the client.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import time
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 import httpx
 import trio
@@ -177,6 +178,14 @@ def thread_cpu_seconds(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue  # a thread that ended meanwhile
     return total / 1e9
+
+
+def run_on_private_redis(run: Callable[[Any, str], Awaitable[dict[str, Any]]]) -> int:
+    """``run(redis, db_path)`` against ``redis_and_workdir``; its result goes to stdout as one JSON line."""
+    with redis_and_workdir() as (redis, db):
+        result = trio.run(run, redis, db)
+    print(json.dumps(result))
+    return 0
 
 
 @contextlib.contextmanager

@@ -31,7 +31,6 @@ collapsed stacks to ``bench/out/admission-<phase>.txt``. Prints one JSON object 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from typing import Any, Callable
 import msgspec
 import trio
 
-from bench._play import redis_and_workdir, OUT_DIR, KeepAliveHttp, cpu_seconds, node_env, start_node, start_process
+from bench._play import run_on_private_redis, OUT_DIR, KeepAliveHttp, cpu_seconds, node_env, start_node, start_process
 from playtotv.percentile import percentile
 
 WARMUP_SECONDS = 1.0
@@ -233,10 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--clients, --seconds and --rounds must be positive")
-    with redis_and_workdir() as (redis, db):
-        result = trio.run(bench, args, redis.url, db)
-    print(json.dumps(result))
-    return 0
+    return run_on_private_redis(lambda redis, db: bench(args, redis.url, db))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from statistics import median
@@ -33,7 +32,7 @@ import trio
 from playtotv.credentials import KeyRing
 from playtotv.percentile import percentile
 from bench._play import (
-    redis_and_workdir,
+    run_on_private_redis,
     SECRET,
     Director,
     cpu_seconds,
@@ -191,10 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1, help="alternate ceiling and answers runs; medians")
     args = parser.parse_args(argv)
-    with redis_and_workdir() as (redis, db):
-        result = trio.run(bench, args, redis.url, redis.pid, db)
-    print(json.dumps(result))
-    return 0
+    return run_on_private_redis(lambda redis, db: bench(args, redis.url, redis.pid, db))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from playtotv.credentials import KeyRing
 from playtotv.broker import open_broker
 from playtotv.gameplay.answers import DEDUPE_MARGIN, AnswerItem, encode_item
 from playtotv.percentile import percentile
-from bench._play import redis_and_workdir, SECRET, Director, KeepAliveHttp, node_env, post_request, start_node
+from bench._play import run_on_private_redis, SECRET, Director, KeepAliveHttp, node_env, post_request, start_node
 
 #: Answers enqueued per broker call while pre-filling the queue.
 FILL_CHUNK = 1000
@@ -169,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=200.0, help="background answers per second (lag phase)")
     args = parser.parse_args(argv)
-    with redis_and_workdir() as (redis, db):
-        result = trio.run(bench, args, redis.url, db)
-    print(json.dumps(result))
-    return 0
+    return run_on_private_redis(lambda redis, db: bench(args, redis.url, db))
 
 
 if __name__ == "__main__":

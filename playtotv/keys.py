@@ -7,6 +7,7 @@ before they reach these functions (see ``validate_id``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 #: Prefix of every key this platform writes, so one Redis can be shared and inspected easily.
 PREFIX = "ptv:"
@@ -20,34 +21,25 @@ def validate_id(value: str) -> str:
     return value
 
 
+def _named(prefix: str) -> Callable[[str], str]:
+    """The builder of the names ``prefix`` + one id: most keys are a fixed tag and one id."""
+
+    def name(id: str) -> str:
+        return f"{prefix}{id}"
+
+    return name
+
+
 # -- broker internals (channels) ----------------------------------------------------------------------
-def channel_pubsub(channel: str) -> str:
-    return f"{PREFIX}ch:{channel}"
-
-
-def channel_history(channel: str) -> str:
-    return f"{PREFIX}hist:{channel}"
-
-
-def channel_offset(channel: str) -> str:
-    return f"{PREFIX}off:{channel}"
-
-
-def channel_epoch(channel: str) -> str:
-    return f"{PREFIX}epoch:{channel}"
-
-
-def publish_marker(marker: str) -> str:
-    return f"{PREFIX}pubonce:{marker}"
-
+channel_pubsub = _named(f"{PREFIX}ch:")
+channel_history = _named(f"{PREFIX}hist:")
+channel_offset = _named(f"{PREFIX}off:")
+channel_epoch = _named(f"{PREFIX}epoch:")
+publish_marker = _named(f"{PREFIX}pubonce:")
 
 # -- broker internals (queues, leases) -----------------------------------------------------------------
-def queue_stream(queue: str) -> str:
-    return f"{PREFIX}q:{queue}"
-
-
-def queue_dead(queue: str) -> str:
-    return f"{PREFIX}qdead:{queue}"
+queue_stream = _named(f"{PREFIX}q:")
+queue_dead = _named(f"{PREFIX}qdead:")
 
 
 def queue_dedupe(queue: str, key: str) -> str:
@@ -56,35 +48,22 @@ def queue_dedupe(queue: str, key: str) -> str:
 
 QUEUE_GROUP = "workers"
 
-
-def lease(name: str) -> str:
-    return f"{PREFIX}lease:{name}"
-
-
-def lease_token(name: str) -> str:
-    return f"{PREFIX}leasetok:{name}"
-
-
-def user_key(key: str) -> str:
-    """Counters, hashes and sorted sets that callers name (stats, leaderboards) live under one prefix."""
-    return f"{PREFIX}k:{key}"
+lease = _named(f"{PREFIX}lease:")
+lease_token = _named(f"{PREFIX}leasetok:")
+#: Counters, hashes and sorted sets that callers name (stats, leaderboards) live under one prefix.
+user_key = _named(f"{PREFIX}k:")
 
 
 # -- registry -------------------------------------------------------------------------------------------
 REGISTRY_INDEX = f"{PREFIX}nodes"
 
 
-def registry_node(node_id: str) -> str:
-    return f"{PREFIX}node:{node_id}"
+registry_node = _named(f"{PREFIX}node:")
 
 
 # -- channel names (what clients subscribe to) ------------------------------------------------------------
-def episode_channel(episode_id: str) -> str:
-    return f"episode:{episode_id}"
-
-
-def user_channel(user_id: str) -> str:
-    return f"user:{user_id}"
+episode_channel = _named("episode:")
+user_channel = _named("user:")
 
 
 # -- gameplay (core, worker, scheduler) -----------------------------------------------------------------
@@ -113,31 +92,18 @@ def answer_set(interaction_id: str, choice: str) -> str:
     return f"ans:{interaction_id}:{choice}"
 
 
-def answer_sets_marker(interaction_id: str) -> str:
-    """Present while the answer sets of an interaction are complete; missing after Redis lost them, which
-    tells readers to rebuild them from the store."""
-    return f"ansok:{interaction_id}"
-
-
-def stats_throttle(interaction_id: str) -> str:
-    """Held for one stats interval by the worker that published ``stats.updated`` (one publisher per
-    interval across all workers)."""
-    return f"statsthr:{interaction_id}"
-
-
-def episode_viewers(episode_id: str) -> str:
-    """Sorted set of users who answered in an episode (score: last answer time)."""
-    return f"viewers:{episode_id}"
-
-
-def leaderboard(episode_id: str) -> str:
-    """Sorted set user → episode score; rebuilt from the store's score documents when missing."""
-    return f"lb:{episode_id}"
-
-
-def scoring_lease(episode_id: str) -> str:
-    """Lease name serialising the scoring of one episode (streaks depend on reveal order)."""
-    return f"scoring:{episode_id}"
+#: Present while the answer sets of an interaction are complete; missing after Redis lost them, which
+#: tells readers to rebuild them from the store.
+answer_sets_marker = _named("ansok:")
+#: Held for one stats interval by the worker that published ``stats.updated`` (one publisher per
+#: interval across all workers).
+stats_throttle = _named("statsthr:")
+#: Sorted set of users who answered in an episode (score: last answer time).
+episode_viewers = _named("viewers:")
+#: Sorted set user → episode score; rebuilt from the store's score documents when missing.
+leaderboard = _named("lb:")
+#: Lease name serialising the scoring of one episode (streaks depend on reveal order).
+scoring_lease = _named("scoring:")
 
 
 def friend_notify_throttle(kind: str, follower_id: str) -> str:

@@ -248,30 +248,25 @@ def encode_subscribed_frame(
 ) -> bytes:
     """The ``subscribed`` frame, splicing ``message`` frames already built by :func:`encode_message_frame`
     (the push server keeps recent frames as bytes, so a resubscribe storm re-encodes nothing)."""
-    return b"".join(
-        (
-            b'{"type":"subscribed","channel":',
-            _encode(channel),
-            b',"epoch":',
-            _encode(epoch),
-            b',"offset":',
-            b"%d" % offset,
-            b',"recovered":',
-            b"true" if recovered else b"false",
-            b',"missed":',
-            _frames_list(missed_frames),
-            b"}",
-        )
-    )
+    return _position_with_frames(b'{"type":"subscribed","channel":', channel, epoch, offset, recovered,
+                                 b',"missed":', missed_frames)
 
 
 def encode_poll_response(
     channel: str, epoch: str, offset: int, recovered: bool, message_frames: list[bytes]
 ) -> bytes:
     """The long-poll body (:class:`PollResponse`), splicing pre-built ``message`` frames."""
+    return _position_with_frames(b'{"channel":', channel, epoch, offset, recovered, b',"messages":', message_frames)
+
+
+def _position_with_frames(
+    head: bytes, channel: str, epoch: str, offset: int, recovered: bool, frames_key: bytes, frames: list[bytes]
+) -> bytes:
+    """``head`` + channel, epoch, offset, recovered, then ``frames_key`` + the spliced frames: the shape both
+    the ``subscribed`` frame and the poll body share."""
     return b"".join(
         (
-            b'{"channel":',
+            head,
             _encode(channel),
             b',"epoch":',
             _encode(epoch),
@@ -279,8 +274,8 @@ def encode_poll_response(
             b"%d" % offset,
             b',"recovered":',
             b"true" if recovered else b"false",
-            b',"messages":',
-            _frames_list(message_frames),
+            frames_key,
+            _frames_list(frames),
             b"}",
         )
     )

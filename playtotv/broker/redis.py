@@ -97,28 +97,22 @@ def _redis_call(*, retry_safe: bool) -> Callable[[_Method[_P, _R]], _Method[_P, 
         @functools.wraps(method)
         async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             endpoint: RedisEndpoint = args[0].endpoint  # type: ignore[attr-defined]  # args[0]: the broker (self)
-            try:
-                return await method(*args, **kwargs)
-            except (ResponseError, StalePrimaryError) as exc:
-                if not is_failover_error(exc):
-                    raise
-                endpoint.primary_lost(f"{type(exc).__name__}: {str(exc)[:80]}")
-            except _UNAVAILABLE as exc:
-                # coredis turns a cancellation that lands while it sets up a connection into a
-                # ConnectionError (6.9); let the cancellation win, or cancel scopes would not work.
-                await trio.lowlevel.checkpoint_if_cancelled()
-                if not (retry_safe and isinstance(exc, RedisConnectionError)):
-                    raise BrokerUnavailable(f"redis: {exc}") from exc
-            try:
-                return await method(*args, **kwargs)
-            except (ResponseError, StalePrimaryError) as exc:
-                if not is_failover_error(exc):
-                    raise
-                endpoint.primary_lost(f"{type(exc).__name__}: {str(exc)[:80]}")
-                raise BrokerUnavailable(f"redis: failing over ({exc})") from exc
-            except _UNAVAILABLE as exc:
-                await trio.lowlevel.checkpoint_if_cancelled()
-                raise BrokerUnavailable(f"redis: {exc}") from exc
+            for second_try in (False, True):
+                try:
+                    return await method(*args, **kwargs)
+                except (ResponseError, StalePrimaryError) as exc:
+                    if not is_failover_error(exc):
+                        raise
+                    endpoint.primary_lost(f"{type(exc).__name__}: {str(exc)[:80]}")
+                    if second_try:
+                        raise BrokerUnavailable(f"redis: failing over ({exc})") from exc
+                except _UNAVAILABLE as exc:
+                    # coredis turns a cancellation that lands while it sets up a connection into a
+                    # ConnectionError (6.9); let the cancellation win, or cancel scopes would not work.
+                    await trio.lowlevel.checkpoint_if_cancelled()
+                    if second_try or not (retry_safe and isinstance(exc, RedisConnectionError)):
+                        raise BrokerUnavailable(f"redis: {exc}") from exc
+            raise AssertionError("unreachable: the second try returns or raises")
 
         return call
 

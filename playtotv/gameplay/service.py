@@ -15,8 +15,9 @@ import trio
 from playtotv.broker.base import Broker
 from playtotv.context import NodeContext
 from playtotv.gameplay import schema
-from playtotv.gameplay.cache import Kind, LocalCaches, announce_invalidation
+from playtotv.gameplay.cache import Kind, LocalCaches, TTLCache, announce_invalidation
 from playtotv.gameplay.documents import (
+    D,
     EpisodeDoc,
     InteractionDoc,
     ShowDoc,
@@ -75,26 +76,25 @@ class Gameplay:
 
     # -- reads ------------------------------------------------------------------------------------------
     async def show(self, show_id: str) -> ShowDoc | None:
-        doc = await self.store.get(schema.SHOWS, show_id)
-        return from_doc(doc, ShowDoc) if doc else None
+        return await self._document(schema.SHOWS, show_id, ShowDoc, None)
 
     async def episode(self, episode_id: str, *, fresh: bool = False) -> EpisodeDoc | None:
-        async def load() -> EpisodeDoc | None:
-            doc = await self.store.get(schema.EPISODES, episode_id)
-            return from_doc(doc, EpisodeDoc) if doc else None
-
-        if fresh:
-            return await load()
-        return await self.caches.episodes.get_or_load(episode_id, load)
+        return await self._document(schema.EPISODES, episode_id, EpisodeDoc, None if fresh else self.caches.episodes)
 
     async def interaction(self, interaction_id: str, *, fresh: bool = False) -> InteractionDoc | None:
-        async def load() -> InteractionDoc | None:
-            doc = await self.store.get(schema.INTERACTIONS, interaction_id)
-            return from_doc(doc, InteractionDoc) if doc else None
+        cache = None if fresh else self.caches.interactions
+        return await self._document(schema.INTERACTIONS, interaction_id, InteractionDoc, cache)
 
-        if fresh:
+    async def _document(self, collection: str, id: str, cls: type[D], cache: TTLCache | None) -> D | None:
+        """One document read from the store, through ``cache`` unless it is None (a fresh read)."""
+
+        async def load() -> D | None:
+            doc = await self.store.get(collection, id)
+            return from_doc(doc, cls) if doc else None
+
+        if cache is None:
             return await load()
-        return await self.caches.interactions.get_or_load(interaction_id, load)
+        return await cache.get_or_load(id, load)
 
     async def interactions_of(self, episode_id: str) -> list[InteractionDoc]:
         docs = await self.store.find(schema.INTERACTIONS, {"episode_id": episode_id}, order_by="created_at")

@@ -121,6 +121,22 @@ def check_changes(
     return set_, inc_
 
 
+def check_update(
+    id: str,
+    set: Mapping[str, Any] | None,
+    inc: Mapping[str, int | float] | None,
+    where: Mapping[str, Scalar] | None,
+    upsert: bool,
+) -> tuple[dict[str, Any], dict[str, int | float], dict[str, Scalar]]:
+    """Validate ``update``'s arguments (``set``, ``inc``, ``where``); an upsert cannot have a filter."""
+    check_id(id)
+    set_, inc_ = check_changes(set, inc)
+    where_ = check_where(where)
+    if upsert and where_:
+        raise ValueError("upsert cannot be combined with where")
+    return set_, inc_, where_
+
+
 def check_doc(doc: Mapping[str, Any]) -> Document:
     if type(doc) is dict and type(doc.get("_id")) is str:
         return dict(doc)  # the common case, without isinstance against typing.Mapping (slow in bulk)

@@ -22,13 +22,13 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError,
 from pymongo.write_concern import WriteConcern
 
 from playtotv.store import (
-    check_changes,
     check_collection,
     check_docs,
     check_find,
     check_id,
     check_ids,
     check_name,
+    check_update,
     check_where,
     last_by_id,
 )
@@ -142,11 +142,7 @@ class MongoStore:
         upsert: bool = False,
     ) -> Document | None:
         col = self._collection(collection)
-        check_id(id)
-        set_, inc_ = check_changes(set, inc)
-        where_ = check_where(where)
-        if upsert and where_:
-            raise ValueError("upsert cannot be combined with where")
+        set_, inc_, where_ = check_update(id, set, inc, where, upsert)
         if where_.get("_id", id) != id:
             await trio.lowlevel.checkpoint()
             return None  # the filter names another document: nothing can match (as in SqliteStore)

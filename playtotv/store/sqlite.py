@@ -35,13 +35,13 @@ import msgspec
 import trio
 
 from playtotv.store import (
-    check_changes,
     check_collection,
     check_docs,
     check_find,
     check_id,
     check_ids,
     check_name,
+    check_update,
     check_where,
     last_by_id,
 )
@@ -278,11 +278,7 @@ class SqliteStore:
         upsert: bool = False,
     ) -> Document | None:
         check_collection(collection)
-        check_id(id)
-        set_, inc_ = check_changes(set, inc)
-        where_ = check_where(where)
-        if upsert and where_:
-            raise ValueError("upsert cannot be combined with where")
+        set_, inc_, where_ = check_update(id, set, inc, where, upsert)
         where_clause, where_params = _where_sql(where_)
 
         def run(conn: sqlite3.Connection) -> Document | None:

@@ -4,13 +4,14 @@ viewer ticket gets 403 and nothing else happens."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quart import Response
 
 from playtotv.gameplay import director, series, stats
 from playtotv.gameplay.documents import interaction_view
 from playtotv.http import json_response
+from playtotv.protocol.decoding import JsonDecoder
 from playtotv.protocol.errors import ApiError
 from playtotv.protocol.rest import (
     Accepted,
@@ -34,58 +35,49 @@ if TYPE_CHECKING:
 def register(api: CoreApi) -> None:
     app, gameplay, auth, limit = api.app, api.gameplay, api.auth, api.max_body
 
+    async def director_input(path_value: str, what: str, decoder: JsonDecoder[Any],
+                             max_bytes: int = limit) -> tuple[str, Any]:
+        """The director's key first (a viewer ticket gets 403 before anything is read), then the path id,
+        then the bounded body."""
+        auth.director()
+        return path_id(path_value, what), await body(decoder, max_bytes)
+
     async def create_show() -> Response:
         auth.director()
         request_body = await body(create_show_decoder, limit)
         return json_response(await director.create_show(gameplay, request_body), 201)
 
     async def create_episode(show_id: str) -> Response:
-        auth.director()
-        show_id = path_id(show_id, "show")
-        request_body = await body(create_episode_decoder, api.max_director_body)
+        show_id, request_body = await director_input(show_id, "show", create_episode_decoder, api.max_director_body)
         return json_response(await director.create_episode(gameplay, show_id, request_body), 201)
 
     async def create_interaction(episode_id: str) -> Response:
-        auth.director()
-        episode_id = path_id(episode_id, "episode")
-        request_body = await body(interaction_body_decoder, limit)
+        episode_id, request_body = await director_input(episode_id, "episode", interaction_body_decoder)
         return json_response(await director.create_interaction(gameplay, episode_id, request_body), 201)
 
     async def open_interaction(interaction_id: str) -> Response:
-        auth.director()
-        interaction_id = path_id(interaction_id, "interaction")
-        request_body = await body(open_interaction_decoder, limit)
+        interaction_id, request_body = await director_input(interaction_id, "interaction", open_interaction_decoder)
         return json_response(await director.open_interaction(gameplay, interaction_id, request_body.duration))
 
     async def close_interaction(interaction_id: str) -> Response:
-        auth.director()
-        interaction_id = path_id(interaction_id, "interaction")
-        await body(close_interaction_decoder, limit)
+        interaction_id, _ = await director_input(interaction_id, "interaction", close_interaction_decoder)
         doc = await director.close_interaction(gameplay, interaction_id)
         return json_response(interaction_view(doc, with_correct=True))
 
     async def reveal_interaction(interaction_id: str) -> Response:
-        auth.director()
-        interaction_id = path_id(interaction_id, "interaction")
-        request_body = await body(reveal_interaction_decoder, limit)
+        interaction_id, request_body = await director_input(interaction_id, "interaction", reveal_interaction_decoder)
         return json_response(await director.reveal_interaction(gameplay, interaction_id, request_body.correct))
 
     async def start_episode(episode_id: str) -> Response:
-        auth.director()
-        episode_id = path_id(episode_id, "episode")
-        request_body = await body(start_episode_decoder, limit)
+        episode_id, request_body = await director_input(episode_id, "episode", start_episode_decoder)
         return json_response(await director.start_episode(gameplay, episode_id, request_body.at))
 
     async def end_episode(episode_id: str) -> Response:
-        auth.director()
-        episode_id = path_id(episode_id, "episode")
-        await body(end_episode_decoder, limit)
+        episode_id, _ = await director_input(episode_id, "episode", end_episode_decoder)
         return json_response(await director.end_episode(gameplay, episode_id))
 
     async def episode_event(episode_id: str) -> Response:
-        auth.director()
-        episode_id = path_id(episode_id, "episode")
-        request_body = await body(director_event_decoder, limit)
+        episode_id, request_body = await director_input(episode_id, "episode", director_event_decoder)
         await director.director_event(gameplay, episode_id, request_body.type, request_body.data)
         return json_response(Accepted(), 202)
 
@@ -97,9 +89,7 @@ def register(api: CoreApi) -> None:
         return json_response(await stats.episode_stats(gameplay, episode_id))
 
     async def create_series(show_id: str) -> Response:
-        auth.director()
-        show_id = path_id(show_id, "show")
-        request_body = await body(create_series_decoder, api.max_director_body)
+        show_id, request_body = await director_input(show_id, "show", create_series_decoder, api.max_director_body)
         return json_response(await series.create_series(gameplay, show_id, request_body), 201)
 
     async def get_series(series_id: str) -> Response:
