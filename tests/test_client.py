@@ -168,6 +168,7 @@ async def test_sdk_falls_back_to_polling_when_the_websocket_port_is_blocked(nurs
         assert got == list(range(1, 11)) and stream.transport == "polling"
 
 
+@pytest.mark.slow  # a whole node, and the SDK waits out a real Retry-After
 async def test_sdk_waits_and_retries_when_its_address_asked_too_often(nursery):
     node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"],
                             gatekeeper_session_rate="2", gatekeeper_session_burst="1")
