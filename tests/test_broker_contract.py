@@ -87,12 +87,14 @@ async def _epoch_changed(broker: Channels, channel: str, epoch: str) -> bool:
 CHANNEL_TTL = 1.0
 
 
+@pytest.mark.parametrize("capability", [Channels, WorkQueues, Counters, SortedSets, Leases],
+                         ids=lambda capability: capability.__name__)
+async def test_every_broker_declares_the_capabilities_of_this_suite(broker: Broker, capability: type) -> None:
+    assert isinstance(broker, capability)
+
+
 class TestChannels:
     """``base.Channels``: offsets, history, subscriptions, expiry."""
-
-    async def test_is_declared(self, broker: Broker) -> None:
-        assert isinstance(broker, Channels)
-
 
     async def test_offsets_are_gap_free_and_epoch_stable(self, broker: Channels) -> None:
         with trio.fail_after(TEST_BOUND):
@@ -319,10 +321,6 @@ class TestChannels:
 class TestWorkQueues:
     """``base.WorkQueues``: claims, acks, redelivery, dead letters, deduplication."""
 
-    async def test_is_declared(self, broker: Broker) -> None:
-        assert isinstance(broker, WorkQueues)
-
-
     async def test_claim_and_ack(self, broker: WorkQueues) -> None:
         with trio.fail_after(TEST_BOUND):
             await broker.enqueue("jobs", [b"j1", b"j2", b"j3"])
@@ -448,10 +446,6 @@ class TestWorkQueues:
 class TestCounters:
     """``base.Counters``: strings, counters, hashes, expiry."""
 
-    async def test_is_declared(self, broker: Broker) -> None:
-        assert isinstance(broker, Counters)
-
-
     async def test_counters_and_strings(self, broker: Counters) -> None:
         with trio.fail_after(TEST_BOUND):
             assert await broker.incr("views") == 1
@@ -491,10 +485,6 @@ class TestCounters:
 class TestSortedSets:
     """``base.SortedSets``: scores, ranks and their order."""
 
-    async def test_is_declared(self, broker: Broker) -> None:
-        assert isinstance(broker, SortedSets)
-
-
     async def test_sorted_sets(self, broker: SortedSets) -> None:
         with trio.fail_after(TEST_BOUND):
             await broker.zadd("board", {"alice": 10, "bob": 10, "carol": 30, "dave": 5})
@@ -532,10 +522,6 @@ class TestSortedSets:
 
 class TestLeases:
     """``base.Leases``: fencing tokens across changes of holder."""
-
-    async def test_is_declared(self, broker: Broker) -> None:
-        assert isinstance(broker, Leases)
-
 
     async def test_lease_tokens_fence_changes_of_holder(self, broker: Leases, clock) -> None:
         with trio.fail_after(TEST_BOUND):
