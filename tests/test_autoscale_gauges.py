@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 import trio
 
+from playtotv import autoscale_gauges
+from playtotv import node as node_module
 from tests.inprocess import start_node
 
 EXPECTED = (
@@ -18,8 +20,12 @@ EXPECTED = (
 )
 
 
-async def test_gauges_are_exported_and_inflight_counts_the_request_being_served(nursery) -> None:
-    node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"])
+async def test_gauges_are_exported_and_inflight_counts_the_request_being_served(nursery, monkeypatch) -> None:
+    # Every gauge shows after its sampler's first period or two: short periods, so it takes a fraction of a second.
+    monkeypatch.setattr(node_module, "CPU_BUSY_INTERVAL", 0.1)
+    monkeypatch.setattr(autoscale_gauges, "EXPORT_INTERVAL", 0.1)
+    node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"],
+                            node_heartbeat_interval="0.1")
     async with httpx.AsyncClient(timeout=10) as http:
         with trio.fail_after(10):
             while True:

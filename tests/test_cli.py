@@ -10,20 +10,12 @@ import trio
 
 from playtotv import __version__
 from playtotv.devtools.nodeprocess import NodeProcess
-from tests.nodes import run_cli
+from tests.nodes import PORT0, run_cli
 from tests.redis_server import RedisServer, free_port
 
 #: Every test runs the ``playtotv`` command as a subprocess.
 pytestmark = pytest.mark.slow
 
-PORT0 = {
-    "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0",
-    "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
-    "PLAYTOTV_PUSH_BIND": "127.0.0.1:0",
-    "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
-    "PLAYTOTV_STORE_URL": "sqlite:///:memory:",
-    "PLAYTOTV_NODE_DRAIN_SECONDS": "2",
-}
 CLUSTER = {"PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk_test_director_key"}
 
 

@@ -12,18 +12,10 @@ import trio
 
 from playtotv.registry import open_registry
 from playtotv.devtools.nodeprocess import NodeProcess
-from tests.nodes import run_cli
+from tests.nodes import PORT0, run_cli
 
 pytestmark = pytest.mark.slow
 
-PORT0 = {
-    "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0",
-    "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
-    "PLAYTOTV_PUSH_BIND": "127.0.0.1:0",
-    "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
-    "PLAYTOTV_STORE_URL": "sqlite:///:memory:",
-    "PLAYTOTV_NODE_DRAIN_SECONDS": "1",
-}
 CLUSTER = {"PLAYTOTV_AUTH_SECRET": "test-secret-0123456789", "PLAYTOTV_AUTH_DIRECTOR_KEYS": "dk_test_director_key"}
 TEST_BOUND = 60.0
 

@@ -5,6 +5,8 @@ polling when the WebSocket port is blocked (docs/reliability.md #3, #8, #10)."""
 from __future__ import annotations
 
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import msgspec
@@ -49,22 +51,28 @@ async def open_quiz(core_url: str) -> tuple[str, str]:
         return episode["id"], interaction["id"]
 
 
-async def stop_all(processes) -> None:
-    for proc in processes:
-        if not proc.exited.is_set():
-            proc.kill()
-            with trio.move_on_after(5):
-                await proc.exited.wait()
+@asynccontextmanager
+async def cluster(nursery: trio.Nursery, redis_url: str, db, front_roles: str,
+                  role: str) -> AsyncIterator[tuple[NodeProcess, list[NodeProcess]]]:
+    """A ``front`` process with ``front_roles`` and two processes of ``role`` (the ones a test kills);
+    every one of them killed when the test is over."""
+    front = NodeProcess(front_roles, env=cluster_env(redis_url, db, "front"))
+    pair = [NodeProcess(role, env=cluster_env(redis_url, db, f"{role}-{i}")) for i in range(2)]
+    try:
+        for proc in (front, *pair):
+            await proc.start(nursery)
+        yield front, pair
+    finally:
+        for proc in (front, *pair):
+            if not proc.exited.is_set():
+                proc.kill()
+                with trio.move_on_after(5):
+                    await proc.exited.wait()
 
 
 async def test_sdk_survives_its_core_node_dying_and_answers_exactly_once(nursery, redis_url, tmp_path):
     db = tmp_path / "c.db"
-    front = NodeProcess("gatekeeper,push,worker,scheduler", env=cluster_env(redis_url, db, "front"))
-    cores = [NodeProcess("core", env=cluster_env(redis_url, db, f"core-{i}")) for i in range(2)]
-    processes = [front, *cores]
-    try:
-        for proc in processes:
-            await proc.start(nursery)
+    async with cluster(nursery, redis_url, db, "gatekeeper,push,worker,scheduler", "core") as (front, cores):
         async with PlayToTVClient(front.listening["gatekeeper"], name="Ann") as client:
             with trio.fail_after(20):
                 while len((await client.join())["core"]) < 2:  # both cores registered
@@ -92,8 +100,6 @@ async def test_sdk_survives_its_core_node_dying_and_answers_exactly_once(nursery
             with pytest.raises(ClientError) as e:
                 await client.request("GET", "/v1/me", auth=forged)
             assert e.value.status == 401
-    finally:
-        await stop_all(processes)
 
 
 async def publish(broker, channel: str, numbers: range) -> None:
@@ -113,12 +119,7 @@ async def receive_numbers(stream, count: int, into: list[int]) -> None:
 
 async def test_sdk_survives_its_push_node_dying_without_losing_a_message(nursery, redis_url, tmp_path):
     db = tmp_path / "p.db"
-    front = NodeProcess("gatekeeper,core,worker,scheduler", env=cluster_env(redis_url, db, "front"))
-    pushes = [NodeProcess("push", env=cluster_env(redis_url, db, f"push-{i}")) for i in range(2)]
-    processes = [front, *pushes]
-    try:
-        for proc in processes:
-            await proc.start(nursery)
+    async with cluster(nursery, redis_url, db, "gatekeeper,core,worker,scheduler", "push") as (front, pushes):
         channel = keys.episode_channel("E-push")
         async with open_store(f"sqlite:///{db}") as store:
             await add_episode(store, "E-push")
@@ -143,8 +144,6 @@ async def test_sdk_survives_its_push_node_dying_without_losing_a_message(nursery
                         await publish(broker, channel, range(11, 21))  # while the client is away
             assert got == list(range(1, 21))
             assert stream.node_index == 1 and stream.reconnects >= 1
-    finally:
-        await stop_all(processes)
 
 
 async def test_sdk_falls_back_to_polling_when_the_websocket_port_is_blocked(nursery):
@@ -168,6 +167,7 @@ async def test_sdk_falls_back_to_polling_when_the_websocket_port_is_blocked(nurs
         assert got == list(range(1, 11)) and stream.transport == "polling"
 
 
+@pytest.mark.slow  # a whole node, and the SDK waits out a real Retry-After
 async def test_sdk_waits_and_retries_when_its_address_asked_too_often(nursery):
     node = await start_node(nursery, ["gatekeeper", "core", "push", "worker", "scheduler"],
                             gatekeeper_session_rate="2", gatekeeper_session_burst="1")

@@ -14,7 +14,7 @@ import trio
 
 from playtotv.cli import parse_listening_line
 from playtotv.devtools.nodeprocess import playtotv_command
-from tests.nodes import run_cli
+from tests.nodes import read_until, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -77,15 +77,3 @@ def test_warmup_refuses_what_is_not_a_bounded_warmup() -> None:
                  ["--gatekeeper", "http://127.0.0.1:9", "--clients", "1", "--seconds", "9999"]):
         result = run_cli("warmup", *args)
         assert result.returncode == 2 and result.stderr.startswith("playtotv warmup: "), result.stderr
-
-
-async def read_until(proc: trio.Process, wanted: str) -> list[str]:
-    assert proc.stdout is not None
-    buffer, lines = b"", []
-    async for chunk in proc.stdout:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        lines += [line.decode() for line in complete]
-        if wanted in lines:
-            return lines
-    raise AssertionError(f"exited before {wanted!r}: {lines[-5:]}")

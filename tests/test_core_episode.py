@@ -54,6 +54,7 @@ async def answer_all(play: Play, interaction_id: str, choices: dict[str, object]
     return received
 
 
+@pytest.mark.slow  # end to end: a whole node and a hundred viewers over HTTP, on both backends
 async def test_whole_episode(backend: str | None, tmp_path) -> None:
     with trio.fail_after(TEST_BOUND):
         async with running(backend, store_url=f"sqlite:///{tmp_path}/play.db") as play:

@@ -6,6 +6,7 @@ production rollout.
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +18,8 @@ from playtotv import cli
 from playtotv.metrics import Metrics
 from playtotv.settings import ROLE_NAMES, Settings, check_deployment, env_overrides, load_settings, parse_roles, split_bind
 
+#: The C parser where libyaml is there.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "config" / "k8s"
 #: The margin a pod gets beyond the drain to exit (and at most this much more: a stuck pod should go).
@@ -25,11 +28,12 @@ GRACE_MARGIN = (1, 10)
 FIELD_REFS = {"metadata.name": "playtotv-core-5d8c7-abcde", "status.podIP": "10.1.2.3"}
 
 
-def documents() -> list[dict[str, Any]]:
+@functools.cache  # parsed once: the tests only read the documents, and parsing is most of their time
+def documents() -> tuple[dict[str, Any], ...]:
     docs = []
     for path in sorted(K8S.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+        docs += [d for d in yaml.load_all(path.read_text(), Loader=SafeLoader) if d]
+    return tuple(docs)
 
 
 def of_kind(kind: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ RUNTIME = ["playtotv.node", "playtotv.http", "playtotv.roles.core", "playtotv.ro
            "playtotv.roles.worker", "playtotv.roles.scheduler"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_runtime_imports_no_devtools() -> None:
     probe = (f"import sys; import {', '.join(RUNTIME)}; "
              "print(sorted(m for m in sys.modules if m.startswith('playtotv.devtools')))")

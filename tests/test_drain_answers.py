@@ -17,6 +17,7 @@ from playtotv.credentials import KeyRing
 from playtotv.gameplay import ids, schema
 from playtotv.store import open_store
 from playtotv.devtools.nodeprocess import NodeProcess
+from tests.nodes import PORT0
 
 pytestmark = pytest.mark.slow
 
@@ -31,12 +32,8 @@ TEST_BOUND = 90.0
 
 
 def env_for(db) -> dict[str, str]:
-    return {
-        "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0", "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
-        "PLAYTOTV_PUSH_BIND": "127.0.0.1:0", "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
-        "PLAYTOTV_STORE_URL": f"sqlite:///{db}", "PLAYTOTV_AUTH_SECRET": SECRET,
-        "PLAYTOTV_AUTH_DIRECTOR_KEYS": DIRECTOR, "PLAYTOTV_NODE_DRAIN_SECONDS": "10",
-    }
+    return {**PORT0, "PLAYTOTV_STORE_URL": f"sqlite:///{db}", "PLAYTOTV_AUTH_SECRET": SECRET,
+            "PLAYTOTV_AUTH_DIRECTOR_KEYS": DIRECTOR, "PLAYTOTV_NODE_DRAIN_SECONDS": "10"}
 
 
 async def open_quiz(http: httpx.AsyncClient, core: str) -> str:

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from playtotv.devtools.nodeprocess import NodeProcess
+from tests.nodes import PORT0
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +23,7 @@ POLL = 0.05
 
 
 def env_for(tmp_path) -> dict[str, str]:
-    return {
-        "PLAYTOTV_GATEKEEPER_BIND": "127.0.0.1:0", "PLAYTOTV_CORE_BIND": "127.0.0.1:0",
-        "PLAYTOTV_PUSH_BIND": "127.0.0.1:0", "PLAYTOTV_PUSH_POLLING_BIND": "127.0.0.1:0",
-        "PLAYTOTV_STORE_URL": f"sqlite:///{tmp_path / 'friends.db'}", "PLAYTOTV_NODE_DRAIN_SECONDS": "2",
-    }
+    return {**PORT0, "PLAYTOTV_STORE_URL": f"sqlite:///{tmp_path / 'friends.db'}", "PLAYTOTV_NODE_DRAIN_SECONDS": "2"}
 
 
 class Platform:

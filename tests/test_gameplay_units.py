@@ -122,21 +122,28 @@ async def test_ttl_cache_expires_and_invalidates(autojump_clock: trio.testing.Mo
     assert cache.get("k") == (False, None)
 
 
+class Loader:
+    """A load that takes 0.1 s and counts its calls; the first ``failures`` of them raise."""
+
+    def __init__(self, value: int, *, failures: int = 0) -> None:
+        self.value, self.failures, self.calls = value, failures, 0
+
+    async def __call__(self) -> int:
+        self.calls += 1
+        await trio.sleep(0.1)
+        if self.calls <= self.failures:
+            raise RuntimeError("this load fails")
+        return self.value
+
+
 async def test_cache_loads_once_for_concurrent_callers(autojump_clock: trio.testing.MockClock) -> None:
     cache: TTLCache[int] = TTLCache(ttl=10.0)
-    loads = 0
-
-    async def load() -> int:
-        nonlocal loads
-        loads += 1
-        await trio.sleep(0.1)
-        return 7
-
+    load = Loader(7)
     results: list[int] = []
     async with trio.open_nursery() as nursery:
         for _ in range(10):
             nursery.start_soon(lambda: _append(results, cache.get_or_load("k", load)))
-    assert results == [7] * 10 and loads == 1
+    assert results == [7] * 10 and load.calls == 1
 
 
 async def _append(results: list[int], awaitable) -> None:  # type: ignore[no-untyped-def]
@@ -159,16 +166,7 @@ async def test_a_value_loaded_across_an_invalidation_is_not_kept(autojump_clock:
 
 async def test_failed_load_lets_waiters_load_themselves(autojump_clock: trio.testing.MockClock) -> None:
     cache: TTLCache[int] = TTLCache(ttl=10.0)
-    attempts = 0
-
-    async def flaky() -> int:
-        nonlocal attempts
-        attempts += 1
-        await trio.sleep(0.1)
-        if attempts == 1:
-            raise RuntimeError("first load fails")
-        return 5
-
+    flaky = Loader(5, failures=1)
     got: list[int] = []
     failures: list[BaseException] = []
 

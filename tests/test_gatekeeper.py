@@ -9,6 +9,7 @@ import trio
 
 from playtotv.credentials import KeyRing
 from playtotv.registry.base import NodeInfo
+from playtotv.roles import gatekeeper as gatekeeper_role
 from playtotv.roles.gatekeeper.capacity import RESUME_AFTER
 from tests.inprocess import start_node
 
@@ -110,7 +111,8 @@ async def test_waiting_room_admits_earlier_arrivals_first(nursery):
         assert (await http.post("/v1/session", json={"queue": first})).status_code == 200
 
 
-async def test_dead_core_node_leaves_the_lists_within_its_ttl(nursery):
+async def test_dead_core_node_leaves_the_lists_within_its_ttl(nursery, monkeypatch):
+    monkeypatch.setattr(gatekeeper_role, "SNAPSHOT_INTERVAL", 0.1)  # it reads the registry that often
     node, http = await gatekeeper(nursery, [core_node(1), push_node(1)])
     async with http:
         await node.ctx.registry.heartbeat(core_node(2), ttl=0.5)  # then it "dies": no more heartbeats
@@ -119,7 +121,7 @@ async def test_dead_core_node_leaves_the_lists_within_its_ttl(nursery):
         assert len((await http.post("/v1/session")).json()["core"]) == 2
         with trio.fail_after(10):
             while len((await http.post("/v1/session")).json()["core"]) != 1:
-                await trio.sleep(0.2)
+                await trio.sleep(0.05)
 
 
 async def test_qos_breach_stops_capacity_growth_and_it_recovers(nursery):

@@ -27,7 +27,7 @@ from playtotv.devtools.nodeprocess import NodeProcess
 
 ALL_ROLES = ["gatekeeper", "core", "push", "worker", "scheduler"]
 #: The request timeout these tests configure: short, so that stalled clients are closed quickly.
-REQUEST_TIMEOUT = 2.0
+REQUEST_TIMEOUT = 1.0
 #: Every wait for the server to close a connection: far beyond REQUEST_TIMEOUT, so only a server that
 #: never closes fails (no timing assertion).
 CLOSE_BOUND = 30.0

@@ -22,6 +22,7 @@ import pytest
 import trio
 
 from playtotv.cli import parse_listening_line
+from tests.nodes import read_until
 
 pytestmark = pytest.mark.slow
 
@@ -107,16 +108,3 @@ def test_the_installed_package_ships_every_lua_script(installed: Path) -> None:
     out = run([str(installed / "python"), "-c", probe], cwd=installed.parent, env=child_env())
     source = sorted(path.relative_to(ROOT / "playtotv").as_posix() for path in (ROOT / "playtotv").rglob("*.lua"))
     assert len(source) > 10 and out.stdout.split() == source
-
-
-async def read_until(proc: trio.Process, wanted: str) -> list[str]:
-    assert proc.stdout is not None and proc.stderr is not None
-    buffer, lines = b"", []
-    async for chunk in proc.stdout:
-        buffer += chunk
-        *complete, buffer = buffer.split(b"\n")
-        lines += [line.decode() for line in complete]
-        if wanted in lines:
-            return lines
-    errors = (await proc.stderr.receive_some(65536)).decode(errors="replace")
-    raise AssertionError(f"exited before {wanted!r}: {lines[-5:]} {errors[-1000:]}")

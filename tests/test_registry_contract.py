@@ -6,9 +6,7 @@ boundary is checked deterministically on the memory registry with a fake clock.
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
 import coredis
 import pytest
@@ -20,6 +18,7 @@ from playtotv.registry import open_registry
 from playtotv.registry.base import NodeInfo, Registry
 from playtotv.registry.memory import MemoryRegistry
 from playtotv.registry.redis import RedisRegistry
+from tests.bounded import bound_every_test
 
 #: Every test is bounded (docs/architecture.md §8); generous, because the machine is shared.
 TEST_TIMEOUT = 20
@@ -203,17 +202,4 @@ async def test_open_registry_redis_down_at_start() -> None:
             await reg.nodes()
 
 
-# Every test is bounded (docs/architecture.md §8). pytest-trio runs fixtures in tasks of their own, so a cancel
-# scope in a fixture would not cover the test: wrap each test coroutine instead.
-def _bounded(test: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> Any:
-        with trio.fail_after(TEST_TIMEOUT):
-            return await test(*args, **kwargs)
-
-    return run
-
-
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
-        globals()[_name] = _bounded(_test)
+bound_every_test(globals(), TEST_TIMEOUT)

@@ -9,6 +9,7 @@ from collections import Counter
 
 import httpx
 import msgspec
+import pytest
 import trio
 
 from playtotv import keys
@@ -48,6 +49,7 @@ def opened(messages: list[tuple[float, dict]]) -> Counter:
     return Counter(m["interaction"]["prompt"] for _, m in messages if m["type"] == "interaction.opened")
 
 
+@pytest.mark.slow  # a whole node waiting on a timeline in real time
 async def test_timeline_fires_each_entry_once_and_deadline_closes(nursery):
     node = await start_node(nursery, ["core", "worker", "scheduler"])
     async with httpx.AsyncClient(base_url=node.url("core"), timeout=10) as http:
@@ -76,6 +78,7 @@ async def test_timeline_fires_each_entry_once_and_deadline_closes(nursery):
     assert [c["interaction_id"] for c in closed] == [first_id]  # closed by itself, nobody asked
 
 
+@pytest.mark.slow  # a whole node waiting on a timeline in real time
 async def test_late_start_fires_within_grace_and_skips_older_entries(nursery):
     node = await start_node(nursery, ["core", "worker", "scheduler"], scheduler_late_grace="5")
     async with httpx.AsyncClient(base_url=node.url("core"), timeout=10) as http:
@@ -129,6 +132,7 @@ async def test_ending_the_episode_cancels_what_remains(nursery):
     assert opened(messages) == {"first": 1}
 
 
+@pytest.mark.slow  # a whole node waiting on a timeline in real time
 async def test_scheduled_prerecorded_episode_starts_by_itself(nursery):
     node = await start_node(nursery, ["core", "worker", "scheduler"])
     async with httpx.AsyncClient(base_url=node.url("core"), timeout=10) as http:
@@ -206,12 +210,16 @@ async def test_probe_measures_core_and_push_and_reports_qos(nursery):
     assert 0 < signals["probe_core_rtt_ms"] < 3000 and 0 < signals["probe_push_delay_ms"] < 3000
 
 
-async def test_a_node_that_fails_its_probe_is_reported_unreachable_not_slow(nursery):
+async def test_a_node_that_fails_its_probe_is_reported_unreachable_not_slow(nursery, monkeypatch):
     """Dead is not slow: a registered node that refuses the probe, never answers it, or answers it with an
     error is named in ``unreachable`` and measured not at all, so it cannot read as a QoS breach (a
     SIGKILLed core once gave probe_core_rtt_ms=3000 and closed the platform's doors)."""
     from playtotv.registry.base import NodeInfo
-    from playtotv.roles.scheduler.probe import PROBE_TIMEOUT, probe_once
+    from playtotv.roles.scheduler import probe
+    from playtotv.roles.scheduler.probe import probe_once
+
+    PROBE_TIMEOUT = 1.0  # the silent node costs the test this long; still ample for the live ones
+    monkeypatch.setattr(probe, "PROBE_TIMEOUT", PROBE_TIMEOUT)
 
     node = await start_node(nursery, ["core", "push", "worker", "scheduler"])
     closed = trio.socket.socket()

@@ -7,6 +7,15 @@ import pytest
 from playtotv.settings import ConfigError, check_deployment, load_settings, parse_roles
 
 
+def toml_error(tmp_path, text: str) -> str:
+    """The message of the ConfigError that loading this TOML (and no environment) raises."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_settings(str(cfg), environ={})
+    return str(e.value)
+
+
 def test_defaults_are_the_documented_ones():
     s = load_settings(None, environ={})
     assert s.redis.url is None and s.embedded
@@ -47,10 +56,7 @@ def test_invalid_value_names_the_key(env, key):
 
 
 def test_unknown_key_in_file(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[push]\nbindd = 1\n")
-    with pytest.raises(ConfigError, match=r"push\.bindd: unknown key"):
-        load_settings(str(cfg), environ={})
+    assert "push.bindd: unknown key" in toml_error(tmp_path, "[push]\nbindd = 1\n")
 
 
 def test_unreadable_and_invalid_files(tmp_path):
@@ -108,11 +114,8 @@ def test_session_limit_networks_are_checked_at_start():
 
 
 def test_an_invalid_choice_lists_the_allowed_values(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[answers]\ndurability = "maybe"\n')
-    with pytest.raises(ConfigError) as e:
-        load_settings(str(cfg), environ={})
-    assert str(e.value) == "answers.durability: 'maybe', expected one of queued, replicated, stored"
+    assert toml_error(tmp_path, '[answers]\ndurability = "maybe"\n') == (
+        "answers.durability: 'maybe', expected one of queued, replicated, stored")
 
 
 def test_a_bad_environment_value_names_the_variable_the_value_and_the_type():
@@ -132,11 +135,7 @@ def test_a_bad_environment_value_names_the_variable_the_value_and_the_type():
     ('[node]\ndrain_seconds = "3"\n', "node.drain_seconds: '3', expected a number > 0"),
 ])
 def test_a_toml_string_is_not_a_number_or_a_boolean(tmp_path, toml, message):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text(toml)
-    with pytest.raises(ConfigError) as e:
-        load_settings(str(cfg), environ={})
-    assert str(e.value).startswith(message)
+    assert toml_error(tmp_path, toml).startswith(message)
 
 
 def test_typed_toml_values_and_environment_strings_are_accepted(tmp_path):
@@ -147,11 +146,8 @@ def test_typed_toml_values_and_environment_strings_are_accepted(tmp_path):
 
 
 def test_secret_values_are_never_repeated_in_errors(tmp_path):
-    cfg = tmp_path / "c.toml"
-    cfg.write_text('[auth]\nprevious_secrets = ["first-secret-value", 12345678901234567]\n')
-    with pytest.raises(ConfigError) as e:
-        load_settings(str(cfg), environ={})
-    assert str(e.value) == "auth.previous_secrets[1]: (value not shown), expected a string"
+    assert toml_error(tmp_path, '[auth]\nprevious_secrets = ["first-secret-value", 12345678901234567]\n') == (
+        "auth.previous_secrets[1]: (value not shown), expected a string")
 
 
 def test_short_director_keys_are_refused_without_showing_them():

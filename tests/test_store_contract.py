@@ -7,13 +7,11 @@ without the variable the Mongo query code is exercised against a fake, not prove
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 import sqlite3
 import sys
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator
 
 import pytest
 import trio
@@ -22,6 +20,7 @@ from playtotv.store import open_store
 from playtotv.store.base import Store, StoreUnavailable
 from playtotv.store.mongo import MongoStore
 from playtotv.store.sqlite import SqliteStore
+from tests.bounded import bound_every_test
 
 MONGODB_URL = os.environ.get("PLAYTOTV_TEST_MONGODB_URL")
 #: Every test is bounded (docs/architecture.md §8); generous, because the machine is shared.
@@ -430,17 +429,4 @@ async def test_sqlite_memory_stores_are_independent() -> None:
         assert isinstance(a, SqliteStore)
 
 
-# Every test is bounded (docs/architecture.md §8). pytest-trio runs fixtures in tasks of their own, so a cancel
-# scope in a fixture would not cover the test: wrap each test coroutine instead.
-def _bounded(test: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    @functools.wraps(test)
-    async def run(*args: Any, **kwargs: Any) -> Any:
-        with trio.fail_after(TEST_TIMEOUT):
-            return await test(*args, **kwargs)
-
-    return run
-
-
-for _name, _test in list(globals().items()):
-    if _name.startswith("test_") and inspect.iscoroutinefunction(_test):
-        globals()[_name] = _bounded(_test)
+bound_every_test(globals(), TEST_TIMEOUT)

@@ -26,8 +26,11 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -87,6 +90,18 @@ def _browser_or_fail():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (bash tests/run.sh does it)", pytrace=False)
     return sync_playwright
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:  # a playwright Browser (playwright is imported only when needed)
+    """Debian's Chromium through Playwright (or the test fails saying how to get them), closed afterwards."""
+    sync_playwright = _browser_or_fail()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def block(ws) -> None:
@@ -228,11 +243,9 @@ class Viewer(Page):
 
 def play_a_quiz(core: str, tag: str, *, block_websocket: bool) -> dict:
     """The whole show in one browser; returns what the assertions need. Runs in a worker thread."""
-    sync_playwright = _browser_or_fail()
     ARTIFACTS.mkdir(exist_ok=True)
     transport = "polling" if block_websocket else "websocket"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    with chromium() as browser:
         pages: list[Page] = []
         try:
             blocked = block if block_websocket else None
@@ -323,8 +336,6 @@ def play_a_quiz(core: str, tag: str, *, block_websocket: bool) -> dict:
                 if page.errors:
                     print(f"page {i} errors: {page.errors}")
             raise
-        finally:
-            browser.close()
 
 
 async def run_in_browser(tag: str, *, block_websocket: bool) -> dict:
@@ -382,36 +393,31 @@ async def test_the_same_show_with_the_websocket_blocked_falls_back_to_polling():
 def queue_at_the_gate(core: str) -> dict:
     """A viewer arriving at a full platform: the friendly message, then a retry carrying the queue token.
     The gatekeeper's retry_after (2-6 s) is shortened in flight so that the retry comes at once."""
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            context = browser.new_context(viewport=PHONE)
-            context.set_default_timeout(STEP_TIMEOUT_MS)
-            page = context.new_page()
-            tokens: list[str] = []
+    with chromium() as browser:
+        context = browser.new_context(viewport=PHONE)
+        context.set_default_timeout(STEP_TIMEOUT_MS)
+        page = context.new_page()
+        tokens: list[str] = []
 
-            def hurry(route) -> None:
-                response = route.fetch()
-                body = response.json()
-                if response.status == 503:
-                    tokens.append(body["queue"])
-                    body["error"]["retry_after"] = 0.3
-                route.fulfill(response=response, json=body)
+        def hurry(route) -> None:
+            response = route.fetch()
+            body = response.json()
+            if response.status == 503:
+                tokens.append(body["queue"])
+                body["error"]["retry_after"] = 0.3
+            route.fulfill(response=response, json=body)
 
-            page.route(re.compile(r".*/v1/session$"), hurry)
-            page.goto(f"{core}/play?episode=e_any")
-            page.wait_for_selector("#waiting", state="visible")
-            def retry_with_token(request) -> bool:
-                if not (request.url.endswith("/v1/session") and request.method == "POST" and tokens):
-                    return False
-                return json.loads(request.post_data or "{}").get("queue") == tokens[0]
+        page.route(re.compile(r".*/v1/session$"), hurry)
+        page.goto(f"{core}/play?episode=e_any")
+        page.wait_for_selector("#waiting", state="visible")
+        def retry_with_token(request) -> bool:
+            if not (request.url.endswith("/v1/session") and request.method == "POST" and tokens):
+                return False
+            return json.loads(request.post_data or "{}").get("queue") == tokens[0]
 
-            with page.expect_request(retry_with_token):
-                pass  # the retry, sent by the page's own timer
-            return {"text": page.inner_text("#waiting"), "pill": page.inner_text("#status"), "tokens": tokens}
-        finally:
-            browser.close()
+        with page.expect_request(retry_with_token):
+            pass  # the retry, sent by the page's own timer
+        return {"text": page.inner_text("#waiting"), "pill": page.inner_text("#status"), "tokens": tokens}
 
 
 async def test_a_full_platform_shows_the_queue_and_keeps_the_place(nursery):
@@ -526,16 +532,11 @@ def _random_steps(seed: int, count: int) -> list[list]:
 
 
 def replay_in_browser(core: str, scenarios: list[list[list]]) -> list:
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            page.goto(f"{core}/static/style.css")  # any page of core's origin: the module imports from there
-            return [page.evaluate(_JS_REPLAY, steps) for steps in scenarios]
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.goto(f"{core}/static/style.css")  # any page of core's origin: the module imports from there
+        return [page.evaluate(_JS_REPLAY, steps) for steps in scenarios]
 
 
 async def test_the_browser_push_state_machine_agrees_with_the_python_one(nursery):
@@ -593,19 +594,14 @@ _JS_KINDS = """async () => {
 
 def kinds_in_the_console(core: str, table: dict | None) -> dict:
     """The console's interaction editor in a page of core's origin; ``table`` replaces ``GET /v1/kinds``."""
-    sync_playwright = _browser_or_fail()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            if table is not None:
-                page.route(re.compile(r".*/v1/kinds$"), lambda route: route.fulfill(
-                    status=200, content_type="application/json", body=json.dumps(table)))
-            page.goto(f"{core}/static/style.css")  # any page of core's origin: the module imports from there
-            return page.evaluate(_JS_KINDS)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        if table is not None:
+            page.route(re.compile(r".*/v1/kinds$"), lambda route: route.fulfill(
+                status=200, content_type="application/json", body=json.dumps(table)))
+        page.goto(f"{core}/static/style.css")  # any page of core's origin: the module imports from there
+        return page.evaluate(_JS_KINDS)
 
 
 @pytest.mark.slow

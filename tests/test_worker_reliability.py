@@ -40,6 +40,7 @@ async def answer(play: Play, interaction_id: str, user_id: str, choice: object) 
     assert r.status_code == 202, r.text
 
 
+@pytest.mark.slow  # a node in process waiting out real visibility timeouts and intervals
 async def test_items_of_a_dead_consumer_are_redelivered_and_totals_stay_exact(backend: str | None) -> None:
     with trio.fail_after(TEST_BOUND):
         async with running(backend, roles=("core",), broker_options=FAST_REDELIVERY) as play:
@@ -62,6 +63,7 @@ async def test_items_of_a_dead_consumer_are_redelivered_and_totals_stay_exact(ba
                 play.ctx.draining.set()
 
 
+@pytest.mark.slow  # a node in process waiting out real visibility timeouts and intervals
 async def test_poison_items_are_retried_a_bounded_number_of_times_then_recorded(backend: str | None) -> None:
     with trio.fail_after(TEST_BOUND):
         async with running(backend, broker_options=FAST_REDELIVERY) as play:
@@ -85,6 +87,7 @@ async def test_poison_items_are_retried_a_bounded_number_of_times_then_recorded(
             assert results_body["total"] == 10
 
 
+@pytest.mark.slow  # a node in process waiting out real visibility timeouts and intervals
 async def test_one_failing_item_does_not_fail_its_batch() -> None:
     """A handler bug on one item: the batch is split, the others are acknowledged once, the bad one is
     redelivered until it is dead-lettered."""
@@ -127,6 +130,7 @@ async def test_draining_worker_stops_claiming() -> None:
             assert (await play.ctx.broker.queue_stats(keys.ANSWER_QUEUE))["waiting"] == 1
 
 
+@pytest.mark.slow  # a node in process waiting out real visibility timeouts and intervals
 async def test_stats_updates_are_throttled_and_end_with_the_final_count(backend: str | None) -> None:
     with trio.fail_after(TEST_BOUND):
         async with running(backend, worker_stats_interval="0.2") as play:
