@@ -121,9 +121,9 @@ async def test_ending_the_episode_cancels_what_remains(nursery):
         await http.post(f"/v1/episodes/{episode['id']}/end", json={}, headers=DIRECTOR)
     # The store no longer asks for the rest, and the leader, made to fire it now (the same job key replaces
     # any version it still holds), cancels it instead of opening it.
-    assert not [job for job in await all_jobs(scheduler.g) if job.episode_id == episode["id"]]
-    never = next(d for d in await scheduler.g.interactions_of(episode["id"]) if d.prompt == "never")
-    scheduler.agenda.add(Job("fire", episode["id"], never.id, scheduler.g.clock()))
+    assert not [job for job in await all_jobs(scheduler.gameplay) if job.episode_id == episode["id"]]
+    never = next(d for d in await scheduler.gameplay.interactions_of(episode["id"]) if d.prompt == "never")
+    scheduler.agenda.add(Job("fire", episode["id"], never.id, scheduler.gameplay.clock()))
     scheduler.wake.set()
     with trio.fail_after(10):
         while not [f for f in scheduler.fired if f[0] == never.id]:

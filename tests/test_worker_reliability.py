@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 import trio
+import trio.testing
 
 from playtotv import keys
 from playtotv.broker import QueueItem
@@ -126,7 +127,7 @@ async def test_draining_worker_stops_claiming() -> None:
                 play.ctx.draining.set()
             # the worker returned; what arrives now stays in the queue for another worker
             await play.ctx.broker.enqueue(keys.ANSWER_QUEUE, [b"later"])
-            await trio.sleep(0.2)
+            await trio.testing.wait_all_tasks_blocked()  # every task of this process had its chance to claim
             assert (await play.ctx.broker.queue_stats(keys.ANSWER_QUEUE))["waiting"] == 1
 
 

@@ -67,7 +67,7 @@ _notice_decoder = msgspec.json.Decoder(_Notice)
 class Scheduler:
     def __init__(self, ctx: NodeContext, leadership: Leadership) -> None:
         self.ctx = ctx
-        self.g = Gameplay.of(ctx)
+        self.gameplay = Gameplay.of(ctx)
         self.leadership = leadership
         self.agenda = Agenda(fire_lead=FIRE_LEAD)
         self.wake = trio.Event()
@@ -117,7 +117,7 @@ class Scheduler:
             self.opened_ready = trio.Event()
             batch, self.opened = self.opened, []
             try:
-                await finish_opened(self.g, batch)
+                await finish_opened(self.gameplay, batch)
             except (StoreUnavailable, BrokerUnavailable) as e:
                 event(log, "writes after interaction.opened failed; retrying", count=len(batch),
                       error=type(e).__name__)
@@ -128,7 +128,7 @@ class Scheduler:
     async def _reload(self) -> None:
         """Merge everything the store says is due into the agenda. Jobs already done that linger are
         harmless: every job is idempotent."""
-        for job in await timeline.all_jobs(self.g):
+        for job in await timeline.all_jobs(self.gameplay):
             self.agenda.add(job)
         self._wake()
 
@@ -153,11 +153,11 @@ class Scheduler:
                         except msgspec.ValidationError:
                             continue
                         if notice.interaction_id is not None:
-                            for job in await timeline.deadline_of(self.g, notice.interaction_id):
+                            for job in await timeline.deadline_of(self.gameplay, notice.interaction_id):
                                 self.agenda.add(job)
                             self._wake()
                             continue
-                        episode, jobs = await timeline.jobs_for_notice(self.g, notice.episode_id)
+                        episode, jobs = await timeline.jobs_for_notice(self.gameplay, notice.episode_id)
                         if episode is not None and episode.status == "ended":
                             self.agenda.discard_episode(episode.id)
                         for job in jobs:
@@ -171,10 +171,10 @@ class Scheduler:
         jobs.start_soon(self._reload_forever)
         while True:
             due = self.agenda.next_due()
-            with trio.move_on_after(RELOAD_INTERVAL if due is None else max(0.0, due - self.g.clock())):
+            with trio.move_on_after(RELOAD_INTERVAL if due is None else max(0.0, due - self.gameplay.clock())):
                 await self.wake.wait()
             self.wake = trio.Event()
-            for job in self.agenda.pop_due(self.g.clock()):
+            for job in self.agenda.pop_due(self.gameplay.clock()):
                 jobs.start_soon(self._do, job, token)  # each takes a limiter slot while it works
 
     async def _do(self, job: Job, token: int) -> None:
@@ -191,12 +191,12 @@ class Scheduler:
 
     async def _fire(self, job: Job, token: int) -> None:
         async with self.limiter:
-            prepared = await timeline.prepare_fire(self.g, job)
-        await trio.sleep(max(0.0, job.due - self.g.clock()))  # never early: jitter counts from the timecode
+            prepared = await timeline.prepare_fire(self.gameplay, job)
+        await trio.sleep(max(0.0, job.due - self.gameplay.clock()))  # never early: jitter counts from the timecode
         async with self.limiter:
-            now = self.g.clock()
+            now = self.gameplay.clock()
             outcome, follow_ups = await timeline.fire_entry(
-                self.g, job, now=now, grace=self.ctx.settings.scheduler.late_grace, token=token,
+                self.gameplay, job, now=now, grace=self.ctx.settings.scheduler.late_grace, token=token,
                 fence=lambda: self._fence(token), prepared=prepared, finish=self._queue_opened)
         for follow_up in follow_ups:
             self.agenda.add(follow_up)
@@ -207,10 +207,10 @@ class Scheduler:
 
     async def _do_now(self, job: Job) -> None:
         if job.kind == "close":
-            await close_due_interactions(self.g, self.g.clock())
+            await close_due_interactions(self.gameplay, self.gameplay.clock())
         elif job.kind == "start":
-            await timeline.start_episode(self.g, job)
-            _, jobs = await timeline.jobs_for_notice(self.g, job.episode_id)
+            await timeline.start_episode(self.gameplay, job)
+            _, jobs = await timeline.jobs_for_notice(self.gameplay, job.episode_id)
             for follow_up in jobs:
                 self.agenda.add(follow_up)
 
