@@ -74,7 +74,7 @@ class Play:
         return created["id"]
 
 
-async def wait_until(condition, poll: float = POLL) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(condition, poll: float = POLL) -> None:
     while not await condition():
         await trio.sleep(poll)
 

@@ -61,7 +61,7 @@ def _interaction(**changes: object) -> InteractionDoc:
     return InteractionDoc(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def _code(fn) -> str:  # type: ignore[no-untyped-def]
+def _code(fn) -> str:
     with pytest.raises(ApiError) as info:
         fn()
     return info.value.code.value
@@ -146,7 +146,7 @@ async def test_cache_loads_once_for_concurrent_callers(autojump_clock: trio.test
     assert results == [7] * 10 and load.calls == 1
 
 
-async def _append(results: list[int], awaitable) -> None:  # type: ignore[no-untyped-def]
+async def _append(results: list[int], awaitable) -> None:
     results.append(await awaitable)
 
 

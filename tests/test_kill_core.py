@@ -46,7 +46,7 @@ async def test_core_sigkilled_mid_burst_every_answer_is_counted_exactly_once() -
             limiter = trio.CapacityLimiter(BURST_CONCURRENCY)
             kill_now = trio.Event()
 
-            async def answer(viewer) -> None:  # type: ignore[no-untyped-def]
+            async def answer(viewer) -> None:
                 async with limiter:
                     accepted.append(await viewer.answer(interaction, choices[id(viewer)]))
                     if len(accepted) >= len(viewers) * KILL_AT:

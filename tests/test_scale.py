@@ -48,7 +48,7 @@ async def test_nodes_added_get_traffic_and_nodes_removed_drain_without_anyone_no
             async def stream_and_answer() -> None:
                 async with trio.open_nursery() as work:
                     for i, viewer in enumerate(viewers):
-                        async def answer(viewer=viewer, choice="ab"[i % 2]) -> None:  # type: ignore[no-untyped-def]
+                        async def answer(viewer=viewer, choice="ab"[i % 2]) -> None:
                             accepted.append(await viewer.answer(interaction, choice))
 
                         work.start_soon(answer)
@@ -61,7 +61,7 @@ async def test_nodes_added_get_traffic_and_nodes_removed_drain_without_anyone_no
                 await trio.sleep(0.3)
                 codes = {}
                 for process in (old_push, old_core):
-                    async def remove(process=process) -> None:  # type: ignore[no-untyped-def]
+                    async def remove(process=process) -> None:
                         codes[process.name] = await s.cluster.remove_process(process)
 
                     scaling_in.start_soon(remove)

@@ -34,7 +34,7 @@ def _patch_mongomock_for_new_pymongo(monkeypatch: pytest.MonkeyPatch) -> None:
 
     original = BulkOperationBuilder.add_replace
 
-    def add_replace(self, selector, doc, upsert, collation=None, hint=None, sort=None):  # type: ignore[no-untyped-def]
+    def add_replace(self, selector, doc, upsert, collation=None, hint=None, sort=None):
         return original(self, selector, doc, upsert, collation=collation, hint=hint)
 
     monkeypatch.setattr(BulkOperationBuilder, "add_replace", add_replace)
@@ -150,7 +150,7 @@ async def test_where_scalar_semantics(store: Store) -> None:
         ],
     )
 
-    async def ids(where):  # type: ignore[no-untyped-def]
+    async def ids(where):
         return sorted(d["_id"] for d in await store.find("flags", where))
 
     assert await ids({"v": "1"}) == ["s"]  # no string/number coercion
@@ -187,7 +187,7 @@ async def test_find_where_order_limit(store: Store) -> None:
     await store.ensure_index("players", ["show", "points"])
     await _leaderboard(store)
 
-    async def ids(**kw):  # type: ignore[no-untyped-def]
+    async def ids(**kw):
         return [d["_id"] for d in await store.find("players", **kw)]
 
     # Ties (p3, p5 at 20) are broken by _id in the same direction, on every backend.

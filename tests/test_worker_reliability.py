@@ -139,7 +139,7 @@ async def test_stats_updates_are_throttled_and_end_with_the_final_count(backend:
             interaction_id = await play.interaction(episode_id, quiz("a"))
             updates: list[tuple[float, StatsUpdated]] = []
 
-            async def listen(task_status=trio.TASK_STATUS_IGNORED) -> None:  # type: ignore[no-untyped-def]
+            async def listen(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 async with play.ctx.broker.subscribe([keys.episode_channel(episode_id)]) as sub:
                     task_status.started()
                     async for message in sub:

@@ -109,6 +109,27 @@ def parse_reply(data: bytes, start: int = 0) -> tuple[object, int]:
     raise ValueError(f"unexpected RESP reply {data[start:start + 20]!r}")
 
 
+#: What ``ReplyBuffer.add`` returns until the reply is complete.
+PENDING = object()
+
+
+class ReplyBuffer:
+    """The bytes of one reply as they arrive, for both ``query`` and ``query_blocking``."""
+
+    def __init__(self) -> None:
+        self._data = b""
+
+    def add(self, chunk: bytes) -> object:
+        """The reply once ``chunk`` completes it, else ``PENDING``; ``ValueError`` if the peer hung up."""
+        if not chunk:
+            raise ValueError("connection closed before the whole reply")
+        self._data += chunk
+        try:
+            return parse_reply(self._data)[0]
+        except Incomplete:
+            return PENDING
+
+
 async def query(port: int, *command: str | int, timeout: float = 2.0) -> object:
     """One command to the Redis or Sentinel on ``port``: the reply, or None when it does not answer. A
     tiny client of its own: supervision must not depend on the client it is testing."""
@@ -120,16 +141,10 @@ async def query(port: int, *command: str | int, timeout: float = 2.0) -> object:
         async with stream:
             try:
                 await stream.send_all(encode_command(*command))
-                data = b""
-                while True:
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        return None
-                    data += chunk
-                    try:
-                        return parse_reply(data)[0]
-                    except Incomplete:
-                        continue
+                buffer = ReplyBuffer()
+                while (reply := buffer.add(await stream.receive_some(65536))) is PENDING:
+                    pass
+                return reply
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
                 return None
     return None
@@ -140,16 +155,10 @@ def query_blocking(port: int, *command: str | int, timeout: float = 2.0) -> obje
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
             sock.sendall(encode_command(*command))
-            data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return None
-                data += chunk
-                try:
-                    return parse_reply(data)[0]
-                except Incomplete:
-                    continue
+            buffer = ReplyBuffer()
+            while (reply := buffer.add(sock.recv(65536))) is PENDING:
+                pass
+            return reply
     except (OSError, ValueError):
         return None
 
