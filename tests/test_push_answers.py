@@ -8,6 +8,8 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
+import httpx
+import pytest
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
@@ -15,11 +17,13 @@ from playtotv.gameplay.answers import AnswerBatcher
 from playtotv.gameplay.documents import InteractionDoc
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.broker.memory import MemoryBroker
+from playtotv.client import ClientError, PlayToTVClient
 from playtotv.protocol.push import Answer
 from playtotv.protocol.rest import Option
 from playtotv.roles.push.answers import AnswerDesk, InteractionBook
 from playtotv.store import open_store
 from playtotv.store.base import StoreUnavailable
+from tests.inprocess import start_node
 from tests.playkit import Play, quiz, running, wait_until
 
 BOUND = 20
@@ -195,3 +199,60 @@ async def test_answers_are_unavailable_while_they_cannot_be_recorded() -> None:
         # A choice refused before the batcher is asked is still refused as such.
         reply = json.loads(await desk.answer("u1", Answer(id="r3", interaction_id="i1", choice="z")))
         assert reply["code"] == "invalid_choice"
+
+
+# -- the Python SDK ----------------------------------------------------------------------------------------
+
+DIRECTOR = {"Authorization": "Bearer director-key-0123456789"}  # tests/inprocess.py's default key
+
+
+async def _live_quizzes(core: str, count: int) -> tuple[str, list[str]]:
+    async with httpx.AsyncClient(base_url=core, headers=DIRECTOR) as http:
+        show = (await http.post("/v1/shows", json={"title": "S"})).json()
+        episode = (await http.post(f"/v1/shows/{show['id']}/episodes", json={"title": "E", "mode": "live"})).json()
+        await http.post(f"/v1/episodes/{episode['id']}/start", json={})
+        quizzes = []
+        for _ in range(count):
+            created = (await http.post(f"/v1/episodes/{episode['id']}/interactions", json=quiz())).json()
+            await http.post(f"/v1/interactions/{created['id']}/open", json={})
+            quizzes.append(created["id"])
+        return episode["id"], quizzes
+
+
+async def test_the_sdk_answers_on_its_websocket_and_falls_back_to_rest_without_counting_twice(nursery) -> None:
+    node = await start_node(nursery, ["gatekeeper", "core", "push", "worker"])
+    episode, (on_socket, lost_reply, after_stream) = await _live_quizzes(node.url("core"), 3)
+    async with PlayToTVClient(node.url("gatekeeper")) as client:
+        await client.join()
+        with trio.fail_after(BOUND):
+            async with client.push([f"episode:{episode}"]) as stream:
+                while not stream.websocket_open:
+                    await trio.sleep(0.01)
+                accepted = await client.answer(on_socket, "a")
+                assert accepted["accepted"] is True and accepted["received_at"] > 0
+                with pytest.raises(ClientError) as refused:
+                    await client.answer(on_socket, "b")
+                assert (refused.value.status, refused.value.code) == (409, "already_answered")
+                with pytest.raises(ClientError) as invalid:
+                    await client.answer(lost_reply, "z")
+                assert (invalid.value.status, invalid.value.code) == (422, "invalid_choice")
+                assert client.answers_by_transport == {"websocket": 1, "rest": 0}
+
+                # The frame goes out but its reply is lost: the REST retry finds it already answered.
+                send_answer = stream.send_answer
+
+                async def reply_lost(*args: Any) -> None:
+                    await send_answer(*args)
+
+                stream.send_answer = reply_lost  # type: ignore[method-assign]
+                assert await client.answer(lost_reply, "a") == {"accepted": True, "duplicate": True}
+            # No stream: REST.
+            assert (await client.answer(after_stream, "a"))["accepted"] is True
+            assert client.answers_by_transport == {"websocket": 1, "rest": 1}
+            async with httpx.AsyncClient(base_url=node.url("core"), headers=DIRECTOR) as http:
+                async def totals() -> list[int]:
+                    return [(await http.get(f"/v1/interactions/{q}/results")).json()["total"]
+                            for q in (on_socket, lost_reply, after_stream)]
+
+                while await totals() != [1, 1, 1]:
+                    await trio.sleep(0.05)
