@@ -11,10 +11,14 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 import trio
+import trio.testing
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from playtotv.gameplay import schema
 from playtotv.gameplay.answers import AnswerBatcher
-from playtotv.gameplay.documents import InteractionDoc
+from playtotv.gameplay.cache import announce_invalidation
+from playtotv.gameplay.documents import InteractionDoc, to_doc
+from playtotv.gameplay.service import Gameplay
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.broker.memory import MemoryBroker
 from playtotv.client import ClientError, PlayToTVClient
@@ -25,6 +29,7 @@ from playtotv.store import open_store
 from playtotv.store.base import StoreUnavailable
 from tests.inprocess import start_node
 from tests.playkit import Play, quiz, running, wait_until
+from tests.pushkit import push_node
 
 BOUND = 20
 
@@ -256,3 +261,26 @@ async def test_the_sdk_answers_on_its_websocket_and_falls_back_to_rest_without_c
 
                 while await totals() != [1, 1, 1]:
                     await trio.sleep(0.05)
+
+
+async def test_a_push_only_node_hears_of_a_close_on_a_channel_it_does_not_follow() -> None:
+    """Read from the store and cached, as core caches it; the close comes as a cache invalidation."""
+    with trio.fail_after(BOUND):
+        async with push_node() as node:
+            now = time.time()
+            doc = InteractionDoc(id="i_1", episode_id="E1", kind="quiz", prompt="?", options=[Option(id="a", label="A")],
+                                 duration=60, points=10, status="open", opens_at=now, closes_at=now + 60)
+            await node.ctx.store.insert(schema.INTERACTIONS, to_doc(doc))
+            async with open_websocket_url(node.ws_url("ann")) as ann, open_websocket_url(node.ws_url("bob")) as bob:
+                for ws in (ann, bob):
+                    assert (await recv(ws))["type"] == "subscribed"
+                assert (await answer(ann, "r1", "i_1", "a"))["type"] == "answer.accepted"
+                await node.ctx.store.update(schema.INTERACTIONS, "i_1", set={"status": "closed"})
+                await announce_invalidation(node.ctx.broker, "interaction", ["i_1"])
+                await trio.testing.wait_all_tasks_blocked()  # the invalidation delivered and applied
+                assert await _uncached(node, "i_1")  # at once, not after the cache's TTL
+                assert (await answer(bob, "r2", "i_1", "a"))["code"] == "interaction_closed"
+
+
+async def _uncached(node: Any, interaction_id: str) -> bool:
+    return not Gameplay.of(node.ctx).caches.interactions.get(interaction_id)[0]

@@ -32,6 +32,7 @@ import trio
 from playtotv.accept import node_gate
 from playtotv.gameplay import schema
 from playtotv.gameplay.answers import AnswerBatcher
+from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
@@ -90,6 +91,10 @@ async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TAS
     async with trio.open_nursery() as background:
         await background.start(hub.run)
         await background.start(batcher.run)
+        if "core" not in ctx.roles:
+            # Interactions read from the store are cached as core caches them; a close announced while
+            # no local client follows the episode's channel reaches this node as an invalidation.
+            await background.start(follow_invalidations, ctx.broker, Gameplay.of(ctx).caches)
         background.start_soon(runtime.report_forever)
         async with trio.open_nursery() as listeners:
             gate = node_gate(ctx, "push", max_open(settings.max_connections))
