@@ -31,12 +31,11 @@ import trio
 
 from playtotv.accept import node_gate
 from playtotv.gameplay import schema
-from playtotv.gameplay.answers import AnswerBatcher
+from playtotv.gameplay.answers import AnswerBatcher, check_durability
 from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
-from playtotv.roles.core import check_durability
 
 from .access import EpisodeDirectory
 from .answers import AnswerDesk, InteractionBook
