@@ -17,8 +17,9 @@ question asked of cost rather than of speed, and holds still when the machine is
 
 The WebSocket side (docs/api.md §5.1): a push process on the same Redis and SQLite file, W viewers
 each holding one WebSocket (a viewer is a user: the per-user rate applies, so W is large enough that no
-viewer nears it) send ``answer`` frames back to back, a few in flight each, every one a fresh (quiz,
-viewer) pair. The client writes pre-built frames and counts replies in the raw bytes, so it costs less
+viewer nears it; fresh users each round) send ``answer`` frames back to back, two in flight each, every
+one a fresh (quiz, viewer) pair. Both loads are closed loops: latency is mostly the load's own queue
+(W × 2 answers outstanding), not the server's. The client writes pre-built frames and counts replies in the raw bytes, so it costs less
 than the server it drives. ``ws_answers_per_s`` is measured in the same round as ``answers_per_s``;
 ``ws_ratio`` is their quotient, and ``ws_cpu_ratio`` = core_cpu_us / push_cpu_us asks the same of the
 CPU per answer (each process's own; Redis's per answer is reported for both). Answers per second per
@@ -381,7 +382,7 @@ async def bench(args: argparse.Namespace, redis_url: str, redis_pid: int, db_pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench answers", description=__doc__.split("\n")[0])
     parser.add_argument("--viewers", type=int, default=64)
-    parser.add_argument("--ws-viewers", type=int, default=2000,
+    parser.add_argument("--ws-viewers", type=int, default=1000,
                         help="WebSocket viewers (one user each) answering through push")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1, help="alternate ceiling and answers runs; medians")
