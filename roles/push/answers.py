@@ -55,8 +55,8 @@ class InteractionBook:
         self._channels = hub_channels
         self._load = load
         self._max = max_entries
-        #: id → (the interaction, the channel state it was learned from)
-        self._learned: dict[str, tuple[InteractionDoc, ChannelState]] = {}
+        #: id → (the interaction, or None when only its close was seen; the channel state it came from)
+        self._learned: dict[str, tuple[InteractionDoc | None, ChannelState]] = {}
         self.loads = 0
 
     # -- the hub's observer --------------------------------------------------------------------------
@@ -70,18 +70,15 @@ class InteractionBook:
                                      options=list(view.options), scale=view.scale, duration=view.duration,
                                      points=view.points or 0, status=view.status, opens_at=view.opens_at,
                                      closes_at=view.closes_at)
-                self._learn(doc, state)
+                self._learn(doc.id, doc, state)
             elif data.startswith(_CLOSED):
                 closed = _closed_decoder.decode(data)
                 known = self._learned.get(closed.interaction_id)
-                if known is not None:
-                    doc = msgspec.structs.replace(known[0], status="closed")
-                else:
-                    # Closed is all an answer needs to know (it is refused before its choice is looked
-                    # at), and it beats a cached read that may still say open.
-                    doc = InteractionDoc(id=closed.interaction_id, episode_id=state.name[len(_EPISODE_PREFIX):],
-                                         kind="poll", prompt="", duration=0.0, points=0, status="closed")
-                self._learn(doc, state)
+                # Closed is all an answer needs to know (it is refused before its choice is looked at),
+                # and it beats a cached read that may still say open: None stands for "closed".
+                self._learn(closed.interaction_id,
+                            None if known is None or known[0] is None
+                            else msgspec.structs.replace(known[0], status="closed"), state)
         except msgspec.DecodeError:
             pass  # not ours to judge: the fan-out delivered it; a lookup will read the store instead
 
@@ -89,19 +86,22 @@ class InteractionBook:
         for interaction_id in [i for i, (_, s) in self._learned.items() if s is state]:
             del self._learned[interaction_id]
 
-    def _learn(self, doc: InteractionDoc, state: ChannelState) -> None:
-        self._learned.pop(doc.id, None)
-        self._learned[doc.id] = (doc, state)
+    def _learn(self, interaction_id: str, doc: InteractionDoc | None, state: ChannelState) -> None:
+        self._learned.pop(interaction_id, None)
+        self._learned[interaction_id] = (doc, state)
         if len(self._learned) > self._max:
             del self._learned[next(iter(self._learned))]
 
     # -- lookups ---------------------------------------------------------------------------------------
     async def get(self, interaction_id: str) -> InteractionDoc | None:
+        """Raises ApiError ``interaction_closed`` for one known only by its close."""
         known = self._learned.get(interaction_id)
         if known is not None:
             doc, state = known
             # Trusted while the node still follows that channel: a later close would have come through it.
             if self._channels().get(state.name) is state and state.error is None:
+                if doc is None:
+                    raise ApiError("interaction_closed", "the interaction is not open")
                 return doc
             del self._learned[interaction_id]
         self.loads += 1
