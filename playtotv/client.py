@@ -14,10 +14,16 @@ Failover rules (docs/api.md §3): the client keeps to the first core endpoint of
 to the next on a connection error, a 5xx, or a round trip over ``max_rtt_ms``; when the list is exhausted
 it goes back to the gatekeeper (resuming its identity with its ticket). Answers are idempotent across a
 failover: a retry that meets ``409 already_answered`` means the first attempt landed.
+
+While a push stream holds a WebSocket, ``answer`` sends the answer on it (docs/api.md §5.1: far cheaper
+for the platform than a request); without one, or when the socket cannot settle it, it answers over REST.
+Both transports share one dedupe key per interaction and user, so the REST retry of an answer the
+socket may have delivered is never counted twice.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -30,7 +36,10 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
+from playtotv.protocol.errors import STATUS, ErrorCode
 from playtotv.pushclient import (
+    AnswerAccepted,
+    AnswerFailed,
     ChannelPosition,
     Event,
     MessageReceived,
@@ -108,6 +117,11 @@ class PlayToTVClient:
         self._slow = 0
         self._queue_token: str | None = None
         self.failovers = 0
+        #: The push stream open now (its WebSocket carries answers), if any.
+        self._stream: PushStream | None = None
+        self._request_ids = itertools.count(1)
+        #: Answers settled on the WebSocket and over REST (for tests and diagnostics).
+        self.answers_by_transport = {"websocket": 0, "rest": 0}
 
     async def __aenter__(self) -> PlayToTVClient:
         return self
@@ -220,17 +234,36 @@ class PlayToTVClient:
         return await self.request("PUT", "/v1/me", json={"name": name})
 
     async def answer(self, interaction_id: str, choice: str | int) -> dict[str, Any]:
-        """Answer once, whatever fails in between: a retry after a lost response meets
-        ``409 already_answered``, which means the first attempt was counted."""
+        """Answer once, whatever fails in between: on the push WebSocket when one is open, else (or when
+        it cannot settle the answer) over REST. A retry after a lost reply meets ``already_answered``,
+        which means the first attempt was counted: ``{"accepted": True, "duplicate": True}``."""
+        maybe_sent = False
+        stream = self._stream
+        if stream is not None and stream.websocket_open:
+            request_id = f"a{next(self._request_ids)}"
+            while True:
+                maybe_sent = True
+                reply = await stream.send_answer(request_id, interaction_id, choice)
+                if isinstance(reply, AnswerAccepted):
+                    self.answers_by_transport["websocket"] += 1
+                    return {"accepted": True, "received_at": reply.received_at}
+                if reply is None or reply.code == "unavailable":
+                    break  # the socket dropped, no reply in time, or the node cannot record it: REST
+                if reply.code == "rate_limited":
+                    await trio.sleep(reply.retry_after or 0.5)
+                    continue
+                raise ClientError(_status_of(reply.code), reply.code, reply.message, reply.retry_after)
         failovers_before = self.failovers
         for attempt in range(MAX_FAILOVERS + 1):
             try:
-                return await self.request("POST", f"/v1/interactions/{interaction_id}/answers",
+                body = await self.request("POST", f"/v1/interactions/{interaction_id}/answers",
                                           json={"choice": choice})
+                self.answers_by_transport["rest"] += 1
+                return body
             except ClientError as e:
-                # a retry of ours (here, or a failover inside request()) meeting "already answered" means
-                # an earlier attempt landed and only its response was lost
-                retried = attempt > 0 or self.failovers > failovers_before
+                # a retry of ours (here, or a failover inside request(), or after the socket) meeting
+                # "already answered" means an earlier attempt landed and only its response was lost
+                retried = maybe_sent or attempt > 0 or self.failovers > failovers_before
                 if e.code == "already_answered" and retried:
                     return {"accepted": True, "duplicate": True}
                 if e.code == "rate_limited":
@@ -250,6 +283,21 @@ class PlayToTVClient:
         """server clock − local clock at join time, for countdowns synchronised to ``server_time``."""
         assert self.session is not None
         return self.session["server_time"] - time.time()
+
+
+def _status_of(code: str) -> int:
+    try:
+        return STATUS[ErrorCode(code)]
+    except ValueError:
+        return 400  # a code this SDK does not know yet: a client error all the same
+
+
+class _PendingAnswer:
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.reply: AnswerAccepted | AnswerFailed | None = None
 
 
 class _MoveOn(Exception):
@@ -276,6 +324,29 @@ class PushStream:
         self.transport: str | None = None  # "websocket" or "polling", for tests and diagnostics
         self.node_index = 0
         self.reconnects = 0
+        self._answers: dict[str, _PendingAnswer] = {}
+
+    @property
+    def websocket_open(self) -> bool:
+        return self._ws is not None
+
+    async def send_answer(self, request_id: str, interaction_id: str,
+                          choice: str | int) -> AnswerAccepted | AnswerFailed | None:
+        """Send an ``answer`` frame and wait for its reply; None when it could not be settled here (no
+        WebSocket, it closed, or no reply within ``REQUEST_TIMEOUT``): it may or may not have landed."""
+        ws = self._ws
+        if ws is None:
+            return None
+        pending = self._answers[request_id] = _PendingAnswer()
+        try:
+            await ws.send_message(PushClient.answer(request_id, interaction_id, choice).decode())
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                await pending.done.wait()
+            return pending.reply
+        except ConnectionClosed:
+            return None
+        finally:
+            self._answers.pop(request_id, None)
 
     def __aiter__(self) -> PushStream:
         return self
@@ -337,7 +408,12 @@ class PushStream:
     async def _deliver(self, events: list[Event]) -> list[Resubscribe]:
         resubscribe: list[Resubscribe] = []
         for event in events:
-            if isinstance(event, Resubscribe):
+            if isinstance(event, (AnswerAccepted, AnswerFailed)):
+                pending = self._answers.get(event.id)
+                if pending is not None:  # else its sender gave up waiting: it retries over REST
+                    pending.reply = event
+                    pending.done.set()
+            elif isinstance(event, Resubscribe):
                 resubscribe.append(event)
             elif isinstance(event, ReconnectRequested):
                 await trio.sleep(event.after)
@@ -354,6 +430,8 @@ class PushStream:
                 await self._serve_websocket(ws)
             finally:
                 self._ws = None
+                for pending in self._answers.values():
+                    pending.done.set()  # unsettled: their senders go to REST
 
     async def _serve_websocket(self, ws: WebSocketConnection) -> None:
         for frame in self.state.connection_made():
@@ -423,8 +501,11 @@ async def _push_stream(client: PlayToTVClient, channels: list[str]) -> AsyncIter
     stream = PushStream(client, channels)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream.run)
+        client._stream = stream
         try:
             yield stream
         finally:
+            if client._stream is stream:
+                client._stream = None
             nursery.cancel_scope.cancel()
 

@@ -9,6 +9,8 @@ server sends into events the application acts on:
   ``missed`` list replays them (and everything up to the server's position) in order;
 * :class:`StateLost` — the server could not fill a gap (``recovered: false``): reload over REST;
 * :class:`Subscribed`, :class:`Pong`, :class:`ServerError`, :class:`ReconnectRequested`;
+* :class:`AnswerAccepted` / :class:`AnswerFailed` — the reply to an ``answer`` frame (:meth:`PushClient.answer`),
+  by its request id;
 * duplicates are dropped silently (counted in ``duplicates``).
 
 After a reconnect, send :meth:`PushClient.connection_made`'s frames: a ``subscribe`` with ``since`` for
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from playtotv.protocol.push import (
+    Answer,
+    AnswerAcceptedFrame,
     ErrorFrame,
     Message,
     Ping,
@@ -104,7 +108,26 @@ class ReconnectRequested:
     after: float
 
 
-Event = MessageReceived | Subscribed | Resubscribe | StateLost | Pong | ServerError | ReconnectRequested
+@dataclass(frozen=True, slots=True)
+class AnswerAccepted:
+    """The ``answer`` frame with this ``id`` is recorded (what a REST 202 promises)."""
+
+    id: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerFailed:
+    """The ``answer`` frame with this ``id`` was refused: ``code`` as the REST answer would give it."""
+
+    id: str
+    code: str
+    message: str
+    retry_after: float | None
+
+
+Event = (MessageReceived | Subscribed | Resubscribe | StateLost | Pong | ServerError | ReconnectRequested
+         | AnswerAccepted | AnswerFailed)
 
 
 # -- state ----------------------------------------------------------------------------------------------------
@@ -146,6 +169,12 @@ class PushClient:
     def ping() -> bytes:
         return encode_frame(Ping())
 
+    @staticmethod
+    def answer(request_id: str, interaction_id: str, choice: str | int) -> bytes:
+        """An ``answer`` frame; its reply is an :class:`AnswerAccepted` or :class:`AnswerFailed` with
+        ``request_id``."""
+        return encode_frame(Answer(id=request_id, interaction_id=interaction_id, choice=choice))
+
     def connection_made(self) -> list[bytes]:
         """A (re)connected WebSocket: the frames to send first, re-subscribing with ``since`` to every
         channel followed (the user channel too, when a position for it is known)."""
@@ -172,10 +201,14 @@ class PushClient:
                                          frame.missed, reply=True)
             case PongFrame(server_time=t):
                 return [Pong(t)]
-            case ErrorFrame(code=code, message=message):
+            case ErrorFrame(code=code, message=message, id=None):
                 return [ServerError(code, message)]
+            case ErrorFrame(code=code, message=message, id=str(request_id), retry_after=retry_after):
+                return [AnswerFailed(request_id, code, message, retry_after)]
             case Reconnect(after=after):
                 return [ReconnectRequested(after)]
+            case AnswerAcceptedFrame(id=request_id, received_at=received_at):
+                return [AnswerAccepted(request_id, received_at)]
         raise RemoteProtocolError(f"unexpected frame {type(frame).__name__}")  # pragma: no cover
 
     def _on_message(self, channel: str, epoch: str, offset: int, sent_at: float, data: bytes) -> list[Event]:

@@ -2,10 +2,10 @@
 
 Three tagged unions, all on ``"type"``:
 
-* :data:`ClientFrame` — what a client sends (``subscribe``, ``unsubscribe``, ``ping``); decode with
+* :data:`ClientFrame` — what a client sends (``subscribe``, ``unsubscribe``, ``ping``, ``answer``); decode with
   :data:`client_frame_decoder` after checking the frame is at most :data:`MAX_CLIENT_FRAME_BYTES`.
 * :data:`ServerFrame` — what the server sends (``subscribed``, ``message``, ``pong``, ``error``,
-  ``reconnect``); clients decode with :data:`server_frame_decoder`.
+  ``reconnect``, ``answer.accepted``); clients decode with :data:`server_frame_decoder`.
 * :data:`MessageData` — the ``data`` of a ``message`` (``interaction.opened``, ``score.updated``, ...).
 
 A ``message`` frame's ``data`` is :class:`msgspec.Raw`: the publisher encodes the data once, the broker
@@ -22,7 +22,7 @@ import msgspec
 from msgspec import Meta
 
 from .decoding import JsonDecoder
-from .rest import InteractionView, LeaderboardEntry, Notification, Results
+from .rest import Choice, InteractionView, LeaderboardEntry, Notification, Results
 
 #: Client frames are tiny (a subscribe is < 200 bytes); anything much larger is abuse, refused before
 #: decoding so a client cannot make the server parse megabytes.
@@ -34,6 +34,10 @@ CHANNEL_REGEX = r"^[a-z]+:[A-Za-z0-9_.:-]+$"
 Channel = Annotated[str, Meta(min_length=3, max_length=160, pattern=CHANNEL_REGEX)]
 Epoch = Annotated[str, Meta(max_length=64)]
 Offset = Annotated[int, Meta(ge=0)]
+#: The client's own name for a request (``answer``), echoed in the reply that settles it.
+RequestId = Annotated[str, Meta(min_length=1, max_length=64)]
+#: Checked against the id pattern by the server (an id that cannot exist is ``not_found``, as over REST).
+InteractionId = Annotated[str, Meta(min_length=1, max_length=128)]
 
 
 class _Frame(msgspec.Struct, tag_field="type", kw_only=True):
@@ -63,7 +67,18 @@ class Ping(_Frame, tag="ping", kw_only=True):
     pass
 
 
-ClientFrame = Subscribe | Unsubscribe | Ping
+class Answer(_Frame, tag="answer", kw_only=True):
+    """An answer sent on the WebSocket (docs/api.md §5.1), the same answer as ``POST
+    /v1/interactions/{id}/answers``: settled by ``answer.accepted`` or ``error`` carrying the same ``id``.
+    Both transports share one dedupe key per interaction and user, so a retry over the other one is never
+    counted twice."""
+
+    id: RequestId
+    interaction_id: InteractionId
+    choice: Choice
+
+
+ClientFrame = Subscribe | Unsubscribe | Ping | Answer
 
 client_frame_decoder: JsonDecoder[ClientFrame] = JsonDecoder(ClientFrame)
 
@@ -96,12 +111,24 @@ class Pong(_Frame, tag="pong", kw_only=True):
     server_time: float
 
 
-class ErrorFrame(_Frame, tag="error", kw_only=True):
+class ErrorFrame(_Frame, tag="error", omit_defaults=True, kw_only=True):
     """``code`` is one of the REST error codes (protocol.errors.ErrorCode), e.g. ``bad_request`` for a frame
-    that fails validation, ``forbidden`` for a channel the client may not follow."""
+    that fails validation, ``forbidden`` for a channel the client may not follow. ``id`` names the
+    ``answer`` it settles (left out for other frames); ``retry_after`` is there where retrying makes
+    sense (``rate_limited``, ``unavailable``)."""
 
     code: str
     message: str = ""
+    id: str | None = None
+    retry_after: float | None = None
+
+
+class AnswerAcceptedFrame(_Frame, tag="answer.accepted", kw_only=True):
+    """The ``answer`` with this ``id`` is recorded (what a 202 promises, ``answers.durability``);
+    ``received_at`` as in the REST 202."""
+
+    id: str
+    received_at: float
 
 
 class Reconnect(_Frame, tag="reconnect", kw_only=True):
@@ -111,7 +138,7 @@ class Reconnect(_Frame, tag="reconnect", kw_only=True):
     after: float
 
 
-ServerFrame = Subscribed | Message | Pong | ErrorFrame | Reconnect
+ServerFrame = Subscribed | Message | Pong | ErrorFrame | Reconnect | AnswerAcceptedFrame
 
 server_frame_decoder = msgspec.json.Decoder(ServerFrame)
 

@@ -310,6 +310,8 @@ def describe(frame: push.ClientFrame) -> str:
             return f"unsubscribe {channel}"
         case push.Ping():
             return "ping"
+        case push.Answer(id=request_id, interaction_id=interaction_id, choice=choice):
+            return f"answer {request_id} {interaction_id} {choice!r}"
     raise AssertionError(frame)
 
 
@@ -321,6 +323,8 @@ def describe(frame: push.ClientFrame) -> str:
          "subscribe episode:E1 after x/41"),
         (b'{"channel": "user:u_1", "type": "unsubscribe", "extra": [1]}', "unsubscribe user:u_1"),
         (b'{"type": "ping"}', "ping"),
+        (b'{"type": "answer", "id": "r1", "interaction_id": "i_1", "choice": "a"}', "answer r1 i_1 'a'"),
+        (b'{"type": "answer", "id": "r2", "interaction_id": "i_1", "choice": 4}', "answer r2 i_1 4"),
     ],
 )
 def test_client_frame_dispatch(raw, expected):
@@ -339,6 +343,10 @@ def test_client_frame_dispatch(raw, expected):
         b'{"type": "subscribe", "channel": "episode:E1", "since": {"epoch": "x", "offset": -1}}',
         b'{"type": "subscribe", "channel": "episode:E1", "since": {"offset": 3}}',
         b'["ping"]',
+        b'{"type": "answer", "interaction_id": "i_1", "choice": "a"}',  # no request id
+        b'{"type": "answer", "id": "", "interaction_id": "i_1", "choice": "a"}',
+        b'{"type": "answer", "id": "r1", "interaction_id": "i_1", "choice": true}',
+        b'{"type": "answer", "id": "r1", "interaction_id": "i_1", "choice": ""}',
     ],
 )
 def test_bad_client_frames_are_validation_errors(raw):
@@ -364,6 +372,8 @@ def test_server_frames_round_trip():
         push.Pong(server_time=1764166400.5),
         push.ErrorFrame(code="forbidden", message="not your channel"),
         push.Reconnect(after=0.5),
+        push.AnswerAcceptedFrame(id="r1", received_at=1764166400.5),
+        push.ErrorFrame(code="rate_limited", message="too fast", id="r2", retry_after=0.1),
     ]
     for frame in frames:
         decoded = push.server_frame_decoder.decode(push.encode_frame(frame))
@@ -373,6 +383,11 @@ def test_server_frames_round_trip():
         "type": "subscribed", "channel": "episode:E1", "epoch": "x", "offset": 44, "recovered": False,
         "missed": []}
     assert json.loads(push.encode_frame(frames[4])) == {"type": "reconnect", "after": 0.5}
+    # An error settling no answer carries no ``id``; one settling an answer carries it.
+    assert json.loads(push.encode_frame(frames[3])) == {"type": "error", "code": "forbidden",
+                                                         "message": "not your channel"}
+    assert json.loads(push.encode_frame(frames[6])) == {"type": "error", "code": "rate_limited", "message": "too fast",
+                                                         "id": "r2", "retry_after": 0.1}
 
 
 def test_message_data_dispatch_on_dotted_tags():
@@ -566,8 +581,8 @@ def test_push_json_schema():
     document = json.loads(json.dumps(contract.push_json_schema()))
     defs = document["$defs"]
     tags = {name: defs[name]["discriminator"]["mapping"] for name in ("ClientFrame", "ServerFrame", "MessageData")}
-    assert set(tags["ClientFrame"]) == {"subscribe", "unsubscribe", "ping"}
-    assert set(tags["ServerFrame"]) == {"subscribed", "message", "pong", "error", "reconnect"}
+    assert set(tags["ClientFrame"]) == {"subscribe", "unsubscribe", "ping", "answer"}
+    assert set(tags["ServerFrame"]) == {"subscribed", "message", "pong", "error", "reconnect", "answer.accepted"}
     assert "interaction.opened" in tags["MessageData"] and "notification" in tags["MessageData"]
     assert defs["Message"]["properties"]["data"] == {"$ref": "#/$defs/MessageData"}
     assert "PollResponse" in defs

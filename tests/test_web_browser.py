@@ -327,7 +327,9 @@ def play_a_quiz(core: str, tag: str, *, block_websocket: bool) -> dict:
                 resubscribed = None
             else:
                 resubscribed = [json.loads(m) for m in tap.sent[sent_before_drop:]]
+            socket_answers = [f for f in map(json.loads, tap.sent) if f.get("type") == "answer"]
             return {"seen_ms": seen_ms, "resubscribed": resubscribed, "viewers": outcome, "shots": shots,
+                    "socket_answers": socket_answers,
                     "console_transport": director.page.get_attribute("#status", "data-transport"),
                     "errors": {i: page.errors for i, page in enumerate(pages) if page.errors}}
         except Exception:
@@ -377,6 +379,8 @@ async def test_a_quiz_from_console_to_three_viewers_over_websocket():
     since = [f["since"] for f in result["resubscribed"]
              if f.get("type") == "subscribe" and f["channel"].startswith("episode:") and f.get("since")]
     assert since and since[0]["offset"] > 0, result["resubscribed"]
+    # Cid answered on his WebSocket (docs/api.md §5.1), not over REST, and was counted (the bars above).
+    assert [(f["interaction_id"] != "", f["choice"]) for f in result["socket_answers"]] == [(True, "a")]
     # The README shows these two (docs/screenshots); refreshed on demand only.
     README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for name, shot in result["shots"].items():

@@ -32,7 +32,7 @@ once the drain begins, but requests in flight keep being answered after that; so
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 import trio
@@ -42,7 +42,11 @@ from playtotv.broker.base import Broker, BrokerUnavailable, ReplicatedQueues
 from playtotv.gameplay import ids, schema
 from playtotv.gameplay.documents import AnswerDoc, InteractionDoc, to_doc
 from playtotv.protocol.errors import ApiError
+from playtotv.settings import ConfigError
 from playtotv.store.base import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from playtotv.context import NodeContext
 
 log = logging.getLogger("playtotv.gameplay.answers")
 
@@ -79,6 +83,17 @@ class AnswerItem(msgspec.Struct, array_like=True, frozen=True):
 
 encode_item = msgspec.msgpack.Encoder().encode
 item_decoder = msgspec.msgpack.Decoder(AnswerItem)
+
+
+def check_durability(ctx: NodeContext) -> None:
+    """``replicated`` needs Redis replicas and a broker that can wait for them (every role that runs a
+    batcher checks it at start: core, push)."""
+    if ctx.settings.answers.durability != "replicated":
+        return
+    if ctx.settings.embedded:
+        raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
+    if not isinstance(ctx.broker, ReplicatedQueues):
+        raise ConfigError("answers.durability: 'replicated' is not supported by this broker")
 
 
 def validate(doc: InteractionDoc | None, choice: str | int, now: float) -> InteractionDoc:
@@ -192,7 +207,7 @@ class AnswerBatcher:
         entries = [(w.key, w.payload) for w in batch]
         ttl = max(w.ttl for w in batch)
         if self.durability == "replicated":
-            # core refuses to start with a broker lacking the capability (roles/core check_durability)
+            # core and push refuse to start with a broker lacking the capability (check_durability)
             assert isinstance(self.broker, ReplicatedQueues)
             return await self.broker.enqueue_unique_replicated(
                 keys.ANSWER_QUEUE, entries, ttl, self.replicas, self.replica_timeout)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from playtotv.broker.base import ReplicatedQueues
-from playtotv.gameplay.answers import AnswerBatcher
+from playtotv.gameplay.answers import AnswerBatcher, check_durability
 from playtotv.gameplay.cache import follow_invalidations
 from playtotv.gameplay.ratelimit import TokenBuckets
 from playtotv.gameplay.service import Gameplay
@@ -21,11 +20,11 @@ from playtotv.roles.core import director_api, viewer_api, web
 from playtotv.roles.core.callers import Authenticator, FailedCredentials
 from playtotv.roles.core.names import TicketNames
 from playtotv.roles.core.request_latency import LatencyWindow
-from playtotv.settings import ConfigError
 
 if TYPE_CHECKING:
     from playtotv.context import NodeContext
 
+__all__ = ["CoreApi", "check_durability", "run"]
 
 
 class CoreApi:
@@ -57,16 +56,6 @@ class CoreApi:
         director_api.register(self)
         viewer_api.register(self)
         web.register(self)  # /console, /play and their files
-
-
-def check_durability(ctx: NodeContext) -> None:
-    """``replicated`` needs Redis replicas and a broker that can wait for them."""
-    if ctx.settings.answers.durability != "replicated":
-        return
-    if ctx.settings.embedded:
-        raise ConfigError("answers.durability: 'replicated' needs redis.url (the embedded broker has no replicas)")
-    if not isinstance(ctx.broker, ReplicatedQueues):
-        raise ConfigError("answers.durability: 'replicated' is not supported by this broker")
 
 
 async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

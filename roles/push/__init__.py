@@ -11,6 +11,7 @@ Modules, one concept each:
     wsframe       server frames built once for every socket
     clientframes  decoding client frames and the policy for bad ones
     access        which channels a client may follow: its own, and those of episodes that exist
+    answers       answers sent on the socket: the interactions the node knows, validation, the batcher
     users         connections per user: the cap, and the distinct users reported as sessions
     polling       the long-poll HTTP route
     qos           the fan-out delay window reported to the registry
@@ -30,9 +31,14 @@ import trio
 
 from playtotv.accept import node_gate
 from playtotv.gameplay import schema
+from playtotv.gameplay.answers import AnswerBatcher, check_durability
+from playtotv.gameplay.cache import follow_invalidations
+from playtotv.gameplay.ratelimit import TokenBuckets
+from playtotv.gameplay.service import Gameplay
 from playtotv.http import create_app, serve_http
 
 from .access import EpisodeDirectory
+from .answers import AnswerDesk, InteractionBook
 from .connection import ConnectionServices
 from .handshake import WS_PATH
 from .hub import Hub
@@ -60,19 +66,34 @@ async def run(ctx: NodeContext, *, task_status: trio.TaskStatus[None] = trio.TAS
 
     directory = EpisodeDirectory(episode_exists)
     users = UserSlots(settings.max_connections_per_user)  # WebSockets and long polls of each user
-    services = ConnectionServices(hub, settings, directory, on_dropped_slow=ctx.metrics.dropped_slow.inc)
+    # Answers on the socket keep core's promises: its durability, its per-user rate, its dedupe key.
+    check_durability(ctx)
+    batcher = AnswerBatcher(ctx.broker, ctx.store, ctx.settings.answers.durability,
+                            replicas=ctx.settings.answers.replicas,
+                            replica_timeout=ctx.settings.answers.replica_timeout,
+                            store_from=ctx.draining if ctx.settings.embedded else None)
+    book = InteractionBook(lambda: hub.channels, Gameplay.of(ctx).interaction)
+    hub.observer = book
+    desk = AnswerDesk(book, batcher, TokenBuckets(ctx.settings.core.rate_per_second, ctx.settings.core.rate_burst))
+    services = ConnectionServices(hub, settings, directory, on_dropped_slow=ctx.metrics.dropped_slow.inc,
+                                  answers=desk)
     server = WebSocketServer(
         services, ctx.tickets.verify, handshake_timeout=settings.handshake_timeout,
         max_connections=settings.max_connections, keepalive_interval=settings.keepalive_interval, users=users,
     )
     polls = PollStats()
-    runtime = ctx.push = PushRuntime(ctx, hub, server, polls)
+    runtime = ctx.push = PushRuntime(ctx, hub, server, polls, desk)
     app = create_app(ctx, "push")
     add_poll_route(app, ctx, hub, polls, users, directory)
     drain_grace = min(DRAIN_GRACE_MAX, ctx.settings.node.drain_seconds / 2)
 
     async with trio.open_nursery() as background:
         await background.start(hub.run)
+        await background.start(batcher.run)
+        if "core" not in ctx.roles:
+            # Interactions read from the store are cached as core caches them; a close announced while
+            # no local client follows the episode's channel reaches this node as an invalidation.
+            await background.start(follow_invalidations, ctx.broker, Gameplay.of(ctx).caches)
         background.start_soon(runtime.report_forever)
         async with trio.open_nursery() as listeners:
             gate = node_gate(ctx, "push", max_open(settings.max_connections))
@@ -98,6 +119,7 @@ class PushRuntime:
     hub: Hub
     server: WebSocketServer
     polls: PollStats
+    answers: AnswerDesk
     _reported_frames: int = 0
 
     def report(self) -> None:

@@ -3,7 +3,9 @@
 Bad input never costs the client its connection (docs/architecture.md §6): a frame that fails validation is
 answered with an ``error`` frame. One exception to "it is an error": a ``subscribe`` whose channel is
 fine but whose ``since`` is malformed still subscribes, answered ``recovered: false`` — a position that
-cannot be understood is a position that cannot be filled (docs/reliability.md #2).
+cannot be understood is a position that cannot be filled (docs/reliability.md #2). An ``answer`` that fails
+validation is answered with an ``error`` carrying its ``id`` when that much can be read, so the client
+knows which request failed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from playtotv.protocol.push import (
     Channel,
     ClientFrame,
     ErrorFrame,
+    RequestId,
     client_frame_decoder,
     encode_frame,
 )
@@ -30,14 +33,23 @@ class MalformedSince(msgspec.Struct, tag_field="type", tag="subscribe", kw_only=
     since: Any = None
 
 
+class _AnswerId(msgspec.Struct, tag_field="type", tag="answer", kw_only=True):
+    """Just the request id of an ``answer`` frame that failed validation."""
+
+    id: RequestId
+
+
 class BadFrame(msgspec.Struct, frozen=True):
-    """Answer with an ``error`` frame: ``code`` and ``message`` as in protocol.errors."""
+    """Answer with an ``error`` frame: ``code`` and ``message`` as in protocol.errors, ``id`` the
+    request's when the frame was an ``answer``."""
 
     code: str
     message: str
+    id: str | None = None
 
 
 _malformed_since_decoder = JsonDecoder(MalformedSince)
+_answer_id_decoder = JsonDecoder(_AnswerId)
 
 
 def decode(raw: bytes | bytearray | str) -> ClientFrame | MalformedSince | BadFrame:
@@ -49,10 +61,15 @@ def decode(raw: bytes | bytearray | str) -> ClientFrame | MalformedSince | BadFr
         try:
             return _malformed_since_decoder.decode(raw)
         except msgspec.DecodeError:
-            return BadFrame("bad_request", str(e))
+            pass
+        try:
+            request_id: str | None = _answer_id_decoder.decode(raw).id
+        except msgspec.DecodeError:
+            request_id = None
+        return BadFrame("bad_request", str(e), request_id)
     except msgspec.DecodeError as e:
         return BadFrame("bad_request", f"malformed JSON: {e}")
 
 
-def error_frame(code: str, message: str) -> bytes:
-    return encode_frame(ErrorFrame(code=code, message=message))
+def error_frame(code: str, message: str, request_id: str | None = None, retry_after: float | None = None) -> bytes:
+    return encode_frame(ErrorFrame(code=code, message=message, id=request_id, retry_after=retry_after))

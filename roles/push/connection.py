@@ -33,14 +33,15 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from wsproto.utilities import LocalProtocolError
 
 from playtotv.keys import user_channel
+from playtotv.protocol.push import Answer, Reconnect, Subscribe, Unsubscribe, encode_frame
 from playtotv.protocol.push import Ping as PingFrame
 from playtotv.protocol.push import Pong as PongFrame
-from playtotv.protocol.push import Reconnect, Subscribe, Unsubscribe, encode_frame
 from playtotv.settings import PushSettings
 from playtotv.store.base import StoreUnavailable
 
 from . import wsframe
 from .access import EpisodeDirectory, may_follow
+from .answers import AnswerDesk
 from .clientframes import BadFrame, MalformedSince, decode, error_frame
 from .hub import ChannelUnavailable, Hub
 from .outbox import Outbox
@@ -73,6 +74,8 @@ class ConnectionServices:
     directory: EpisodeDirectory
     #: Called once per client dropped for being too slow (the metrics counter).
     on_dropped_slow: Callable[[], None] = lambda: None
+    #: Answers sent on the socket; None: refused ``unavailable`` (a node built without one).
+    answers: AnswerDesk | None = None
 
 
 class WsConnection:
@@ -293,8 +296,16 @@ class WsConnection:
                 self.channels.discard(channel)
             case PingFrame():
                 self.send_json(encode_frame(PongFrame(server_time=time.time())))
-            case BadFrame(code=code, message=message):
-                self.send_json(error_frame(code, message))
+            case Answer() as answer:
+                # Awaited here: a client's frames are served in order, and the batcher coalesces the
+                # answers of every connection waiting meanwhile into one broker call.
+                desk = self.services.answers
+                if desk is None:
+                    self.send_json(error_frame("unavailable", "answers are not taken on this node", answer.id))
+                else:
+                    self.send_json(await desk.answer(self.user_id, answer))
+            case BadFrame(code=code, message=message, id=request_id):
+                self.send_json(error_frame(code, message, request_id))
 
     async def _subscribe(self, channel: str, since_epoch: str | None, since_offset: int | None, *,
                          malformed: bool, auto: bool = False) -> None:

@@ -69,6 +69,17 @@ class Subscriber(Protocol):
         """Write one JSON text frame."""
 
 
+class Observer(Protocol):
+    """Something of the node that reads the messages it fans out (the answer desk's interaction book).
+    Both methods are synchronous, cheap for messages they do not want, and never raise."""
+
+    def observe(self, state: ChannelState, data: bytes) -> None:
+        """The next message of ``state``, in order (its ``data`` as published)."""
+
+    def forget(self, state: ChannelState) -> None:
+        """``state`` had a gap that could not be filled: what was learned from it may be stale."""
+
+
 class ChannelUnavailable(Exception):
     """The channel could not be joined because the broker failed; the client may retry."""
 
@@ -147,8 +158,10 @@ class Hub:
         recovery_limit: int,
         linger: float = CHANNEL_LINGER,
         window: SlidingWindow | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.broker = broker
+        self.observer = observer
         self.recovery_limit = recovery_limit
         self.linger = linger
         self.channels: dict[str, ChannelState] = {}
@@ -456,6 +469,8 @@ class Hub:
         payload = _encode(message)
         state.offset = message.offset
         state.recent.append(message.offset, payload)
+        if self.observer is not None:
+            self.observer.observe(state, message.data)
         sent_at = message.sent_at if math.isfinite(message.sent_at) else None
         subscribers = state.subscribers
         if subscribers:
@@ -504,6 +519,8 @@ class Hub:
         state.epoch, state.offset = epoch, offset
         state.seen_offset = offset  # what was seen in the old epoch no longer counts
         state.recent.clear()
+        if self.observer is not None:
+            self.observer.forget(state)
         if state.subscribers:
             frame = wsframe.text(encode_subscribed_frame(state.name, epoch, offset, False, []))
             for subscriber in tuple(state.subscribers):

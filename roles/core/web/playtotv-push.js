@@ -98,7 +98,14 @@ export class ChannelPositions {
       case "pong":
         return [{ kind: "pong", serverTime: frame.server_time }];
       case "error":
+        if (typeof frame.id === "string") {
+          // the reply to an `answer` frame (docs/api.md §5.1)
+          return [{ kind: "answer", id: frame.id, code: frame.code, message: frame.message || "",
+                    retryAfter: frame.retry_after ?? null }];
+        }
         return [{ kind: "error", code: frame.code, message: frame.message || "" }];
+      case "answer.accepted":
+        return [{ kind: "answer", id: frame.id, code: null, receivedAt: frame.received_at }];
       case "reconnect":
         return [{ kind: "reconnect", after: frame.after }];
       default:
@@ -215,6 +222,33 @@ export class PushLink {
     this.wsBlockedAt = null; // when the WebSocket last failed while polling worked
     this.index = 0; // stickiness: the push node we use, in the gatekeeper's order
     this.lastSession = null;
+    this.pendingAnswers = new Map(); // answer request id → resolve(reply or null)
+    this.answerIds = 0;
+  }
+
+  /** Whether answers can go on the WebSocket now. */
+  get answersOpen() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /**
+   * Send an `answer` frame; resolves to its reply (`{kind: "answer", id, code, ...}`, `code` null when
+   * accepted), or null when it could not be settled here (no WebSocket, it closed, no reply in time):
+   * it may or may not have landed.
+   */
+  sendAnswer(interactionId, choice, timeoutMs) {
+    if (!this.answersOpen) return Promise.resolve(null);
+    const id = `a${++this.answerIds}`;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle(null), timeoutMs);
+      const settle = (reply) => {
+        clearTimeout(timer);
+        this.pendingAnswers.delete(id);
+        resolve(reply);
+      };
+      this.pendingAnswers.set(id, settle);
+      this.ws.send(JSON.stringify({ type: "answer", id, interaction_id: interactionId, choice }));
+    });
   }
 
   follow(channel) {
@@ -338,18 +372,20 @@ export class PushLink {
           return; // an undecodable frame: the server is at fault; skip it, gaps heal by offset
         }
         for (const event of events) {
-          if (event.kind === "resubscribe") ws.send(event.frame);
+          if (event.kind === "answer") this.pendingAnswers.get(event.id)?.(event);
+          else if (event.kind === "resubscribe") ws.send(event.frame);
           else if (event.kind === "reconnect") {
             outcome.reconnectAfter = event.after;
             ws.close(1000);
           }
         }
-        this.client._pushEvents(events);
+        this.client._pushEvents(events.filter((event) => event.kind !== "answer"));
       };
       ws.onclose = () => {
         clearTimeout(firstFrameTimer);
         clearInterval(pinger);
         if (this.ws === ws) this.ws = null;
+        for (const settle of [...this.pendingAnswers.values()]) settle(null); // their senders go to REST
         resolve(outcome);
       };
       // onerror is always followed by onclose, which resolves.
