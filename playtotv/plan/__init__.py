@@ -33,8 +33,10 @@ schedulers: a leader and a standby, docs/reliability.md).
   queue entry until aggregated).
 - **store**: writes per reveal = answerers × writes per answerer (score documents) + fixed writes.
 
-Cores in all = the processes of every role + the Redis shards. The store is outside the count (a managed
-database in production); its writes per reveal are reported so it can be sized.
+Cores in all = the processes of every role + the Redis shards (one core each; more than one shard is
+what the load needs, not a topology the platform deploys today: it runs one Redis primary). The store
+is outside the count (a managed database in production); its writes per reveal are reported so it can be
+sized.
 """
 
 from __future__ import annotations
@@ -197,6 +199,8 @@ def plan(show: Show, calibration: dict[str, Any]) -> dict[str, Any]:
                                                  + f["store_writes_per_reveal_fixed"])},
         "push_rss_mib_per_process": round(per_push * f["push_rss_kib_per_connection"] / 1024, 1),
         "cores": processes + shards,
+        "notes": [f"{shards} Redis shards: the platform runs one Redis primary (docs/reliability.md), so this "
+                  "is the Redis capacity such a show needs, not a topology it deploys today"] if shards > 1 else [],
         "calibration": {"machine": calibration.get("machine"), "command": calibration.get("command"),
                         "sources": {k: v.get("source") for k, v in calibration["figures"].items()
                                     if isinstance(v, dict)}},
@@ -222,6 +226,7 @@ def format_plan(result: dict[str, Any]) -> str:
         f"push: {show['connections_per_push']:,} connections and {result['push_rss_mib_per_process']:,} MiB "
         "RSS per process",
         f"cores in all: {result['cores']} ({result['processes']} processes + Redis shards {redis['shards']})",
+        *(f"note: {note}" for note in result["notes"]),
     ]
     return "\n".join(lines)
 
