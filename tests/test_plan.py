@@ -158,3 +158,23 @@ def test_calibrate_defaults_cover_every_figure_the_plan_reads():
 
     assert set(BASELINE) == set(FIGURES)
     assert plan(Show(viewers=1000), {"figures": copy.deepcopy(BASELINE)})["cores"] >= 7
+
+
+def test_calibrate_with_every_step_skipped_writes_a_calibration_the_plan_reads(tmp_path, capsys):
+    from bench import calibrate
+
+    out = tmp_path / "calibration.json"
+    assert calibrate.main(["--out", str(out), "--skip", ",".join(calibrate.STEPS)]) == 0
+    doc = load_calibration(str(out))
+    assert {v["source"] for v in doc["figures"].values()} <= {"RESULTS.md", "assumed"}
+    assert set(doc["steps"].values()) == {"skipped"}
+    assert json.loads(capsys.readouterr().out)["benchmark"] == "calibrate"
+    assert plan(Show(viewers=1_000_000), doc)["cores"] > 0
+
+
+def test_calibrate_refuses_an_unknown_step(tmp_path):
+    from bench import calibrate
+
+    with pytest.raises(SystemExit) as raised:
+        calibrate.main(["--out", str(tmp_path / "c.json"), "--skip", "answers,teleport"])
+    assert raised.value.code == 2
