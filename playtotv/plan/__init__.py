@@ -15,8 +15,9 @@ schedulers: a leader and a standby, docs/reliability.md).
 
 - **push**: connections per process = min(open-file limit − reserved descriptors, SLO ÷ fan-out p99 per
   connection). A broadcast is written to each connection of a process in turn, so its delivery p99 grows
-  linearly with the connections: ``push_delivery_p99_us_per_connection`` is the measured p99 over the
-  measured connection count. With answers over the WebSocket (``--answer-path ws``, the default) the
+  linearly with the connections: ``push_delivery_p99_us_per_connection`` is the time one more connection
+  adds (calibrate measures the push CPU per delivery: on a core of its own, the last write comes that
+  long × connections after the publish). With answers over the WebSocket (``--answer-path ws``, the default) the
   push processes also take the answer burst: processes ≥ burst × (1 − rest share) ÷ answers/s per push
   process. And connections must open within the join window at the measured connects/s per process.
 - **answer burst** = viewers × answer share ÷ answer window (answers/s).
