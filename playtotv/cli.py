@@ -6,6 +6,8 @@
     playtotv cluster up [--gatekeepers N --cores N --pushes N --workers N --schedulers N --store URL
                          --base-port P]                      (a local multi-process cluster: playtotv.devtools.cluster)
     playtotv warmup --gatekeeper URL --clients N --seconds S  (ramp synthetic sessions: playtotv.devtools.warmup)
+    playtotv plan --viewers N [--answer-share S --answer-window W --slo S] [--calibration FILE] [--json]
+                                                             (processes, Redis and store for a show: playtotv.plan)
     playtotv --version
 
 Wrong input exits with status 2 and one line naming the key and the problem, never a traceback.
@@ -72,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
     cluster.add_arguments(sub.add_parser("cluster", help="run a local cluster of separate processes"))
     warmup.add_arguments(sub.add_parser("warmup", help="ramp synthetic sessions through a gatekeeper"))
+    from playtotv import plan
+
+    plan.add_arguments(sub.add_parser("plan", help="processes, Redis and store a show of N viewers needs"))
     return parser
 
 
@@ -173,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from playtotv.devtools import warmup
 
         return warmup.run_cli(args)
+    if args.command == "plan":
+        from playtotv import plan
+
+        return plan.run_cli(args)
     _parser().print_help()
     return EXIT_USAGE
 

@@ -10,6 +10,7 @@ directory).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -108,3 +109,10 @@ def test_the_installed_package_ships_every_lua_script(installed: Path) -> None:
     out = run([str(installed / "python"), "-c", probe], cwd=installed.parent, env=child_env())
     source = sorted(path.relative_to(ROOT / "playtotv").as_posix() for path in (ROOT / "playtotv").rglob("*.lua"))
     assert len(source) > 10 and out.stdout.split() == source
+
+
+def test_the_installed_plan_finds_its_shipped_calibration(installed: Path) -> None:
+    """``playtotv plan`` without ``--calibration`` reads the calibration shipped as package data."""
+    out = run([str(installed / "playtotv"), "plan", "--viewers", "1000000", "--json"], cwd=installed.parent,
+              env=child_env())
+    assert json.loads(out.stdout)["cores"] > 0
