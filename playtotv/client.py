@@ -30,6 +30,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
+from playtotv.points import PointsTracker
 from playtotv.pushclient import (
     ChannelPosition,
     Event,
@@ -108,6 +109,9 @@ class PlayToTVClient:
         self._slow = 0
         self._queue_token: str | None = None
         self.failovers = 0
+        #: The viewer's own score: ``client.points.revealed(channel, data)`` on an ``interaction.revealed``
+        #: gives this reveal's points and the new total (the platform sends no per-viewer score message).
+        self.points = PointsTracker()
 
     async def __aenter__(self) -> PlayToTVClient:
         return self
@@ -225,8 +229,11 @@ class PlayToTVClient:
         failovers_before = self.failovers
         for attempt in range(MAX_FAILOVERS + 1):
             try:
-                return await self.request("POST", f"/v1/interactions/{interaction_id}/answers",
-                                          json={"choice": choice})
+                accepted = await self.request("POST", f"/v1/interactions/{interaction_id}/answers",
+                                              json={"choice": choice})
+                if isinstance(accepted, dict) and isinstance(accepted.get("received_at"), float | int):
+                    self.points.answered(interaction_id, choice, float(accepted["received_at"]))
+                return accepted
             except ClientError as e:
                 # a retry of ours (here, or a failover inside request()) meeting "already answered" means
                 # an earlier attempt landed and only its response was lost

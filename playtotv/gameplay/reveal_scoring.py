@@ -1,4 +1,4 @@
-"""Scoring at reveal, in the worker: points, streaks, the leaderboard, score messages, streak
+"""Scoring at reveal, in the worker: points, streaks, the leaderboard and its distribution, streak
 achievements and ``friend_beat_you`` notifications.
 
 A pass scores an episode's revealed quiz and prediction interactions in reveal order, under a per-episode
@@ -24,9 +24,9 @@ from playtotv.broker.base import BrokerUnavailable
 from playtotv.gameplay import achievements, friends, ids, leaderboard, publish, schema
 from playtotv.gameplay.achievements import Grant
 from playtotv.gameplay.documents import AnswerDoc, InteractionDoc, ScoreDoc, UserDoc, from_docs, to_doc
-from playtotv.gameplay.score_formula import award
+from playtotv.gameplay.score_formula import outcome
 from playtotv.gameplay.service import Gameplay
-from playtotv.protocol.push import LeaderboardUpdated, ScoreUpdated
+from playtotv.protocol.push import LeaderboardUpdated
 
 #: The lease outlives any pause between renewals (one chunk) many times over.
 SCORING_LEASE_TTL = 60.0
@@ -36,9 +36,6 @@ LEASE_WAIT = 20.0
 LEASE_POLL = 0.2
 #: Users scored per store round trip.
 CHUNK = 500
-#: Above this many players the full ranking is not read to put ranks into score messages (clients then
-#: ask the leaderboard endpoint); one read of the whole board is cheap below it.
-RANK_LOOKUP_LIMIT = 100_000
 #: Entries carried by ``leaderboard.updated``.
 LEADERBOARD_TOP = 10
 
@@ -119,12 +116,16 @@ async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[An
         before = existing.get(score_id) or ScoreDoc(id=score_id, episode_id=doc.episode_id, user_id=answer.user_id)
         if doc.id in before.awarded:
             continue
-        correct = answer.choice == doc.correct
-        streak = before.streak + 1 if correct else 0
-        points = award(doc.points, doc.duration, answer.received_at - (doc.opens_at or 0.0), streak) if correct else 0
+        # The same function the SDK applies to interaction.revealed (playtotv.points).
+        effect = outcome(answer.choice, answer.received_at, correct=doc.correct, points=doc.points,
+                         duration=doc.duration, opens_at=doc.opens_at, closed_at=doc.closed_at,
+                         streak_before=before.streak)
+        if effect is None:
+            continue
+        streak, points = effect.streak, effect.points
         after = msgspec.structs.replace(
             before, score=before.score + points, streak=streak, best_streak=max(before.best_streak, streak),
-            answered=before.answered + 1, correct=before.correct + int(correct),
+            answered=before.answered + 1, correct=before.correct + int(effect.correct),
             awarded=[*before.awarded, doc.id], updated_at=now)
         changed.append(after)
         scored.append(_Scored(answer.user_id, points, after.score, before.score))
@@ -139,18 +140,16 @@ async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[An
 
 
 async def _announce(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
-    board = keys.leaderboard(doc.episode_id)
-    ranks: dict[str, int] = {}
-    if await gameplay.broker.zcard(board) <= RANK_LOOKUP_LIMIT:
-        ranks = {member: i + 1 for i, (member, _) in enumerate(await gameplay.broker.ztop(board, 0, -1))}
-    await publish.to_users(gameplay.broker, [
-        (s.user_id, ScoreUpdated(interaction_id=doc.id, points=s.points, total=s.total, rank=ranks.get(s.user_id)))
-        for s in scored])
+    """No message per viewer: each computes its points from ``interaction.revealed`` (playtotv.points)
+    and its standing from this ``leaderboard.updated``'s distribution, so a reveal costs the same few
+    publishes for any audience (docs/api.md §5.5). Per-viewer messages remain only for what a viewer
+    cannot compute (achievements, friends overtaking)."""
     await gameplay.invalidate("user", [s.user_id for s in scored])
     await _friends_overtaken(gameplay, doc, [s for s in scored if s.points > 0], now)
     top = await leaderboard.top_entries(gameplay, doc.episode_id, LEADERBOARD_TOP)
+    spread = await leaderboard.distribution(gameplay, doc.episode_id)
     await publish.to_episode(gameplay.broker, doc.episode_id,
-                             LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
+                             LeaderboardUpdated(episode_id=doc.episode_id, entries=top, distribution=spread))
 
 
 async def _friends_overtaken(gameplay: Gameplay, doc: InteractionDoc, gained: list[_Scored], now: float) -> None:
