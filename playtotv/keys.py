@@ -135,9 +135,15 @@ def leaderboard(episode_id: str) -> str:
     return f"lb:{episode_id}"
 
 
-def scoring_lease(episode_id: str) -> str:
-    """Lease name serialising the scoring of one episode (streaks depend on reveal order)."""
-    return f"scoring:{episode_id}"
+def scoring_lease(episode_id: str, part: int | None = None) -> str:
+    """Lease name serialising the scoring of one episode's part (streaks depend on reveal order; a
+    user's answers are all in one part, so parts are independent)."""
+    return f"scoring:{episode_id}" if part is None else f"scoring:{episode_id}:{part}"
+
+
+def scored_part(interaction_id: str, part: int) -> str:
+    """Set once a part of an interaction's answers is scored; the last part finishing announces it."""
+    return f"scoredpart:{interaction_id}:{part}"
 
 
 def friend_notify_throttle(kind: str, follower_id: str) -> str:

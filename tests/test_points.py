@@ -55,8 +55,10 @@ class Question:
 class History:
     questions: list[Question]
     reveal_order: list[int]
-    #: Score after every reveal (True) or once at the end (False): a pass covers one or several reveals.
-    score_each: bool
+    #: "each": a whole pass after every reveal; "end": one pass at the end (a pass covers several
+    #: reveals); "parts": the reveal's part jobs, run in any order, some only after later reveals.
+    scoring: str
+    seed: int
 
 
 USERS = 4
@@ -74,7 +76,7 @@ def histories(draw: st.DrawFn) -> History:
         questions.append(Question(draw(st.integers(1, 2000) | st.sampled_from([5, 1000])), duration,
                                   draw(st.lists(answer, min_size=USERS, max_size=USERS)), closed_after))
     order = draw(st.permutations(range(count)))
-    return History(questions, list(order), draw(st.booleans()))
+    return History(questions, list(order), draw(st.sampled_from(["each", "end", "parts"])), draw(st.integers(0, 2**32)))
 
 
 async def play(history: History) -> tuple[dict[str, ScoreDoc], dict[str, PointsTracker], str, list[Any]]:
@@ -104,7 +106,7 @@ async def play(history: History) -> tuple[dict[str, ScoreDoc], dict[str, PointsT
                 received_at = opens_at + after
                 choice = "a" if right else "b"
                 doc = AnswerDoc(id=ids.answer_id(iid, user), interaction_id=iid, episode_id=episode, user_id=user,
-                                choice=choice, received_at=received_at)
+                                choice=choice, received_at=received_at, part=ids.scoring_part(user))
                 await store.insert(schema.ANSWERS, to_doc(doc))
                 trackers[user].answered(iid, choice, received_at)  # what the 202 said
             if q.closed_after is None:
@@ -114,12 +116,23 @@ async def play(history: History) -> tuple[dict[str, ScoreDoc], dict[str, PointsT
                 clock.now = opens_at + q.closed_after
                 await director.close_interaction(gameplay, iid)
             clock.now += 1.0
+        rng = random.Random(history.seed)
+        pending: list[int] = []
         for index in history.reveal_order:
             clock.now += 2.0
             await director.reveal_interaction(gameplay, interaction_ids[index])
-            if history.score_each:
+            if history.scoring == "each":
                 assert await reveal_scoring.score_episode(gameplay, episode, "test")
-        assert await reveal_scoring.score_episode(gameplay, episode, "test")
+            elif history.scoring == "parts":
+                pending += range(ids.SCORING_PARTS)
+                rng.shuffle(pending)
+                for _ in range(rng.randint(0, len(pending))):
+                    assert await reveal_scoring.score_episode(gameplay, episode, "test", part=pending.pop())
+        if history.scoring == "parts":
+            for part in pending:
+                assert await reveal_scoring.score_episode(gameplay, episode, "test", part=part)
+        else:
+            assert await reveal_scoring.score_episode(gameplay, episode, "test")
         messages = (await broker.history(keys.episode_channel(episode), limit=1000)).messages
         decoded = [message_data_decoder.decode(m.data) for m in messages]
         for data in decoded:
@@ -134,15 +147,26 @@ async def play(history: History) -> tuple[dict[str, ScoreDoc], dict[str, PointsT
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(histories())
 def test_the_sdk_computes_the_stored_score(history: History) -> None:
-    stored, trackers, episode, _ = trio.run(play, history)
+    stored, trackers, episode, decoded = trio.run(play, history)
+    counted = dict.fromkeys(trackers, 0)
+    replay = {u: PointsTracker() for u in trackers}
+    for user, tracker in trackers.items():
+        for interaction_id, answer in tracker._answers.items():
+            replay[user].answered(interaction_id, *answer)
+    for data in decoded:
+        if isinstance(data, InteractionRevealed):
+            raw = msgspec.json.decode(msgspec.json.encode(data))
+            for user in trackers:
+                counted[user] += replay[user].revealed(episode, raw) is not None
     for user, tracker in trackers.items():
         doc = stored.get(user)
         assert tracker.total(episode) == (doc.score if doc else 0), user
         assert tracker.streak(episode) == (doc.streak if doc else 0), user
+        assert (doc.answered if doc else 0) == counted[user], user  # each answer scored once, none lost
 
 
 def test_a_reveal_sends_no_message_per_viewer_but_the_distribution() -> None:
-    history = History([Question(1000, 10.0, [(True, 0.2), (False, 1.0), None, (True, 9.0)], None)], [0], True)
+    history = History([Question(1000, 10.0, [(True, 0.2), (False, 1.0), None, (True, 9.0)], None)], [0], "parts", 1)
     stored, trackers, episode, decoded = trio.run(play, history)
     assert [type(d).__name__ for d in decoded].count("LeaderboardUpdated") == 1
     board = next(d for d in decoded if isinstance(d, LeaderboardUpdated))
@@ -240,3 +264,95 @@ import("data:text/javascript," + encodeURIComponent(src)).then(({ PointsTracker 
     mismatches = [(c, g) for c, g in zip(cases, got, strict=True) if g != c["expected"]]
     assert not mismatches, mismatches[:3]
     assert sum(step is not None for c in cases for step in c["expected"]) > 1000  # most steps score
+
+
+# -- chunked scoring survives a worker killed mid-chunk ---------------------------------------------------------
+class Killed(Exception):
+    """The worker process died: nothing after this point runs, and it releases no lease."""
+
+
+class DyingBroker:
+    """A broker whose ``release_lease`` does nothing for ``dead`` holders (a killed process never releases)."""
+
+    def __init__(self, broker: Any) -> None:
+        self._broker = broker
+        self.dead: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._broker, name)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        if holder not in self.dead:
+            await self._broker.release_lease(name, holder)
+
+
+class DyingStore:
+    """A store that kills ``holder`` after its ``after``-th score write (a chunk stored, the next not)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.writes_left: int | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def bulk_upsert(self, collection: str, docs: Any) -> None:
+        if collection == schema.SCORES and self.writes_left is not None:
+            if self.writes_left == 0:
+                raise Killed
+            self.writes_left -= 1
+        await self._store.bulk_upsert(collection, docs)
+
+
+async def test_a_part_killed_mid_chunk_is_finished_by_another_worker(autojump_clock, monkeypatch) -> None:
+    monkeypatch.setattr(reveal_scoring, "CHUNK", 20)  # several chunks per part with a small audience
+    users = [f"v{i}" for i in range(400)]
+    rng = random.Random(7)
+    async with open_broker(None) as raw_broker, open_store("sqlite:///:memory:") as raw_store:
+        broker, store = DyingBroker(raw_broker), DyingStore(raw_store)
+        gameplay = Gameplay(broker, store, clock=Clock())  # type: ignore[arg-type]
+        await gameplay.ensure_schema()
+        show = await director.create_show(gameplay, CreateShow(title="S"))
+        episode = (await director.create_episode(gameplay, show.id, CreateEpisode(title="E"))).id
+        await director.start_episode(gameplay, episode)
+        body = InteractionBody(kind="quiz", prompt="?", options=[Option(id="a", label="A"), Option(id="b", label="B")],
+                               correct="a", duration=10.0, points=1000)
+        iid = (await director.create_interaction(gameplay, episode, body)).id
+        opened = await director.open_interaction(gameplay, iid)
+        trackers = {u: PointsTracker() for u in users}
+        for user in users:
+            choice, received_at = rng.choice("aab"), (opened.opens_at or 0.0) + rng.uniform(0, 9.9)
+            await raw_store.insert(schema.ANSWERS, to_doc(AnswerDoc(
+                id=ids.answer_id(iid, user), interaction_id=iid, episode_id=episode, user_id=user, choice=choice,
+                received_at=received_at, part=ids.scoring_part(user))))
+            trackers[user].answered(iid, choice, received_at)
+        gameplay.clock.now += 11.0  # type: ignore[attr-defined]
+        await director.close_interaction(gameplay, iid)
+        await director.reveal_interaction(gameplay, iid)
+
+        victim = max(range(ids.SCORING_PARTS), key=lambda p: sum(ids.scoring_part(u) == p for u in users))
+        assert sum(ids.scoring_part(u) == victim for u in users) > 2 * reveal_scoring.CHUNK
+        broker.dead.add("dead")
+        store.writes_left = 1
+        with pytest.raises(Killed):
+            await reveal_scoring.score_episode(gameplay, episode, "dead", part=victim)
+        store.writes_left = None
+        # The job is redelivered to another worker, which waits out the dead one's lease; the other parts
+        # go on meanwhile, in any order.
+        # (No fail_after: the clock jumps while the store's thread works.) The dead lease expires within a
+        # few LEASE_WAITs of mock time.
+        for part in [p for p in range(ids.SCORING_PARTS) if p != victim] + [victim]:
+            attempts = 1
+            while not await reveal_scoring.score_episode(gameplay, episode, "alive", part=part):
+                attempts += 1
+                assert attempts * reveal_scoring.LEASE_WAIT < 3 * reveal_scoring.SCORING_LEASE_TTL
+        scored = {d.user_id: d for d in from_docs(await raw_store.find(schema.SCORES, {"episode_id": episode}),
+                                                  ScoreDoc)}
+        history = await raw_broker.history(keys.episode_channel(episode))
+        revealed = next(msgspec.json.decode(m.data) for m in history.messages
+                        if b'"interaction.revealed"' in m.data)
+        for user, tracker in trackers.items():
+            mine = tracker.revealed(episode, revealed)
+            assert mine is not None and scored[user].score == mine.total and scored[user].answered == 1, user
+        assert (await gameplay.interaction(iid, fresh=True)).scored_at is not None  # type: ignore[union-attr]
+        assert sum(b'"leaderboard.updated"' in m.data for m in history.messages) == 1

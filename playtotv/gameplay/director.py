@@ -271,7 +271,9 @@ async def _after_reveal(gameplay: Gameplay, doc: InteractionDoc) -> InteractionV
     view = await results.results(gameplay, doc)
     await publish.to_episode(gameplay.broker, doc.episode_id, revealed_message(doc, view))
     if doc.scored and doc.scored_at is None:
-        await jobs.enqueue(gameplay.broker, jobs.ScoreJob(episode_id=doc.episode_id, interaction_ids=[doc.id]))
+        # One job per scoring part: any worker takes any of them, so several score one reveal together.
+        await jobs.enqueue(gameplay.broker, *(jobs.ScoreJob(episode_id=doc.episode_id, part=p)
+                                             for p in range(ids.SCORING_PARTS)))
     return interaction_view(doc, with_correct=True)
 
 

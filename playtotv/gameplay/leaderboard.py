@@ -22,6 +22,8 @@ EMPTY_CHECK_TTL = 1.0
 MAX_LIMIT = 100
 #: The shares of players ``distribution`` reports the lowest total of ("top 1 %", ..., everyone): enough
 #: for a client to say "top 7 %"-like things without asking, at one indexed read each.
+#: Up to this many players one read of the whole board is cheaper than one read per share.
+DISTRIBUTION_FULL_READ = 2_000
 DISTRIBUTION_TOP = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
 
 
@@ -95,9 +97,13 @@ async def distribution(gameplay: Gameplay, episode_id: str) -> ScoreDistribution
     players = await gameplay.broker.zcard(key)
     if players == 0:
         return None
+    indexes = [max(math.ceil(share * players / 100.0) - 1, 0) for share in DISTRIBUTION_TOP]
     at_least: list[int] = []
-    for share in DISTRIBUTION_TOP:
-        index = max(math.ceil(share * players / 100.0) - 1, 0)
-        found = await gameplay.broker.ztop(key, index, index)
-        at_least.append(int(found[0][1]) if found else 0)
+    if players <= DISTRIBUTION_FULL_READ:
+        ranked = await gameplay.broker.ztop(key, 0, -1)
+        at_least = [int(ranked[min(i, len(ranked) - 1)][1]) if ranked else 0 for i in indexes]
+    else:
+        for index in indexes:
+            found = await gameplay.broker.ztop(key, index, index)
+            at_least.append(int(found[0][1]) if found else 0)
     return ScoreDistribution(players=players, top=list(DISTRIBUTION_TOP), at_least=at_least)

@@ -38,6 +38,9 @@ LEASE_POLL = 0.2
 CHUNK = 500
 #: Entries carried by ``leaderboard.updated``.
 LEADERBOARD_TOP = 10
+#: Outlives any gap between a reveal and the last of its parts being scored (the sweeper re-enqueues a
+#: reveal left unscored within minutes); a lost marker only costs a pass that finds nothing new.
+SCORED_PART_TTL = 24 * 3600.0
 
 
 class LeaseLost(Exception):
@@ -52,9 +55,8 @@ class _Scored:
     before: int
 
 
-async def _acquire(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
+async def _acquire(gameplay: Gameplay, lease: str, holder: str) -> bool:
     with trio.move_on_after(LEASE_WAIT):
-        lease = keys.scoring_lease(episode_id)
         # A lease held by another process has no event to wait on: poll it.
         while await gameplay.broker.acquire_lease(lease, holder, SCORING_LEASE_TTL) is None:  # noqa: ASYNC110
             await trio.sleep(LEASE_POLL)
@@ -62,47 +64,80 @@ async def _acquire(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
     return False
 
 
-async def _release(gameplay: Gameplay, episode_id: str, holder: str) -> None:
+async def _release(gameplay: Gameplay, leases: Sequence[str], holder: str) -> None:
     with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-        try:
-            await gameplay.broker.release_lease(keys.scoring_lease(episode_id), holder)
-        except BrokerUnavailable:
-            pass  # it expires by itself
+        for lease in leases:
+            try:
+                await gameplay.broker.release_lease(lease, holder)
+            except BrokerUnavailable:
+                pass  # it expires by itself
 
 
-async def score_episode(gameplay: Gameplay, episode_id: str, holder: str, again: Sequence[str] = ()) -> bool:
-    """Score what is unscored (plus ``again``); False if another pass held the episode too long."""
-    if not await _acquire(gameplay, episode_id, holder):
-        return False
+async def score_episode(gameplay: Gameplay, episode_id: str, holder: str, again: Sequence[str] = (),
+                        part: int | None = None) -> bool:
+    """Score what is unscored (plus ``again``); False if another pass held the episode too long.
+
+    ``part``: only the answers of that scoring part (``ids.scoring_part``), under that part's lease: the
+    chunk a reveal's job covers, independent of the other parts, so several workers score one reveal
+    together. None: every part at once, holding every part's lease (the follow-up passes: late answers,
+    the sweeper, the episode's end; it also reads answers stored without a part)."""
+    parts = list(range(ids.SCORING_PARTS)) if part is None else [part]
+    leases = [keys.scoring_lease(episode_id, p) for p in parts]
+    taken: list[str] = []
     try:
-        async def renew() -> None:
-            if await gameplay.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
-                raise LeaseLost(episode_id)
+        for lease in leases:  # always in part order: two whole-episode passes cannot deadlock
+            if not await _acquire(gameplay, lease, holder):
+                return False
+            taken.append(lease)
 
-        todo = sorted(
-            (d for d in await gameplay.interactions_of(episode_id)
-             if d.status == "revealed" and d.scored and d.correct is not None
-             and (d.scored_at is None or d.id in again)),
-            key=lambda d: d.revealed_at or 0.0)
+        async def renew() -> None:
+            for lease in leases:
+                if await gameplay.broker.acquire_lease(lease, holder, SCORING_LEASE_TTL) is None:
+                    raise LeaseLost(episode_id)
+
+        revealed = [d for d in await gameplay.interactions_of(episode_id)
+                    if d.status == "revealed" and d.scored and d.correct is not None]
+        todo = []
+        for doc in sorted(revealed, key=lambda d: d.revealed_at or 0.0):
+            if doc.id in again or (doc.scored_at is None and not await _parts_done(gameplay, doc.id, parts)):
+                todo.append(doc)
         for doc in todo:
-            await score_interaction(gameplay, doc, renew)
+            await score_interaction(gameplay, doc, renew, part)
     finally:
-        await _release(gameplay, episode_id, holder)
+        await _release(gameplay, taken, holder)
     return True
 
 
-async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]]) -> int:
+async def _parts_done(gameplay: Gameplay, interaction_id: str, parts: Sequence[int]) -> bool:
+    for p in parts:
+        if not await gameplay.broker.exists(keys.scored_part(interaction_id, p)):
+            return False
+    return True
+
+
+async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]],
+                            part: int | None = None) -> int:
+    """Score ``part`` of the interaction's answers (None: all), then mark the part done; whoever finds every
+    part done announces the interaction scored (two finishing together both do: a repeated
+    ``leaderboard.updated`` is harmless)."""
     now = gameplay.clock()
-    answers = [a for a in from_docs(await gameplay.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
+    where: dict[str, str | int] = {"interaction_id": doc.id}
+    if part is not None:
+        where["part"] = part
+    answers = [a for a in from_docs(await gameplay.store.find(schema.ANSWERS, where), AnswerDoc)
                if doc.closed_at is None or a.received_at < doc.closed_at]
     scored: list[_Scored] = []
     for start in range(0, len(answers), CHUNK):
         await renew()
         scored += await _score_chunk(gameplay, doc, answers[start:start + CHUNK], now)
     if scored:
-        await _announce(gameplay, doc, scored, now)
-    await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
-    await gameplay.invalidate("interaction", [doc.id])
+        await _settle(gameplay, doc, scored, now)
+    for p in range(ids.SCORING_PARTS) if part is None else [part]:
+        await gameplay.broker.set(keys.scored_part(doc.id, p), b"1", ttl=SCORED_PART_TTL)
+    if part is None or await _parts_done(gameplay, doc.id, range(ids.SCORING_PARTS)):
+        await _announce(gameplay, doc)
+        await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
+        await gameplay.invalidate("interaction", [doc.id])
     return len(scored)
 
 
@@ -139,15 +174,21 @@ async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[An
     return scored
 
 
-async def _announce(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
+async def _settle(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
+    """After a part is stored: its users' cached profiles, and friends it lifted past their followers."""
+    await gameplay.invalidate("user", [s.user_id for s in scored])
+    await _friends_overtaken(gameplay, doc, [s for s in scored if s.points > 0], now)
+
+
+async def _announce(gameplay: Gameplay, doc: InteractionDoc) -> None:
     """No message per viewer: each computes its points from ``interaction.revealed`` (playtotv.points)
     and its standing from this ``leaderboard.updated``'s distribution, so a reveal costs the same few
     publishes for any audience (docs/api.md §5.5). Per-viewer messages remain only for what a viewer
     cannot compute (achievements, friends overtaking)."""
-    await gameplay.invalidate("user", [s.user_id for s in scored])
-    await _friends_overtaken(gameplay, doc, [s for s in scored if s.points > 0], now)
-    top = await leaderboard.top_entries(gameplay, doc.episode_id, LEADERBOARD_TOP)
     spread = await leaderboard.distribution(gameplay, doc.episode_id)
+    if spread is None:
+        return  # nobody has a score yet: nothing changed on the board
+    top = await leaderboard.top_entries(gameplay, doc.episode_id, LEADERBOARD_TOP)
     await publish.to_episode(gameplay.broker, doc.episode_id,
                              LeaderboardUpdated(episode_id=doc.episode_id, entries=top, distribution=spread))
 
