@@ -1,10 +1,16 @@
 """Scoring at reveal, in the worker: points, streaks, the leaderboard and its distribution, streak
 achievements and ``friend_beat_you`` notifications.
 
-A pass scores an episode's revealed quiz and prediction interactions in reveal order, under a per-episode
-lease: streaks depend on that order, so two passes of one episode must not interleave. Each user's score
-document lists the interactions already scored for them (``awarded``), so a pass that is redelivered,
-repeated, or run again for answers processed after the reveal adds each answer's points exactly once.
+A pass scores an episode's revealed quiz and prediction interactions in reveal order: streaks depend on
+that order, so two passes over the same users must not interleave. Users are split into
+``ids.SCORING_PARTS`` parts (each answer stores its user's part), each with its own lease: a reveal
+enqueues one job per part, any worker takes any of them, and a part's pass scores, in reveal order, every
+revealed interaction its part has not scored yet, so the parts are independent and the order holds
+within each. Passes over the whole episode (late answers, the sweeper, the episode's end) hold every
+part's lease. Each user's score document lists the interactions already scored for them (``awarded``),
+so a pass that is redelivered, repeated, killed mid-chunk, or run again for answers processed after the
+reveal adds each answer's points exactly once. The pass that finds every part of an interaction done
+announces it (``leaderboard.updated``) and sets ``scored_at``.
 
 Order of writes, chosen for crash safety: achievements (idempotent) before the score documents, the
 score documents before the leaderboard (rebuilt from them anyway), messages last (best effort: the REST
@@ -103,6 +109,13 @@ async def score_episode(gameplay: Gameplay, episode_id: str, holder: str, again:
                 todo.append(doc)
         for doc in todo:
             await score_interaction(gameplay, doc, renew, part)
+        # Announced by whoever finds every part done, here rather than right after a part: a pass that died
+        # between its part's marker and the announcement leaves it to the next pass of any part.
+        for doc in sorted(revealed, key=lambda d: d.revealed_at or 0.0):
+            if doc.scored_at is None and await _parts_done(gameplay, doc.id, range(ids.SCORING_PARTS)):
+                await _announce(gameplay, doc)
+                await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": gameplay.clock()})
+                await gameplay.invalidate("interaction", [doc.id])
     finally:
         await _release(gameplay, taken, holder)
     return True
@@ -117,9 +130,9 @@ async def _parts_done(gameplay: Gameplay, interaction_id: str, parts: Sequence[i
 
 async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]],
                             part: int | None = None) -> int:
-    """Score ``part`` of the interaction's answers (None: all), then mark the part done; whoever finds every
-    part done announces the interaction scored (two finishing together both do: a repeated
-    ``leaderboard.updated`` is harmless)."""
+    """Score ``part`` of the interaction's answers (None: all), then mark the part done. The pass that
+    then finds every part done announces the interaction scored (two finishing together both do: a
+    repeated ``leaderboard.updated`` is harmless)."""
     now = gameplay.clock()
     where: dict[str, str | int] = {"interaction_id": doc.id}
     if part is not None:
@@ -134,10 +147,8 @@ async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Call
         await _settle(gameplay, doc, scored, now)
     for p in range(ids.SCORING_PARTS) if part is None else [part]:
         await gameplay.broker.set(keys.scored_part(doc.id, p), b"1", ttl=SCORED_PART_TTL)
-    if part is None or await _parts_done(gameplay, doc.id, range(ids.SCORING_PARTS)):
+    if scored and doc.scored_at is not None:  # scored again (late answers): the board changed
         await _announce(gameplay, doc)
-        await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
-        await gameplay.invalidate("interaction", [doc.id])
     return len(scored)
 
 
