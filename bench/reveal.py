@@ -11,7 +11,9 @@ reveals it and times:
 * ``broadcast_ms``: the reveal request → ``interaction.revealed`` at the subscriber (what every viewer
   needs to know its points: the SDK computes them from it);
 * ``scored_s``: the reveal request → ``leaderboard.updated`` at the subscriber, which the scoring pass
-  publishes once every score is stored.
+  publishes once every score is stored;
+* ``worker_cpu_s``: CPU seconds each worker process used meanwhile (a cost that, unlike ``scored_s``,
+  does not depend on what else the shared machine runs).
 
 Then every stored score is compared with what the SDK computes (``playtotv.points.PointsTracker``, fed
 the answer's ``received_at`` and the broadcast): ``sdk_equal`` must equal ``answers``. Prints one JSON
@@ -31,7 +33,7 @@ import httpx
 import msgspec
 import trio
 
-from bench._play import Director, node_env, redis_and_workdir, start_node
+from bench._play import Director, cpu_seconds, node_env, redis_and_workdir, start_node
 from playtotv import keys
 from playtotv.broker import open_broker
 from playtotv.gameplay import schema
@@ -84,7 +86,9 @@ async def one_run(http: httpx.AsyncClient, core_url: str, redis_url: str, db_pat
                 while not await queues_idle(broker):  # noqa: ASYNC110 (every answer stored, its jobs done)
                     await trio.sleep(QUEUE_POLL)
             revealed: InteractionRevealed | None = None
+            pids = [node.pid for node in nodes if node.pid is not None]
             async with broker.subscribe([keys.episode_channel(episode_id)]) as subscription:
+                cpu_before = [cpu_seconds(pid) for pid in pids]
                 started = time.perf_counter()
                 await director.post(f"/v1/interactions/{quiz}/reveal")
                 with trio.fail_after(BOUND):
@@ -98,6 +102,7 @@ async def one_run(http: httpx.AsyncClient, core_url: str, redis_url: str, db_pat
                             broadcast = time.perf_counter() - started
                         elif isinstance(decoded, LeaderboardUpdated):
                             scored = time.perf_counter() - started
+                            cpu = [round(cpu_seconds(pid) - b, 2) for pid, b in zip(pids, cpu_before, strict=True)]
                             break
     finally:
         for node in nodes:
@@ -115,6 +120,7 @@ async def one_run(http: httpx.AsyncClient, core_url: str, redis_url: str, db_pat
         if mine is not None and stored.get(user) == mine.total:
             equal += 1
     return {"workers": workers, "broadcast_ms": round(broadcast * 1000, 1), "scored_s": round(scored, 3),
+            "worker_cpu_s": cpu,
             "stored_scores": len(stored), "sdk_equal": equal, "target_s": TARGETS_S.get(workers)}
 
 

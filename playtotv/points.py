@@ -76,6 +76,15 @@ def award(points: int, duration: float, elapsed: float, streak: int, rule: Rule 
     return round(speed_points(points, duration, elapsed, rule) * streak_multiplier(streak, rule))
 
 
+def top_percent(distribution: Mapping[str, Any], total: int) -> float:
+    """"Top N %" for ``total``, from a ``leaderboard.updated``'s ``distribution``: the smallest share of
+    players whose lowest total is at most ``total`` (100 below everyone)."""
+    for share, floor in zip(distribution["top"], distribution["at_least"], strict=True):
+        if total >= floor:
+            return float(share)
+    return 100.0
+
+
 @dataclass(frozen=True)
 class Outcome:
     """One answer's effect on an episode score: the points it earns and the streak after it."""

@@ -191,8 +191,9 @@ class StatsUpdated(_Data, tag="stats.updated", kw_only=True):
 
 class ScoreDistribution(msgspec.Struct, kw_only=True):
     """The spread of the episode's totals, for "top 7 %" without asking: ``at_least[i]`` is the lowest
-    total among the best ``top[i]`` percent of the ``players`` (``top`` ascending, ending at 100). A
-    client with total T is in the top ``top[i]`` % for the first i with ``at_least[i] <= T``."""
+    total among the best ``top[i]`` percent of the ``players`` (that share rounded down; shares under one
+    player left out; ``top`` ascending, ending at 100). A client with total T is in the top ``top[i]`` %
+    for the first i with ``at_least[i] <= T`` (``playtotv.points.top_percent``)."""
 
     players: int
     top: list[float]

@@ -23,7 +23,7 @@ from playtotv.broker import open_broker
 from playtotv.gameplay import director, ids, reveal_scoring, schema
 from playtotv.gameplay.documents import AnswerDoc, ScoreDoc, from_docs, to_doc
 from playtotv.gameplay.service import Gameplay
-from playtotv.points import PointsTracker, Rule, award
+from playtotv.points import PointsTracker, Rule, award, top_percent
 from playtotv.protocol.push import InteractionRevealed, LeaderboardUpdated, message_data_decoder
 from playtotv.protocol.rest import CreateEpisode, CreateShow, InteractionBody, Option
 from playtotv.store import open_store
@@ -172,7 +172,10 @@ def test_a_reveal_sends_no_message_per_viewer_but_the_distribution() -> None:
     board = next(d for d in decoded if isinstance(d, LeaderboardUpdated))
     assert board.distribution is not None and board.distribution.players == 3
     assert board.distribution.top[-1] == 100.0 and board.distribution.at_least[-1] == 0  # the wrong one
-    assert board.distribution.at_least[0] == 1000  # the top 1 %: the fastest
+    assert board.distribution.at_least[0] == 1000  # the best 40 %: one player, the fastest
+    spread = msgspec.to_builtins(board.distribution)
+    assert board.distribution.top == [40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]  # shares of at least a player
+    assert [top_percent(spread, t) for t in (1000, 550, 0)] == [40.0, 70.0, 100.0]  # 1 of 3, 2 of 3, everyone
     revealed = next(d for d in decoded if isinstance(d, InteractionRevealed))
     assert (revealed.points, revealed.duration, revealed.correct) == (1000, 10.0, "a")
     assert revealed.scoring is not None and revealed.scoring.streak_cap == 0.5

@@ -22,9 +22,9 @@ EMPTY_CHECK_TTL = 1.0
 MAX_LIMIT = 100
 #: The shares of players ``distribution`` reports the lowest total of ("top 1 %", ..., everyone): enough
 #: for a client to say "top 7 %"-like things without asking, at one indexed read each.
+DISTRIBUTION_TOP = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
 #: Up to this many players one read of the whole board is cheaper than one read per share.
 DISTRIBUTION_FULL_READ = 2_000
-DISTRIBUTION_TOP = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
 
 
 async def rebuild(gameplay: Gameplay, episode_id: str) -> int:
@@ -97,7 +97,10 @@ async def distribution(gameplay: Gameplay, episode_id: str) -> ScoreDistribution
     players = await gameplay.broker.zcard(key)
     if players == 0:
         return None
-    indexes = [max(math.ceil(share * players / 100.0) - 1, 0) for share in DISTRIBUTION_TOP]
+    # Rounded down, and shares smaller than one player left out: whoever reaches at_least[i] is within the
+    # top share, never outside it.
+    shares = [share for share in DISTRIBUTION_TOP if math.floor(share * players / 100.0) >= 1]
+    indexes = [math.floor(share * players / 100.0) - 1 for share in shares]
     at_least: list[int] = []
     if players <= DISTRIBUTION_FULL_READ:
         ranked = await gameplay.broker.ztop(key, 0, -1)
@@ -106,4 +109,4 @@ async def distribution(gameplay: Gameplay, episode_id: str) -> ScoreDistribution
         for index in indexes:
             found = await gameplay.broker.ztop(key, index, index)
             at_least.append(int(found[0][1]) if found else 0)
-    return ScoreDistribution(players=players, top=list(DISTRIBUTION_TOP), at_least=at_least)
+    return ScoreDistribution(players=players, top=shares, at_least=at_least)

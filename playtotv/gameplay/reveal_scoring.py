@@ -40,8 +40,8 @@ SCORING_LEASE_TTL = 60.0
 #: then redelivered later).
 LEASE_WAIT = 20.0
 LEASE_POLL = 0.2
-#: Users scored per store round trip.
-CHUNK = 500
+#: Users scored per store round trip (bench reveal: 2,000 cost 15 % less worker CPU than 500).
+CHUNK = 2000
 #: Entries carried by ``leaderboard.updated``.
 LEADERBOARD_TOP = 10
 #: Outlives any gap between a reveal and the last of its parts being scored (the sweeper re-enqueues a

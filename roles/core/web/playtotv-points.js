@@ -42,6 +42,17 @@ export function award(points, duration, elapsed, streak, rule = RULE) {
 }
 
 /**
+ * "Top N %" for `total`, from a `leaderboard.updated`'s `distribution` ({players, top, at_least}): the
+ * smallest share of players whose lowest total is at most `total` (100 below everyone).
+ */
+export function topPercent(distribution, total) {
+  for (let i = 0; i < distribution.top.length; i++) {
+    if (total >= distribution.at_least[i]) return distribution.top[i];
+  }
+  return 100;
+}
+
+/**
  * What one answer does at reveal: {correct, points, streak}, or null when it does not count.
  * @param {object} revealed  the `interaction.revealed` data (correct, points, duration, opens_at, closed_at, scoring)
  */
