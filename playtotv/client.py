@@ -36,6 +36,7 @@ import msgspec
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
+from playtotv.points import PointsTracker
 from playtotv.protocol.errors import STATUS, ErrorCode
 from playtotv.pushclient import (
     AnswerAccepted,
@@ -122,6 +123,9 @@ class PlayToTVClient:
         self._request_ids = itertools.count(1)
         #: Answers settled on the WebSocket and over REST (for tests and diagnostics).
         self.answers_by_transport = {"websocket": 0, "rest": 0}
+        #: The viewer's own score: ``client.points.revealed(channel, data)`` on an ``interaction.revealed``
+        #: gives this reveal's points and the new total (the platform sends no per-viewer score message).
+        self.points = PointsTracker()
 
     async def __aenter__(self) -> PlayToTVClient:
         return self
@@ -246,7 +250,9 @@ class PlayToTVClient:
                 reply = await stream.send_answer(request_id, interaction_id, choice)
                 if isinstance(reply, AnswerAccepted):
                     self.answers_by_transport["websocket"] += 1
-                    return {"accepted": True, "received_at": reply.received_at}
+                    body = {"accepted": True, "received_at": reply.received_at}
+                    self._answered(interaction_id, choice, body)
+                    return body
                 if reply is None or reply.code == "unavailable":
                     break  # the socket dropped, no reply in time, or the node cannot record it: REST
                 if reply.code == "rate_limited":
@@ -259,6 +265,7 @@ class PlayToTVClient:
                 body = await self.request("POST", f"/v1/interactions/{interaction_id}/answers",
                                           json={"choice": choice})
                 self.answers_by_transport["rest"] += 1
+                self._answered(interaction_id, choice, body)
                 return body
             except ClientError as e:
                 # a retry of ours (here, or a failover inside request(), or after the socket) meeting
@@ -274,6 +281,11 @@ class PlayToTVClient:
                 if attempt == MAX_FAILOVERS:
                     raise
         raise Unavailable("answer not delivered")
+
+    def _answered(self, interaction_id: str, choice: str | int, body: Any) -> None:
+        """Note an accepted answer's ``received_at``: the points of its reveal are computed from it."""
+        if isinstance(body, dict) and isinstance(body.get("received_at"), float | int):
+            self.points.answered(interaction_id, choice, float(body["received_at"]))
 
     def push(self, channels: Sequence[str] = ()) -> AbstractAsyncContextManager[PushStream]:
         """``async with client.push(["episode:E1"]) as stream: async for event in stream: ...``"""

@@ -102,8 +102,17 @@ stats_throttle = _named("statsthr:")
 episode_viewers = _named("viewers:")
 #: Sorted set user → episode score; rebuilt from the store's score documents when missing.
 leaderboard = _named("lb:")
-#: Lease name serialising the scoring of one episode (streaks depend on reveal order).
-scoring_lease = _named("scoring:")
+
+
+def scoring_lease(episode_id: str, part: int | None = None) -> str:
+    """Lease name serialising the scoring of one episode's part (streaks depend on reveal order; a
+    user's answers are all in one part, so parts are independent)."""
+    return f"scoring:{episode_id}" if part is None else f"scoring:{episode_id}:{part}"
+
+
+def scored_part(interaction_id: str, part: int) -> str:
+    """Set once a part of an interaction's answers is scored; the last part finishing announces it."""
+    return f"scoredpart:{interaction_id}:{part}"
 
 
 def friend_notify_throttle(kind: str, follower_id: str) -> str:

@@ -183,10 +183,29 @@ class InteractionClosed(_Data, tag="interaction.closed", kw_only=True):
     closed_at: float | None = None
 
 
+class ScoringRule(msgspec.Struct, kw_only=True):
+    """The scoring formula's parameters (docs/api.md §4.5), carried so a client computes its points with
+    the values the workers use (``playtotv.points.Rule``)."""
+
+    full_points_window: float
+    streak_step: float
+    streak_cap: float
+
+
 class InteractionRevealed(_Data, tag="interaction.revealed", kw_only=True):
+    """For scored kinds it also carries what a client needs to compute its own points exactly
+    (``playtotv.points``): the interaction's ``points``, ``duration``, ``opens_at``, ``closed_at`` (answers
+    received from then on do not count) and ``scoring``; unset for kinds that earn nothing."""
+
     interaction_id: str
     correct: str | None  # no default: encoded as null for kinds without a correct answer
     results: Results
+    points: int | None = None
+    duration: float | None = None
+    opens_at: float | None = None
+    closed_at: float | None = None
+    revealed_at: float | None = None
+    scoring: ScoringRule | None = None
 
 
 class StatsUpdated(_Data, tag="stats.updated", kw_only=True):
@@ -197,12 +216,25 @@ class StatsUpdated(_Data, tag="stats.updated", kw_only=True):
     total: int
 
 
+class ScoreDistribution(msgspec.Struct, kw_only=True):
+    """The spread of the episode's totals, for "top 7 %" without asking: ``at_least[i]`` is the lowest
+    total among the best ``top[i]`` percent of the ``players`` (that share rounded down; shares under one
+    player left out; ``top`` ascending, ending at 100). A client with total T is in the top ``top[i]`` %
+    for the first i with ``at_least[i] <= T`` (``playtotv.points.top_percent``)."""
+
+    players: int
+    top: list[float]
+    at_least: list[int]
+
+
 class LeaderboardUpdated(_Data, tag="leaderboard.updated", kw_only=True):
-    """The board changed. ``entries`` carries the top of it when the publisher has it at hand; clients
-    wanting their own rank ask ``GET /v1/episodes/{id}/leaderboard``."""
+    """The board changed. ``entries`` carries the top of it when the publisher has it at hand, and
+    ``distribution`` the spread of totals after a reveal; clients wanting their exact rank ask
+    ``GET /v1/episodes/{id}/leaderboard``."""
 
     episode_id: str
     entries: list[LeaderboardEntry] = []
+    distribution: ScoreDistribution | None = None
 
 
 class DirectorEventData(_Data, tag="director.event", kw_only=True):
@@ -213,6 +245,9 @@ class DirectorEventData(_Data, tag="director.event", kw_only=True):
 # -- message data: user channel ------------------------------------------------------------------------------
 
 class ScoreUpdated(_Data, tag="score.updated", kw_only=True):
+    """Not sent per reveal (that would be one message per answering viewer): clients compute their
+    points from ``interaction.revealed`` (``playtotv.points``); kept for publishers that correct a score."""
+
     interaction_id: str
     points: int
     total: int

@@ -78,7 +78,7 @@ class AnswerItem(msgspec.Struct, array_like=True, frozen=True):
     def document(self) -> AnswerDoc:
         return AnswerDoc(id=ids.answer_id(self.interaction_id, self.user_id), interaction_id=self.interaction_id,
                          episode_id=self.episode_id, user_id=self.user_id, choice=self.choice,
-                         received_at=self.received_at)
+                         received_at=self.received_at, part=ids.scoring_part(self.user_id))
 
 
 encode_item = msgspec.msgpack.Encoder().encode

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from playtotv.gameplay import ids, jobs, publish, results, schema
+from playtotv.gameplay import ids, jobs, publish, results, schema, score_formula
 from playtotv.gameplay.documents import (
     EpisodeDoc,
     InteractionDoc,
@@ -36,6 +36,7 @@ from playtotv.protocol.push import (
     InteractionClosed,
     InteractionOpened,
     InteractionRevealed,
+    ScoringRule,
 )
 from playtotv.protocol.rest import (
     CreateEpisode,
@@ -43,6 +44,7 @@ from playtotv.protocol.rest import (
     EpisodeView,
     InteractionBody,
     InteractionView,
+    Results,
     Show,
     TimelineItem,
     check_interaction,
@@ -267,11 +269,24 @@ async def reveal_interaction(gameplay: Gameplay, interaction_id: str, correct: s
 async def _after_reveal(gameplay: Gameplay, doc: InteractionDoc) -> InteractionView:
     await gameplay.invalidate("interaction", [doc.id])
     view = await results.results(gameplay, doc)
-    await publish.to_episode(gameplay.broker, doc.episode_id,
-                             InteractionRevealed(interaction_id=doc.id, correct=doc.correct, results=view))
+    await publish.to_episode(gameplay.broker, doc.episode_id, revealed_message(doc, view))
     if doc.scored and doc.scored_at is None:
-        await jobs.enqueue(gameplay.broker, jobs.ScoreJob(episode_id=doc.episode_id, interaction_ids=[doc.id]))
+        # One job per scoring part: any worker takes any of them, so several score one reveal together.
+        await jobs.enqueue(gameplay.broker, *(jobs.ScoreJob(episode_id=doc.episode_id, part=p)
+                                             for p in range(ids.SCORING_PARTS)))
     return interaction_view(doc, with_correct=True)
+
+
+def revealed_message(doc: InteractionDoc, view: Results) -> InteractionRevealed:
+    """``interaction.revealed``; for a scored kind with what a client needs to compute its own points
+    (``playtotv.points``), so the reveal costs one broadcast, not a message per viewer."""
+    if not doc.scored or doc.correct is None:
+        return InteractionRevealed(interaction_id=doc.id, correct=doc.correct, results=view)
+    return InteractionRevealed(
+        interaction_id=doc.id, correct=doc.correct, results=view, points=doc.points, duration=doc.duration,
+        opens_at=doc.opens_at, closed_at=doc.closed_at, revealed_at=doc.revealed_at,
+        scoring=ScoringRule(full_points_window=score_formula.RULE.full_points_window,
+                            streak_step=score_formula.RULE.streak_step, streak_cap=score_formula.RULE.streak_cap))
 
 
 async def close_due_interactions(deps: Any, now: float) -> int:

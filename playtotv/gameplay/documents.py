@@ -118,6 +118,9 @@ class AnswerDoc(_Doc, kw_only=True):
     user_id: str
     choice: str | int
     received_at: float
+    #: ``ids.scoring_part(user_id)``: which scoring chunk the answer belongs to (None: stored before parts
+    #: existed, scored only by a whole-episode pass).
+    part: int | None = None
 
 
 class ScoreDoc(_Doc, kw_only=True):

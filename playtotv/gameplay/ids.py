@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import zlib
 
 #: 48 random bits: collisions are negligible for any number of shows, episodes and interactions we will
 #: ever hold, and the ids stay short in URLs and channel names.
@@ -29,3 +30,13 @@ def follow_id(follower_id: str, followee_id: str) -> str:
 
 def achievement_id(user_id: str, achievement: str) -> str:
     return f"{user_id}:{achievement}"
+
+
+#: Scoring parts: an interaction's answers are scored in this many independent chunks, any worker taking
+#: any chunk. A user's answers always fall in the same part (streaks need them in order), so the part is a
+#: function of the user id, stored with each answer (changing it would strand answers stored before).
+SCORING_PARTS = 8
+
+
+def scoring_part(user_id: str) -> int:
+    return zlib.crc32(user_id.encode()) % SCORING_PARTS

@@ -18,10 +18,12 @@ class _Job(msgspec.Struct, tag_field="type", kw_only=True):
 
 class ScoreJob(_Job, tag="score"):
     """Score the episode's revealed interactions, in reveal order: those never scored, plus
-    ``interaction_ids`` again (answers processed after the reveal)."""
+    ``interaction_ids`` again (answers processed after the reveal). ``part``: only the answers of that
+    scoring part (``ids.scoring_part``); None: every part, one after the other."""
 
     episode_id: str
     interaction_ids: list[str] = []
+    part: int | None = None
 
 
 class AnsweredJob(_Job, tag="answered"):

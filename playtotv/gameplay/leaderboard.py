@@ -3,6 +3,7 @@ Redis lost it. Global scope ranks everyone; friends scope ranks the caller among
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -10,6 +11,7 @@ from playtotv import keys
 from playtotv.gameplay import schema
 from playtotv.gameplay.documents import ScoreDoc, from_docs
 from playtotv.gameplay.service import Gameplay
+from playtotv.protocol.push import ScoreDistribution
 from playtotv.protocol.rest import Leaderboard, LeaderboardEntry, LeaderboardMe
 
 #: Members added per broker call while rebuilding.
@@ -18,6 +20,11 @@ REBUILD_CHUNK = 1000
 #: before its first reveal is read often and has no scores).
 EMPTY_CHECK_TTL = 1.0
 MAX_LIMIT = 100
+#: The shares of players ``distribution`` reports the lowest total of ("top 1 %", ..., everyone): enough
+#: for a client to say "top 7 %"-like things without asking, at one indexed read each.
+DISTRIBUTION_TOP = (1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0)
+#: Up to this many players one read of the whole board is cheaper than one read per share.
+DISTRIBUTION_FULL_READ = 2_000
 
 
 async def rebuild(gameplay: Gameplay, episode_id: str) -> int:
@@ -81,3 +88,25 @@ async def top_entries(gameplay: Gameplay, episode_id: str, limit: int) -> list[L
     top = await gameplay.broker.ztop(keys.leaderboard(episode_id), 0, limit - 1)
     names = await gameplay.names([m for m, _ in top])
     return [LeaderboardEntry(rank=i + 1, user_id=m, name=names[m], score=int(s)) for i, (m, s) in enumerate(top)]
+
+
+async def distribution(gameplay: Gameplay, episode_id: str) -> ScoreDistribution | None:
+    """The spread of totals (protocol.push.ScoreDistribution): one read per share, by rank (O(log n) each
+    on Redis), so its cost does not grow with the audience. None for an empty board."""
+    key = keys.leaderboard(episode_id)
+    players = await gameplay.broker.zcard(key)
+    if players == 0:
+        return None
+    # Rounded down, and shares smaller than one player left out: whoever reaches at_least[i] is within the
+    # top share, never outside it.
+    shares = [share for share in DISTRIBUTION_TOP if math.floor(share * players / 100.0) >= 1]
+    indexes = [math.floor(share * players / 100.0) - 1 for share in shares]
+    at_least: list[int] = []
+    if players <= DISTRIBUTION_FULL_READ:
+        ranked = await gameplay.broker.ztop(key, 0, -1)
+        at_least = [int(ranked[min(i, len(ranked) - 1)][1]) if ranked else 0 for i in indexes]
+    else:
+        for index in indexes:
+            found = await gameplay.broker.ztop(key, index, index)
+            at_least.append(int(found[0][1]) if found else 0)
+    return ScoreDistribution(players=players, top=shares, at_least=at_least)

@@ -1,10 +1,16 @@
-"""Scoring at reveal, in the worker: points, streaks, the leaderboard, score messages, streak
+"""Scoring at reveal, in the worker: points, streaks, the leaderboard and its distribution, streak
 achievements and ``friend_beat_you`` notifications.
 
-A pass scores an episode's revealed quiz and prediction interactions in reveal order, under a per-episode
-lease: streaks depend on that order, so two passes of one episode must not interleave. Each user's score
-document lists the interactions already scored for them (``awarded``), so a pass that is redelivered,
-repeated, or run again for answers processed after the reveal adds each answer's points exactly once.
+A pass scores an episode's revealed quiz and prediction interactions in reveal order: streaks depend on
+that order, so two passes over the same users must not interleave. Users are split into
+``ids.SCORING_PARTS`` parts (each answer stores its user's part), each with its own lease: a reveal
+enqueues one job per part, any worker takes any of them, and a part's pass scores, in reveal order, every
+revealed interaction its part has not scored yet, so the parts are independent and the order holds
+within each. Passes over the whole episode (late answers, the sweeper, the episode's end) hold every
+part's lease. Each user's score document lists the interactions already scored for them (``awarded``),
+so a pass that is redelivered, repeated, killed mid-chunk, or run again for answers processed after the
+reveal adds each answer's points exactly once. The pass that finds every part of an interaction done
+announces it (``leaderboard.updated``) and sets ``scored_at``.
 
 Order of writes, chosen for crash safety: achievements (idempotent) before the score documents, the
 score documents before the leaderboard (rebuilt from them anyway), messages last (best effort: the REST
@@ -24,9 +30,9 @@ from playtotv.broker.base import BrokerUnavailable
 from playtotv.gameplay import achievements, friends, ids, leaderboard, publish, schema
 from playtotv.gameplay.achievements import Grant
 from playtotv.gameplay.documents import AnswerDoc, InteractionDoc, ScoreDoc, UserDoc, from_docs, to_doc
-from playtotv.gameplay.score_formula import award
+from playtotv.gameplay.score_formula import outcome
 from playtotv.gameplay.service import Gameplay
-from playtotv.protocol.push import LeaderboardUpdated, ScoreUpdated
+from playtotv.protocol.push import LeaderboardUpdated
 
 #: The lease outlives any pause between renewals (one chunk) many times over.
 SCORING_LEASE_TTL = 60.0
@@ -34,13 +40,13 @@ SCORING_LEASE_TTL = 60.0
 #: then redelivered later).
 LEASE_WAIT = 20.0
 LEASE_POLL = 0.2
-#: Users scored per store round trip.
-CHUNK = 500
-#: Above this many players the full ranking is not read to put ranks into score messages (clients then
-#: ask the leaderboard endpoint); one read of the whole board is cheap below it.
-RANK_LOOKUP_LIMIT = 100_000
+#: Users scored per store round trip (bench reveal: 2,000 cost 15 % less worker CPU than 500).
+CHUNK = 2000
 #: Entries carried by ``leaderboard.updated``.
 LEADERBOARD_TOP = 10
+#: Outlives any gap between a reveal and the last of its parts being scored (the sweeper re-enqueues a
+#: reveal left unscored within minutes); a lost marker only costs a pass that finds nothing new.
+SCORED_PART_TTL = 24 * 3600.0
 
 
 class LeaseLost(Exception):
@@ -55,9 +61,8 @@ class _Scored:
     before: int
 
 
-async def _acquire(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
+async def _acquire(gameplay: Gameplay, lease: str, holder: str) -> bool:
     with trio.move_on_after(LEASE_WAIT):
-        lease = keys.scoring_lease(episode_id)
         # A lease held by another process has no event to wait on: poll it.
         while await gameplay.broker.acquire_lease(lease, holder, SCORING_LEASE_TTL) is None:  # noqa: ASYNC110
             await trio.sleep(LEASE_POLL)
@@ -65,47 +70,85 @@ async def _acquire(gameplay: Gameplay, episode_id: str, holder: str) -> bool:
     return False
 
 
-async def _release(gameplay: Gameplay, episode_id: str, holder: str) -> None:
+async def _release(gameplay: Gameplay, leases: Sequence[str], holder: str) -> None:
     with trio.CancelScope(shield=True), trio.move_on_after(2.0):
-        try:
-            await gameplay.broker.release_lease(keys.scoring_lease(episode_id), holder)
-        except BrokerUnavailable:
-            pass  # it expires by itself
+        for lease in leases:
+            try:
+                await gameplay.broker.release_lease(lease, holder)
+            except BrokerUnavailable:
+                pass  # it expires by itself
 
 
-async def score_episode(gameplay: Gameplay, episode_id: str, holder: str, again: Sequence[str] = ()) -> bool:
-    """Score what is unscored (plus ``again``); False if another pass held the episode too long."""
-    if not await _acquire(gameplay, episode_id, holder):
-        return False
+async def score_episode(gameplay: Gameplay, episode_id: str, holder: str, again: Sequence[str] = (),
+                        part: int | None = None) -> bool:
+    """Score what is unscored (plus ``again``); False if another pass held the episode too long.
+
+    ``part``: only the answers of that scoring part (``ids.scoring_part``), under that part's lease: the
+    chunk a reveal's job covers, independent of the other parts, so several workers score one reveal
+    together. None: every part at once, holding every part's lease (the follow-up passes: late answers,
+    the sweeper, the episode's end; it also reads answers stored without a part)."""
+    parts = list(range(ids.SCORING_PARTS)) if part is None else [part]
+    leases = [keys.scoring_lease(episode_id, p) for p in parts]
+    taken: list[str] = []
     try:
-        async def renew() -> None:
-            if await gameplay.broker.acquire_lease(keys.scoring_lease(episode_id), holder, SCORING_LEASE_TTL) is None:
-                raise LeaseLost(episode_id)
+        for lease in leases:  # always in part order: two whole-episode passes cannot deadlock
+            if not await _acquire(gameplay, lease, holder):
+                return False
+            taken.append(lease)
 
-        todo = sorted(
-            (d for d in await gameplay.interactions_of(episode_id)
-             if d.status == "revealed" and d.scored and d.correct is not None
-             and (d.scored_at is None or d.id in again)),
-            key=lambda d: d.revealed_at or 0.0)
+        async def renew() -> None:
+            for lease in leases:
+                if await gameplay.broker.acquire_lease(lease, holder, SCORING_LEASE_TTL) is None:
+                    raise LeaseLost(episode_id)
+
+        revealed = [d for d in await gameplay.interactions_of(episode_id)
+                    if d.status == "revealed" and d.scored and d.correct is not None]
+        todo = []
+        for doc in sorted(revealed, key=lambda d: d.revealed_at or 0.0):
+            if doc.id in again or (doc.scored_at is None and not await _parts_done(gameplay, doc.id, parts)):
+                todo.append(doc)
         for doc in todo:
-            await score_interaction(gameplay, doc, renew)
+            await score_interaction(gameplay, doc, renew, part)
+        # Announced by whoever finds every part done, here rather than right after a part: a pass that died
+        # between its part's marker and the announcement leaves it to the next pass of any part.
+        for doc in sorted(revealed, key=lambda d: d.revealed_at or 0.0):
+            if doc.scored_at is None and await _parts_done(gameplay, doc.id, range(ids.SCORING_PARTS)):
+                await _announce(gameplay, doc)
+                await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": gameplay.clock()})
+                await gameplay.invalidate("interaction", [doc.id])
     finally:
-        await _release(gameplay, episode_id, holder)
+        await _release(gameplay, taken, holder)
     return True
 
 
-async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]]) -> int:
+async def _parts_done(gameplay: Gameplay, interaction_id: str, parts: Sequence[int]) -> bool:
+    for p in parts:
+        if not await gameplay.broker.exists(keys.scored_part(interaction_id, p)):
+            return False
+    return True
+
+
+async def score_interaction(gameplay: Gameplay, doc: InteractionDoc, renew: Callable[[], Awaitable[None]],
+                            part: int | None = None) -> int:
+    """Score ``part`` of the interaction's answers (None: all), then mark the part done. The pass that
+    then finds every part done announces the interaction scored (two finishing together both do: a
+    repeated ``leaderboard.updated`` is harmless)."""
     now = gameplay.clock()
-    answers = [a for a in from_docs(await gameplay.store.find(schema.ANSWERS, {"interaction_id": doc.id}), AnswerDoc)
+    where: dict[str, str | int] = {"interaction_id": doc.id}
+    if part is not None:
+        where["part"] = part
+    answers = [a for a in from_docs(await gameplay.store.find(schema.ANSWERS, where), AnswerDoc)
                if doc.closed_at is None or a.received_at < doc.closed_at]
     scored: list[_Scored] = []
     for start in range(0, len(answers), CHUNK):
         await renew()
         scored += await _score_chunk(gameplay, doc, answers[start:start + CHUNK], now)
     if scored:
-        await _announce(gameplay, doc, scored, now)
-    await gameplay.store.update(schema.INTERACTIONS, doc.id, set={"scored_at": now})
-    await gameplay.invalidate("interaction", [doc.id])
+        await _settle(gameplay, doc, scored, now)
+    for p in range(ids.SCORING_PARTS) if part is None else [part]:
+        await gameplay.broker.set(keys.scored_part(doc.id, p), b"1", ttl=SCORED_PART_TTL)
+    if scored and doc.scored_at is not None:  # scored again (late answers): the board changed
+        await _announce(gameplay, doc)
     return len(scored)
 
 
@@ -119,12 +162,16 @@ async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[An
         before = existing.get(score_id) or ScoreDoc(id=score_id, episode_id=doc.episode_id, user_id=answer.user_id)
         if doc.id in before.awarded:
             continue
-        correct = answer.choice == doc.correct
-        streak = before.streak + 1 if correct else 0
-        points = award(doc.points, doc.duration, answer.received_at - (doc.opens_at or 0.0), streak) if correct else 0
+        # The same function the SDK applies to interaction.revealed (playtotv.points).
+        effect = outcome(answer.choice, answer.received_at, correct=doc.correct, points=doc.points,
+                         duration=doc.duration, opens_at=doc.opens_at, closed_at=doc.closed_at,
+                         streak_before=before.streak)
+        if effect is None:
+            continue
+        streak, points = effect.streak, effect.points
         after = msgspec.structs.replace(
             before, score=before.score + points, streak=streak, best_streak=max(before.best_streak, streak),
-            answered=before.answered + 1, correct=before.correct + int(correct),
+            answered=before.answered + 1, correct=before.correct + int(effect.correct),
             awarded=[*before.awarded, doc.id], updated_at=now)
         changed.append(after)
         scored.append(_Scored(answer.user_id, points, after.score, before.score))
@@ -138,19 +185,23 @@ async def _score_chunk(gameplay: Gameplay, doc: InteractionDoc, answers: list[An
     return scored
 
 
-async def _announce(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
-    board = keys.leaderboard(doc.episode_id)
-    ranks: dict[str, int] = {}
-    if await gameplay.broker.zcard(board) <= RANK_LOOKUP_LIMIT:
-        ranks = {member: i + 1 for i, (member, _) in enumerate(await gameplay.broker.ztop(board, 0, -1))}
-    await publish.to_users(gameplay.broker, [
-        (s.user_id, ScoreUpdated(interaction_id=doc.id, points=s.points, total=s.total, rank=ranks.get(s.user_id)))
-        for s in scored])
+async def _settle(gameplay: Gameplay, doc: InteractionDoc, scored: list[_Scored], now: float) -> None:
+    """After a part is stored: its users' cached profiles, and friends it lifted past their followers."""
     await gameplay.invalidate("user", [s.user_id for s in scored])
     await _friends_overtaken(gameplay, doc, [s for s in scored if s.points > 0], now)
+
+
+async def _announce(gameplay: Gameplay, doc: InteractionDoc) -> None:
+    """No message per viewer: each computes its points from ``interaction.revealed`` (playtotv.points)
+    and its standing from this ``leaderboard.updated``'s distribution, so a reveal costs the same few
+    publishes for any audience (docs/api.md §5.5). Per-viewer messages remain only for what a viewer
+    cannot compute (achievements, friends overtaking)."""
+    spread = await leaderboard.distribution(gameplay, doc.episode_id)
+    if spread is None:
+        return  # nobody has a score yet: nothing changed on the board
     top = await leaderboard.top_entries(gameplay, doc.episode_id, LEADERBOARD_TOP)
     await publish.to_episode(gameplay.broker, doc.episode_id,
-                             LeaderboardUpdated(episode_id=doc.episode_id, entries=top))
+                             LeaderboardUpdated(episode_id=doc.episode_id, entries=top, distribution=spread))
 
 
 async def _friends_overtaken(gameplay: Gameplay, doc: InteractionDoc, gained: list[_Scored], now: float) -> None:

@@ -26,6 +26,8 @@ INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     # close_due_interactions: open interactions by deadline.
     (INTERACTIONS, ("status", "closes_at")),
     (ANSWERS, ("interaction_id",)),
+    # Scoring reads one part of an interaction's answers (reveal_scoring).
+    (ANSWERS, ("interaction_id", "part")),
     (ANSWERS, ("user_id",)),
     (SCORES, ("episode_id",)),
     (SCORES, ("user_id",)),

@@ -89,7 +89,7 @@ class Worker:
             match job:
                 case ScoreJob():
                     finished = await reveal_scoring.score_episode(self.gameplay, job.episode_id, holder,
-                                                                  job.interaction_ids)
+                                                                  job.interaction_ids, job.part)
                 case EpisodeEndedJob():
                     finished = await reveal_scoring.finish_episode(self.gameplay, job.episode_id, holder)
                 case AnsweredJob():

@@ -28,10 +28,13 @@
  *
  * Events for {@link PlayToTV#on}: every message data type (`interaction.opened`, `stats.updated`,
  * `score.updated`, `notification`, ...) with `(data, meta)`; `"message"` for all of them; and
+ * `score.updated` computed here from `interaction.revealed` for an interaction this client answered
+ * (`computed: true`, see `_scored`); and
  * `joined` (session), `waiting` ({retryIn, reason}), `transport` ({name}: connecting | websocket |
  * polling | offline), `lost` ({channel}: reload that state over REST), `error` ({code, message}).
  */
 
+import { PointsTracker } from "./playtotv-points.js";
 import { PushLink } from "./playtotv-push.js";
 
 /** Bounds one HTTP request: a stalled core node must not stall the page. */
@@ -140,6 +143,8 @@ export class PlayToTV {
     this._listeners = new Map();
     this._push = null;
     this._followed = new Set();
+    /** The viewer's own score per episode, computed from `interaction.revealed` (playtotv-points.js). */
+    this.points = new PointsTracker();
   }
 
   get userId() {
@@ -284,6 +289,9 @@ export class PlayToTV {
         const meta = { channel: event.channel, epoch: event.epoch, offset: event.offset, sentAt: event.sentAt };
         if (event.data && typeof event.data.type === "string") this._emit(event.data.type, event.data, meta);
         this._emit("message", event.data, meta);
+        if (event.data?.type === "interaction.revealed" && event.channel.startsWith("episode:")) {
+          this._scored(event.data, meta);
+        }
       } else if (event.kind === "lost") {
         this._emit("lost", { channel: event.channel });
       } else if (event.kind === "pong") {
@@ -292,6 +300,20 @@ export class PlayToTV {
         this._emit("error", { code: event.code, message: event.message });
       }
     }
+  }
+
+  /**
+   * The platform sends no per-viewer message at reveal (docs/api.md §5.5): the client computes its points
+   * from `interaction.revealed` and emits `score.updated` itself (with `computed: true`; `rank` is null,
+   * ask the leaderboard), so handlers written for the server's message keep working.
+   */
+  _scored(data, meta) {
+    const scored = this.points.revealed(meta.channel, data);
+    if (!scored) return;
+    const update = { type: "score.updated", interaction_id: scored.interaction_id, points: scored.points,
+                     total: scored.total, rank: null, streak: scored.streak, computed: true };
+    const local = { ...meta, channel: `user:${this.userId}`, computed: true };
+    this._emit("score.updated", update, local); // not "message": that one stays what the server sent
   }
 
   _setTransport(name) {
@@ -408,7 +430,10 @@ export class PlayToTV {
       maybeSent = true;
       const reply = await this._push.sendAnswer(interactionId, choice, REQUEST_TIMEOUT_MS);
       if (reply === null || reply.code === "unavailable") break; // not settled here: REST
-      if (reply.code === null) return { accepted: true, received_at: reply.receivedAt };
+      if (reply.code === null) {
+        this.points.answered(interactionId, choice, reply.receivedAt);
+        return { accepted: true, received_at: reply.receivedAt };
+      }
       if (reply.code === "rate_limited") {
         await sleep((reply.retryAfter ?? 0.5) * 1000);
         continue;
@@ -418,7 +443,9 @@ export class PlayToTV {
     const path = `/v1/interactions/${encodeURIComponent(interactionId)}/answers`;
     for (let attempt = 0; attempt <= MAX_FAILOVERS; attempt++) {
       try {
-        return await this.post(path, { choice });
+        const accepted = await this.post(path, { choice });
+        if (typeof accepted?.received_at === "number") this.points.answered(interactionId, choice, accepted.received_at);
+        return accepted;
       } catch (error) {
         if (error.code === "already_answered" && (maybeSent || attempt > 0 || error.retried)) {
           return { accepted: true, duplicate: true };
