@@ -37,9 +37,9 @@ BASELINE: dict[str, dict[str, Any]] = {
                                             "note": "fan-out p99 340 ms over 10,000 clients on one push node"},
     "push_connects_per_s": {"value": 500.0, "source": "RESULTS.md", "unit": "connections/s",
                             "note": "10,000 connections in ~20 s on one push node"},
-    "push_ws_answers_per_s": {"value": 6809.0, "source": "assumed", "unit": "answers/s",
-                              "note": "answers over the push WebSocket: the target of 5 × the REST figure "
-                                      "(core_answers_per_s), until `python -m bench answers` reports it"},
+    "push_ws_answers_per_s": {"value": 17294.9, "source": "RESULTS.md", "unit": "answers/s",
+                              "note": "answers over the push WebSocket: 12.7 x the REST figure, the CPU-per-answer "
+                                      "ratio bench answers measured between the two paths in the same runs"},
     "push_rss_kib_per_connection": {"value": 16.8, "source": "RESULTS.md", "unit": "KiB",
                                     "note": "RSS per idle client of a push node"},
     "core_answers_per_s": {"value": 1361.8, "source": "RESULTS.md", "unit": "answers/s",
@@ -48,9 +48,9 @@ BASELINE: dict[str, dict[str, Any]] = {
                                   "note": "admissions on one gatekeeper"},
     "worker_aggregate_answers_per_s": {"value": 43280.0, "source": "RESULTS.md", "unit": "answers/s",
                                        "note": "answers aggregated per second by one worker"},
-    "worker_score_answers_per_s": {"value": 4000.0, "source": "assumed", "unit": "answers/s",
-                                   "note": "100,000 answers scored in ~25 s by one worker (sequential "
-                                           "scoring at reveal), until `python -m bench reveal` measures it"},
+    "worker_score_answers_per_s": {"value": 18182.0, "source": "RESULTS.md", "unit": "answers/s",
+                                   "note": "bench reveal --answers 100000: one worker needs at most 5.5 CPU s "
+                                           "to score and store 100,000 answers"},
     "redis_ops_per_s_per_shard": {"value": 50000.0, "source": "assumed", "unit": "ops/s",
                                   "note": "redis-benchmark SET/GET, 50 clients, no pipelining"},
     "redis_ops_per_answer": {"value": 4, "source": "assumed", "unit": "ops",
@@ -58,9 +58,9 @@ BASELINE: dict[str, dict[str, Any]] = {
                                      "claim/ack share and answer-set add"},
     "redis_ops_per_broadcast": {"value": 2, "source": "assumed", "unit": "ops",
                                 "note": "history append and PUBLISH (one script)"},
-    "redis_ops_per_reveal_answerer": {"value": 3, "source": "assumed", "unit": "ops",
-                                      "note": "leaderboard ZADD and a score.updated per viewer (history "
-                                              "append + PUBLISH) as scoring at reveal does today"},
+    "redis_ops_per_reveal_answerer": {"value": 1, "source": "assumed", "unit": "ops",
+                                      "note": "one leaderboard member per answering viewer, written in ZADDs of "
+                                              "2,000; no per-viewer message at reveal"},
     "redis_heartbeat_ops_per_process_per_s": {"value": 2, "source": "assumed", "unit": "ops/s",
                                               "note": "registry heartbeat each second (one script, one index)"},
     "redis_bytes_per_viewer": {"value": 1024, "source": "assumed", "unit": "bytes",
