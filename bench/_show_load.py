@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from bench._fanout_load import OPCODE_TEXT, Client, client_frame, open_client, raise_fd_limit, say
-from bench._overload_load import CONNECT_WINDOW, Generator
+from bench._overload_load import Generator
 from playtotv.pushclient import MessageReceived, ReconnectRequested, Resubscribe, Subscribed
 
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -33,23 +33,22 @@ class ShowGenerator(Generator):
     def __init__(self, channel: str) -> None:
         super().__init__(channel)
         self.messages: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self.users: dict[str, str] = {}  # ticket -> user id, until its client starts
 
     def command(self, line: str) -> None:
         parts = line.split()
         if len(parts) == 4 and parts[0] == "connect":  # with the user id: its user channel is followed too
-            self.waiting.append((parts[1], parts[2], parts[3]))  # type: ignore[arg-type]
-        else:
-            super().command(line)
+            self.users[parts[2]] = parts[3]
+            parts = parts[:3]
+        super().command(" ".join(parts))
 
-    def start_waiting(self) -> None:
-        while self.waiting and self.in_flight < CONNECT_WINDOW:
-            url, ticket, *user = self.waiting.popleft()
-            client = open_client(self.epoll, urlsplit(url), ticket, user_id=user[0] if user else "")
-            if client is None:
-                self.counts["failed"] += 1
-                continue
-            self.by_fd[client.sock.fileno()] = client
-            self.in_flight += 1
+    def _start(self, url: str, ticket: str) -> None:
+        client = open_client(self.epoll, urlsplit(url), ticket, user_id=self.users.pop(ticket, ""))
+        if client is None:
+            self.counts["failed"] += 1
+            return
+        self.by_fd[client.sock.fileno()] = client
+        self.in_flight += 1
 
     def report(self) -> None:
         say(event="report", messages={k: [(round(r, 4), round(s, 4)) for r, s in v] for k, v in self.messages.items()},

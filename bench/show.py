@@ -94,7 +94,7 @@ class ShowGenerator:
         self.lock = trio.Lock()
 
     @classmethod
-    async def start(cls, channel: str) -> "ShowGenerator":
+    async def start(cls, channel: str) -> ShowGenerator:
         cmd = [sys.executable, "-m", "bench._show_load", "--channel", channel]
         return cls(await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
 
@@ -306,13 +306,13 @@ async def answer(viewers_in: list[tuple[str, str]], interaction_id: str, share: 
             try:
                 if client is None:
                     client = await KeepAliveHttp.connect(url)
-                status, _ = await client.request(raw)
+                status = str((await client.request(raw))[0])
             except (OSError, EOFError, trio.BrokenResourceError) as e:
                 status = type(e).__name__
                 if client is not None:
                     await client.aclose()
                 client = None
-            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            statuses[status] = statuses.get(status, 0) + 1
             done = trio.current_time()
             points.append((wall_start + (sent - start), done - sent))
             from_due.append((wall_start + (due - start), done - due))
@@ -395,7 +395,7 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
         async def node(role: str, name: str, **extra: str) -> NodeProcess:
             n = await start_node(role, node_env(redis.url, db_path, name, **extra), f"show-{name}.log")
             nodes.append(n)
-            roles.add(role, n.proc.pid)
+            roles.add(role, n.pid)
             return n
 
         async def stop_nodes() -> None:
@@ -429,7 +429,9 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
         audience = Audience(generators)
         pool = SessionPool(gatekeeper.listening["gatekeeper"])
         with trio.fail_after(30):
-            while (await pool.status()).get("nodes", {}).get("push", 0) < push_nodes:
+            while True:  # every push node registered: the gatekeeper spreads viewers over them all
+                if (await pool.status()).get("nodes", {}).get("push", 0) >= push_nodes:
+                    break
                 await trio.sleep(0.2)
 
         phases = Phases(roles, audience, args.viewers)
@@ -562,7 +564,7 @@ def plot(timeline: Timeline, began: float, path: str, viewers: int) -> None:
         ax.scatter([t - began for t, _ in sample], [max(lat, 1e-4) * 1000 for _, lat in sample], s=2, label=name)
     ax.set_yscale("log")
     ax.axhline(2000, color="red", linewidth=0.8, linestyle="--", label="2 s target")
-    ax.set_xlabel("seconds into the show (after the joins)")
+    ax.set_xlabel("seconds since the first viewer joined (deliveries at their sent_at, answers at their click)")
     ax.set_ylabel("latency (ms)")
     ax.set_title(f"bench show: {viewers:,} viewers")
     ax.legend(markerscale=4, fontsize=8)
