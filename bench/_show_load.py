@@ -30,8 +30,10 @@ _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class ShowGenerator(Generator):
-    def __init__(self, channel: str) -> None:
+    def __init__(self, channel: str, timed: set[str]) -> None:
         super().__init__(channel)
+        self.timed = timed
+        self.others: dict[str, int] = defaultdict(int)
         self.messages: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self.users: dict[str, str] = {}  # ticket -> user id, until its client starts
 
@@ -51,9 +53,11 @@ class ShowGenerator(Generator):
         self.in_flight += 1
 
     def report(self) -> None:
-        say(event="report", messages={k: [(round(r, 4), round(s, 4)) for r, s in v] for k, v in self.messages.items()},
-            busy_s=round(self.busy, 3), connecting=self.in_flight + len(self.waiting), **self.counts)
+        timed = {k: [(round(r, 4), round(s, 4)) for r, s in v] for k, v in self.messages.items()}
+        say(event="report", messages=timed, others=self.others, busy_s=round(self.busy, 3),
+            connecting=self.in_flight + len(self.waiting), **self.counts)
         self.messages = defaultdict(list)
+        self.others = defaultdict(int)
         self.busy = 0.0
 
     def _text(self, client: Client, payload: bytes, now: float) -> None:
@@ -63,7 +67,10 @@ class ShowGenerator(Generator):
                     kind = str(_decode(event.data).get("type", "?"))
                 except msgspec.DecodeError:
                     kind = "?"
-                self.messages[kind].append((now, event.sent_at))
+                if kind in self.timed:
+                    self.messages[kind].append((now, event.sent_at))
+                else:
+                    self.others[kind] += 1
             elif isinstance(event, Subscribed):
                 if event.channel == self.channel and client.state == "subscribing":
                     client.state = "ready"
@@ -79,9 +86,10 @@ class ShowGenerator(Generator):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._show_load")
     parser.add_argument("--channel", required=True)
+    parser.add_argument("--timed", default="", help="comma-separated data types to time (the rest are counted)")
     args = parser.parse_args(argv)
     raise_fd_limit()
-    ShowGenerator(args.channel).run()
+    ShowGenerator(args.channel, set(filter(None, args.timed.split(",")))).run()
     return 0
 
 

@@ -78,6 +78,8 @@ SESSION_BODY = b'{"name":"bench","transports":["websocket"]}'
 SESSION_REQUEST = (b"POST /v1/session HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
                    b"Content-Length: %d\r\n\r\n" % len(SESSION_BODY)) + SESSION_BODY
 ANSWER_BODY = b'{"choice":"a"}'
+#: The message types whose every receipt is timed; the generators only count the others.
+TIMED = ("interaction.opened", "interaction.closed", "interaction.revealed", "score.updated")
 #: At most this many points per series in the plot (a scatter of 50,000 points says no more).
 PLOT_POINTS = 4000
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
@@ -95,7 +97,7 @@ class ShowGenerator:
 
     @classmethod
     async def start(cls, channel: str) -> ShowGenerator:
-        cmd = [sys.executable, "-m", "bench._show_load", "--channel", channel]
+        cmd = [sys.executable, "-m", "bench._show_load", "--channel", channel, "--timed", ",".join(TIMED)]
         return cls(await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
 
     async def connect(self, url: str, ticket: str, user_id: str) -> None:
@@ -125,6 +127,7 @@ class Audience:
         self.by_url = generators
         self.received: dict[str, list[tuple[float, float]]] = {}
         self.counts: dict[str, int] = {}
+        self.others: dict[str, int] = {}  # receipts of the types not timed
         self.busy_s = 0.0
 
     async def collect(self) -> None:
@@ -133,6 +136,8 @@ class Audience:
             report = await gen.report()
             for kind, pairs in report["messages"].items():
                 self.received.setdefault(kind, []).extend(pairs)
+            for kind, n in report["others"].items():
+                self.others[kind] = self.others.get(kind, 0) + n
             for key in ("ready", "failed", "closed", "reconnect_requested", "gaps", "connecting"):
                 counts[key] = counts.get(key, 0) + report[key]
             self.busy_s += report["busy_s"]
@@ -499,7 +504,7 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
         await phases.run("poll_close", poll_close)
         rss = roles.rss_mb()
         final_counts = dict(audience.counts)
-        other = {k: len(v) for k, v in audience.received.items()}
+        other = {**audience.others, **{k: len(v) for k, v in audience.received.items()}}
     result = judge(args, phases.out, rss, final_counts, accepted, push_nodes)
     result["other_messages"] = other  # e.g. best-effort stats.updated
     if args.plot:
