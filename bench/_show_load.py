@@ -29,6 +29,13 @@ from playtotv.pushclient import MessageReceived, ReconnectRequested, Resubscribe
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
+def interaction_of(data: dict[str, Any]) -> str:
+    """The interaction a message is about: a late ``interaction.closed`` of one quiz must not pass for
+    the next poll's."""
+    inner = data.get("interaction")
+    return str(inner.get("id", "") if isinstance(inner, dict) else data.get("interaction_id", ""))
+
+
 class ShowGenerator(Generator):
     def __init__(self, channel: str, timed: set[str]) -> None:
         super().__init__(channel)
@@ -64,11 +71,12 @@ class ShowGenerator(Generator):
         for event in client.protocol.receive(payload):
             if isinstance(event, MessageReceived):
                 try:
-                    kind = str(_decode(event.data).get("type", "?"))
+                    data = _decode(event.data)
                 except msgspec.DecodeError:
-                    kind = "?"
+                    data = {}
+                kind = str(data.get("type", "?"))
                 if kind in self.timed:
-                    self.messages[kind].append((now, event.sent_at))
+                    self.messages[f"{kind}/{interaction_of(data)}"].append((now, event.sent_at))
                 else:
                     self.others[kind] += 1
             elif isinstance(event, Subscribed):

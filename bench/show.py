@@ -274,10 +274,12 @@ async def join(gatekeeper_url: str, viewers: int, audience: Audience) -> tuple[d
     }, viewers_in
 
 
-async def broadcast(audience: Audience, timeline: Timeline, name: str, kind: str, act: Any) -> dict[str, Any]:
-    """``act()`` (a director call) and the delivery of the ``kind`` message it causes to every client."""
+async def broadcast(audience: Audience, timeline: Timeline, name: str, kind: str, interaction_id: str,
+                    act: Any) -> dict[str, Any]:
+    """``act()`` (a director call) and the delivery of the ``kind`` message about ``interaction_id`` it
+    causes to every client."""
     await act()
-    pairs = await audience.wait_for(kind, audience.counts["ready"])
+    pairs = await audience.wait_for(f"{kind}/{interaction_id}", audience.counts["ready"])
     timeline.add(f"delivery: {name}", [(sent, recv - sent) for recv, sent in pairs])
     return {"message": kind, **latency_summary([recv - sent for recv, sent in pairs]),
             "clients": audience.counts["ready"]}
@@ -456,7 +458,7 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
                 "kind": "quiz", "prompt": "Show?", "options": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}],
                 "correct": "a", "duration": 3600, "points": 1000})
             quiz_id = created["id"]
-            return await broadcast(audience, timeline, "quiz opened", "interaction.opened",
+            return await broadcast(audience, timeline, "quiz opened", "interaction.opened", quiz_id,
                                    lambda: director.post(f"/v1/interactions/{quiz_id}/open")), None
 
         await phases.run("quiz_open", quiz_open)
@@ -468,16 +470,16 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
         accepted = await phases.run("answers", answering)
 
         async def quiz_close() -> tuple[dict[str, Any], None]:
-            return await broadcast(audience, timeline, "quiz closed", "interaction.closed",
+            return await broadcast(audience, timeline, "quiz closed", "interaction.closed", quiz_id,
                                    lambda: director.post(f"/v1/interactions/{quiz_id}/close")), None
 
         await phases.run("quiz_close", quiz_close)
 
         async def reveal() -> tuple[dict[str, Any], None]:
             revealed_at = time.time()
-            figures = await broadcast(audience, timeline, "quiz revealed", "interaction.revealed",
+            figures = await broadcast(audience, timeline, "quiz revealed", "interaction.revealed", quiz_id,
                                       lambda: director.post(f"/v1/interactions/{quiz_id}/reveal"))
-            points = await audience.wait_for("score.updated", accepted)
+            points = await audience.wait_for(f"score.updated/{quiz_id}", accepted)
             timeline.add("reveal -> points", [(revealed_at, recv - revealed_at) for recv, _ in points])
             total = await results_total(http, director, quiz_id, accepted)
             return {**figures, "points": latency_summary([recv - revealed_at for recv, _ in points]),
@@ -492,13 +494,13 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
                 "kind": "poll", "prompt": "Poll?", "options": [{"id": "a", "label": "A"}, {"id": "b", "label": "B"}],
                 "duration": 3600})
             poll_id = created["id"]
-            return await broadcast(audience, timeline, "poll opened", "interaction.opened",
+            return await broadcast(audience, timeline, "poll opened", "interaction.opened", poll_id,
                                    lambda: director.post(f"/v1/interactions/{poll_id}/open")), None
 
         await phases.run("poll_open", poll_open)
 
         async def poll_close() -> tuple[dict[str, Any], None]:
-            return await broadcast(audience, timeline, "poll closed", "interaction.closed",
+            return await broadcast(audience, timeline, "poll closed", "interaction.closed", poll_id,
                                    lambda: director.post(f"/v1/interactions/{poll_id}/close")), None
 
         await phases.run("poll_close", poll_close)
