@@ -510,8 +510,12 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
     result = judge(args, phases.out, rss, final_counts, accepted, push_nodes)
     result["other_messages"] = other  # e.g. best-effort stats.updated
     if args.plot:
-        plot(timeline, show_began, args.plot, args.viewers)
-        result["plot"] = args.plot
+        try:
+            plot(timeline, show_began, args.plot, args.viewers)
+            result["plot"] = args.plot
+        except ImportError:  # the figures stand without it
+            print("bench show: no plot: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+            result["plot"] = None
     return result
 
 
