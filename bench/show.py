@@ -18,14 +18,14 @@ The show, phase by phase:
 2. **quiz**: the director opens a quiz (``interaction.opened`` to every viewer); ``--answer-share`` of
    the viewers answer it over REST (the session's first core), spread evenly over ``--answer-window``
    seconds; the director closes it (``interaction.closed``) and reveals it (``interaction.revealed``,
-   then each answering viewer's ``score.updated`` on its user channel).
+   from which each viewer's SDK computes its points).
 3. **poll**: the director opens and closes a poll.
 
 Reported per phase: each broadcast's delivery p99 (``sent_at`` → the client's ``recv``) and how many
-clients got it; answers accepted, their p99 and errors; reveal → ``score.updated`` p99 (the director's
-reveal request → the client's ``recv``) and how many arrived; CPU seconds per viewer of each role over the
+clients got it; answers accepted, their p99 and errors; reveal → points p99 (the director's reveal
+request → ``interaction.revealed`` at the client, whose SDK computes the points from it) and how many got it; CPU seconds per viewer of each role over the
 phase (``/proc/<pid>/stat``) and RSS per viewer at the end. Checks: the quiz's results ``total`` equals
-the answers accepted, every viewer got every broadcast, every answering viewer got its points. Each
+the answers accepted, every viewer got every broadcast (the reveal included: its points). Each
 figure is judged against ``--slo`` (2 s). Prints one JSON object on its last line; ``--plot`` writes a
 PNG of delivery and answer latency over the show.
 """
@@ -51,7 +51,6 @@ from bench._play import (
     OUT_DIR,
     Director,
     KeepAliveHttp,
-    LineReader,
     cpu_seconds,
     node_env,
     post_request,
@@ -59,6 +58,7 @@ from bench._play import (
     start_node,
 )
 from bench._sessions import SessionPool
+from bench.overload import LoadGenerator
 from playtotv.devtools.nodeprocess import NodeProcess
 from playtotv.percentile import percentile
 
@@ -79,45 +79,24 @@ SESSION_REQUEST = (b"POST /v1/session HTTP/1.1\r\nHost: bench\r\nContent-Type: a
                    b"Content-Length: %d\r\n\r\n" % len(SESSION_BODY)) + SESSION_BODY
 ANSWER_BODY = b'{"choice":"a"}'
 #: The message types whose every receipt is timed; the generators only count the others.
-TIMED = ("interaction.opened", "interaction.closed", "interaction.revealed", "score.updated")
+TIMED = ("interaction.opened", "interaction.closed", "interaction.revealed")
 #: At most this many points per series in the plot (a scatter of 50,000 points says no more).
 PLOT_POINTS = 4000
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
 
 
-class ShowGenerator:
-    """One ``bench/_show_load.py`` process: ``connect`` clients, ``report`` what they received."""
-
-    def __init__(self, proc: trio.Process) -> None:
-        self.proc = proc
-        assert proc.stdout is not None and proc.stdin is not None
-        self.lines = LineReader(proc.stdout)
-        self.stdin = proc.stdin
-        self.lock = trio.Lock()
+class ShowGenerator(LoadGenerator):
+    """One ``bench/_show_load.py`` process: ``connect`` clients, ``report`` what they received (the
+    overload benchmark's generator driver, with the viewer's id and the timed message types)."""
 
     @classmethod
-    async def start(cls, channel: str) -> ShowGenerator:
+    async def start(cls, channel: str) -> ShowGenerator:  # type: ignore[override]
         cmd = [sys.executable, "-m", "bench._show_load", "--channel", channel, "--timed", ",".join(TIMED)]
         return cls(await trio.lowlevel.open_process(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
 
-    async def connect(self, url: str, ticket: str, user_id: str) -> None:
+    async def connect(self, url: str, ticket: str, user_id: str) -> None:  # type: ignore[override]
         async with self.lock:
             await self.stdin.send_all(f"connect {url} {ticket} {user_id}\n".encode())
-
-    async def report(self) -> dict[str, Any]:
-        async with self.lock:
-            await self.stdin.send_all(b"report\n")
-            with trio.fail_after(GENERATOR_TIMEOUT):
-                return json.loads(await self.lines.line())
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            with trio.move_on_after(2):
-                await self.stdin.send_all(b"stop\n")
-                await self.proc.wait()
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 class Audience:
@@ -275,11 +254,13 @@ async def join(gatekeeper_url: str, viewers: int, audience: Audience) -> tuple[d
 
 
 async def broadcast(audience: Audience, timeline: Timeline, name: str, kind: str, interaction_id: str,
-                    act: Any) -> dict[str, Any]:
+                    act: Any, receipts: list[tuple[float, float]] | None = None) -> dict[str, Any]:
     """``act()`` (a director call) and the delivery of the ``kind`` message about ``interaction_id`` it
-    causes to every client."""
+    causes to every client; ``receipts`` gets each (received, sent) pair."""
     await act()
     pairs = await audience.wait_for(f"{kind}/{interaction_id}", audience.counts["ready"])
+    if receipts is not None:
+        receipts.extend(pairs)
     timeline.add(f"delivery: {name}", [(sent, recv - sent) for recv, sent in pairs])
     return {"message": kind, **latency_summary([recv - sent for recv, sent in pairs]),
             "clients": audience.counts["ready"]}
@@ -477,9 +458,11 @@ async def show(args: argparse.Namespace, redis: Any, db_path: str) -> dict[str, 
 
         async def reveal() -> tuple[dict[str, Any], None]:
             revealed_at = time.time()
+            # Each viewer's SDK computes its points from interaction.revealed (there is no per-viewer score
+            # message at reveal): reveal -> points is the reveal request -> that broadcast at each client.
+            points: list[tuple[float, float]] = []
             figures = await broadcast(audience, timeline, "quiz revealed", "interaction.revealed", quiz_id,
-                                      lambda: director.post(f"/v1/interactions/{quiz_id}/reveal"))
-            points = await audience.wait_for(f"score.updated/{quiz_id}", accepted)
+                                      lambda: director.post(f"/v1/interactions/{quiz_id}/reveal"), points)
             timeline.add("reveal -> points", [(revealed_at, recv - revealed_at) for recv, _ in points])
             total = await results_total(http, director, quiz_id, accepted)
             return {**figures, "points": latency_summary([recv - revealed_at for recv, _ in points]),
@@ -532,7 +515,7 @@ def judge(args: argparse.Namespace, phases: dict[str, dict[str, Any]], rss_mb: d
     }
     delivered = all(phases[n]["count"] == phases[n]["clients"] == args.viewers
                     for n in ("quiz_open", "quiz_close", "reveal", "poll_open", "poll_close"))
-    totals_exact = reveal["results_total"] == accepted and reveal["points_received"] == accepted
+    totals_exact = reveal["results_total"] == accepted and reveal["points_received"] == args.viewers
     return {
         "benchmark": "show",
         "viewers": args.viewers,
