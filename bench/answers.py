@@ -43,19 +43,19 @@ from typing import Any, Iterator
 import httpx
 import trio
 
-from playtotv.credentials import KeyRing
-from playtotv.percentile import percentile
 from bench._play import (
-    run_on_private_redis,
     SECRET,
     Director,
-    cpu_seconds,
     KeepAliveHttp,
+    cpu_seconds,
     node_env,
     post_request,
+    run_on_private_redis,
     start_node,
     start_process,
 )
+from playtotv.credentials import KeyRing
+from playtotv.percentile import percentile
 
 #: Viewers' tickets; each answers each quiz at most once, so quizzes × users bounds the answers sent.
 USERS = 4000
@@ -128,15 +128,9 @@ async def drive(url: str, load: Load, viewers: int, seconds: float, warmup: floa
         await trio.sleep_until(stop_at)
         for name, pid in (cpu_of or {}).items():
             cpu_used[name] = cpu_seconds(pid) - cpu_before.get(name, 0.0)
-    latencies.sort()
     ok = statuses.get(202, 0)
     return {
-        **{f"{name}_cpu_us": round(used / ok * 1e6, 1) if ok else None for name, used in cpu_used.items()},
-        "per_s": round(ok / seconds, 1),
-        "p50_ms": round((percentile(latencies, 0.5) or 0) * 1000, 2),
-        "p99_ms": round((percentile(latencies, 0.99) or 0) * 1000, 2),
-        "accepted": ok,
-        "all_accepted": all_accepted,
+        **_summary(ok, seconds, latencies, cpu_used, all_accepted),
         "errors": errors + sum(n for s, n in statuses.items() if s != 202),
         "statuses": {str(s): n for s, n in sorted(statuses.items())},
     }
@@ -247,15 +241,9 @@ async def drive_ws(url: str, viewers: list[WsViewer], seconds: float, warmup: fl
         await trio.sleep_until(stop_at)
         for name, pid in cpu_of.items():
             cpu_used[name] = cpu_seconds(pid) - cpu_before.get(name, 0.0)
-    latencies.sort()
     ok = outcomes["accepted"]
     return {
-        **{f"{name}_cpu_us": round(used / ok * 1e6, 1) if ok else None for name, used in cpu_used.items()},
-        "per_s": round(ok / seconds, 1),
-        "p50_ms": round((percentile(latencies, 0.5) or 0) * 1000, 2),
-        "p99_ms": round((percentile(latencies, 0.99) or 0) * 1000, 2),
-        "accepted": ok,
-        "all_accepted": all_accepted,
+        **_summary(ok, seconds, latencies, cpu_used, all_accepted),
         "errors": outcomes["error"] + dropped,
     }
 
@@ -375,6 +363,20 @@ async def bench(args: argparse.Namespace, redis_url: str, redis_pid: int, db_pat
         "accepted": sent,
         "counted": counted,
         "durability": "queued",
+    }
+
+
+def _summary(ok: int, seconds: float, latencies: list[float], cpu_used: dict[str, float],
+             all_accepted: bool) -> dict[str, Any]:
+    """What both transports report of one timed run: CPU µs per accepted answer, rate and latencies."""
+    latencies.sort()
+    return {
+        **{f"{name}_cpu_us": round(used / ok * 1e6, 1) if ok else None for name, used in cpu_used.items()},
+        "per_s": round(ok / seconds, 1),
+        "p50_ms": round((percentile(latencies, 0.5) or 0) * 1000, 2),
+        "p99_ms": round((percentile(latencies, 0.99) or 0) * 1000, 2),
+        "accepted": ok,
+        "all_accepted": all_accepted,
     }
 
 
